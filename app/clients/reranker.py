@@ -1,0 +1,329 @@
+"""Rerankers: score (query, candidate passages) pairs. Selected by `RAG_RERANKER__KIND`.
+
+- lexical (default): BM25 over the candidate passages, fused with the vector score.
+- cross-encoder: a sentence-transformers-compatible cross-encoder directory, run with
+  onnxruntime when it holds `model.onnx`, otherwise with torch.
+- http: a remote reranker speaking TEI `POST /rerank` or Cohere-style `POST /v1/rerank`.
+
+Every reranker returns one finite float per candidate, in candidate order; anything else is a
+DependencyBadResponse. CPU-bound work runs on a worker pool, at most `concurrency` at once.
+`id` names the model and its revision: it is part of the rerank cache key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx
+import numpy as np
+
+from app.clients.http import raise_for_http_error, translate_http_errors
+from app.clients.vectorstore import Candidate
+from app.errors import DependencyBadResponse, DependencyUnavailable
+from app.settings import RerankerSettings
+
+DEPENDENCY = "reranker"
+T = TypeVar("T")
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+# Function words carry no topical signal in a 50-passage candidate set; dropping them keeps
+# BM25 from rewarding passages for "the" and "of".
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "does",
+        "do",
+        "did",
+        "can",
+    ]
+)
+
+
+def tokenize(text: str) -> list[str]:
+    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
+
+
+class Reranker(Protocol):
+    id: str
+    remote: bool
+
+    async def score(self, query: str, candidates: Sequence[Candidate]) -> list[float]: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def check_scores(scores: Sequence[float], n: int) -> list[float]:
+    """One finite float per candidate, or DependencyBadResponse."""
+    if len(scores) != n:
+        raise DependencyBadResponse(DEPENDENCY, f"{len(scores)} scores for {n} candidates")
+    out = [float(s) for s in scores]
+    if not all(math.isfinite(s) for s in out):
+        raise DependencyBadResponse(DEPENDENCY, "non-finite score")
+    return out
+
+
+class _Pool:
+    """A bounded worker pool for CPU-bound scoring, off the event loop."""
+
+    def __init__(self, concurrency: int, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _minmax(values: Sequence[float]) -> list[float]:
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        return [0.0] * len(values)
+    return [(v - lo) / (hi - lo) for v in values]
+
+
+def bm25_scores(query: str, texts: Sequence[str], k1: float, b: float) -> list[float]:
+    """BM25 of `query` against each text, with document frequencies over `texts` themselves."""
+    docs = [tokenize(t) for t in texts]
+    terms = set(tokenize(query))
+    n = len(docs)
+    if not terms or n == 0:
+        return [0.0] * n
+    avgdl = sum(len(d) for d in docs) / n or 1.0
+    tfs = [Counter(d) for d in docs]
+    df = {t: sum(1 for tf in tfs if t in tf) for t in terms}
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
+    out = []
+    for d, tf in zip(docs, tfs, strict=True):
+        norm = k1 * (1 - b + b * len(d) / avgdl)
+        out.append(sum(idf[t] * tf[t] * (k1 + 1) / (tf[t] + norm) for t in terms if t in tf))
+    return out
+
+
+class LexicalReranker:
+    """fused = (1 - w) * minmax(vector score) + w * minmax(BM25 over the candidates)."""
+
+    remote = False
+
+    def __init__(self, weight: float, k1: float, b: float, concurrency: int = 2) -> None:
+        self.weight = weight
+        self.k1 = k1
+        self.b = b
+        self.id = f"lexical-bm25@v1:w={weight:g}:k1={k1:g}:b={b:g}"
+        self._pool = _Pool(concurrency, "rerank")
+
+    @classmethod
+    def from_settings(cls, s: RerankerSettings) -> LexicalReranker:
+        return cls(s.fusion_weight, s.bm25_k1, s.bm25_b, s.concurrency)
+
+    def score_sync(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
+        if not candidates:
+            return []
+        lexical = _minmax(bm25_scores(query, [c.text for c in candidates], self.k1, self.b))
+        dense = _minmax([c.score for c in candidates])
+        w = self.weight
+        return [(1 - w) * d + w * x for d, x in zip(dense, lexical, strict=True)]
+
+    async def score(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
+        return check_scores(await self._pool.run(self.score_sync, query, candidates), len(candidates))
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        self._pool.close()
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers-style cross-encoder directory (config.json, tokenizer.json and
+    model.onnx or torch weights). The relevance score is the first logit."""
+
+    remote = False
+
+    def __init__(self, model_dir: Path, max_length: int = 256, concurrency: int = 1) -> None:
+        from tokenizers import Tokenizer
+
+        self.model_dir = model_dir
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.enable_truncation(max_length=max_length)
+        self._tokenizer.enable_padding()
+        onnx_path = model_dir / "model.onnx"
+        weights = (
+            onnx_path
+            if onnx_path.exists()
+            else _first_existing(model_dir, ["model.safetensors", "pytorch_model.bin"])
+        )
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        self.id = f"cross-encoder:{model_dir.name}@{digest}:len={max_length}"
+        self._run: Callable[[dict[str, np.ndarray]], np.ndarray]
+        if onnx_path.exists():
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            names = {i.name for i in session.get_inputs()}
+
+            def run_onnx(feeds: dict[str, np.ndarray]) -> np.ndarray:
+                logits = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+                return np.asarray(logits)
+
+            self._run = run_onnx
+            self.backend = "onnxruntime"
+        else:
+            import torch
+            from transformers import AutoModelForSequenceClassification
+
+            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+            model.eval()
+
+            def run_torch(feeds: dict[str, np.ndarray]) -> np.ndarray:
+                with torch.inference_mode():
+                    out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+                return np.asarray(out.logits.float().numpy())
+
+            self._run = run_torch
+            self.backend = "torch"
+        self._pool = _Pool(concurrency, "cross-encoder")
+
+    @classmethod
+    def from_settings(cls, s: RerankerSettings) -> CrossEncoderReranker:
+        assert s.model_dir is not None  # checked by RerankerSettings
+        return cls(s.model_dir, s.max_length, s.concurrency)
+
+    def score_sync(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
+        if not candidates:
+            return []
+        encs = self._tokenizer.encode_batch([(query, c.text) for c in candidates])
+        feeds = {
+            "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
+            "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
+        }
+        logits = self._run(feeds)
+        return [float(x) for x in logits.reshape(len(candidates), -1)[:, 0]]
+
+    async def score(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
+        return check_scores(await self._pool.run(self.score_sync, query, candidates), len(candidates))
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        self._pool.close()
+
+
+def _first_existing(d: Path, names: list[str]) -> Path:
+    for n in names:
+        if (d / n).exists():
+            return d / n
+    raise FileNotFoundError(f"no model.onnx, model.safetensors or pytorch_model.bin in {d}")
+
+
+class HttpReranker:
+    """TEI `POST /rerank` or Cohere-compatible `POST /v1/rerank`."""
+
+    remote = True
+
+    def __init__(self, settings: RerankerSettings, client: httpx.AsyncClient) -> None:
+        self._s = settings
+        self._client = client
+        self.id = f"http:{settings.api}:{settings.model}@{settings.url}"
+
+    @classmethod
+    def from_settings(cls, s: RerankerSettings) -> HttpReranker:
+        assert s.url is not None  # checked by RerankerSettings
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        return cls(s, httpx.AsyncClient(base_url=s.url, timeout=s.timeout_s, limits=limits))
+
+    async def score(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
+        if not candidates:
+            return []
+        texts = [c.text for c in candidates]
+        if self._s.api == "tei":
+            path = "/rerank"
+            body: dict[str, Any] = {"query": query, "texts": texts, "raw_scores": False, "truncate": True}
+        else:
+            path = "/v1/rerank"
+            body = {"model": self._s.model, "query": query, "documents": texts, "top_n": len(texts)}
+        with translate_http_errors(DEPENDENCY):
+            resp = await self._client.post(path, json=body)
+        raise_for_http_error(DEPENDENCY, resp)
+        return check_scores(self._parse(resp, len(texts)), len(texts))
+
+    def _parse(self, resp: httpx.Response, n: int) -> list[float]:
+        try:
+            data = resp.json()
+            rows = data if self._s.api == "tei" else data["results"]
+            key = "score" if self._s.api == "tei" else "relevance_score"
+            scores: list[float | None] = [None] * n
+            for row in rows:
+                i = int(row["index"])
+                if not 0 <= i < n or scores[i] is not None:
+                    raise ValueError(f"bad or repeated index {i}")
+                scores[i] = float(row[key])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DependencyBadResponse(DEPENDENCY, f"malformed rerank response: {exc}") from exc
+        if any(s is None for s in scores):
+            raise DependencyBadResponse(DEPENDENCY, "rerank response misses candidates")
+        return [s for s in scores if s is not None]
+
+    async def ping(self) -> None:
+        with translate_http_errors(DEPENDENCY):
+            resp = await self._client.get("/health")
+        if resp.status_code >= 400:
+            raise DependencyUnavailable(DEPENDENCY, f"health answered {resp.status_code}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def reranker_from_settings(s: RerankerSettings) -> Reranker | None:
+    if s.kind == "none":
+        return None
+    if s.kind == "http":
+        return HttpReranker.from_settings(s)
+    if s.kind == "cross-encoder":
+        return CrossEncoderReranker.from_settings(s)
+    return LexicalReranker.from_settings(s)

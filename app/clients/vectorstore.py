@@ -1,0 +1,448 @@
+"""The vector store: one small interface, two Qdrant backends.
+
+- EdgeStore (default): Qdrant's own engine in-process (`qdrant-edge-py`) on a local directory,
+  real HNSW built by `optimize()`. One process owns the directory: run one worker.
+- ServerStore: a Qdrant server or cluster by URL through `qdrant-client`'s AsyncQdrantClient.
+
+Both create the collection idempotently with the DESIGN §4 schema (cosine, HNSW m/ef_construct,
+keyword index on `tenant` with is_tenant) and always filter searches by tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from app.errors import DependencyBadResponse, DependencyTimeout, DependencyUnavailable
+from app.settings import QdrantSettings
+
+DEPENDENCY = "qdrant"
+FilterValue = str | int | bool
+Filters = Mapping[str, Sequence[FilterValue]]
+POINT_NAMESPACE = uuid.UUID("6f1c1c0e-3a53-4c0b-9a36-6b2f8d1d2a10")
+
+
+def point_id(tenant: str, doc_id: str) -> str:
+    """Stable point id: the same document id in two tenants is two points."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{doc_id}"))
+
+
+@dataclass(slots=True)
+class Candidate:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text", ""))
+
+
+@dataclass(slots=True)
+class PointIn:
+    id: str
+    vector: npt.NDArray[np.float32]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore(Protocol):
+    collection: str
+
+    async def ensure_collection(self, dim: int) -> bool: ...
+
+    async def drop(self) -> None: ...
+
+    async def search(
+        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+    ) -> list[Candidate]: ...
+
+    async def upsert(self, points: list[PointIn]) -> None: ...
+
+    async def delete(self, ids: list[str]) -> None: ...
+
+    async def optimize(self) -> None: ...
+
+    async def count(self, tenant: str | None = None) -> int: ...
+
+    async def info(self) -> dict[str, Any]: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EdgeStore:
+    """qdrant-edge shard on `path/collection`. Calls run on one dedicated thread, in order."""
+
+    def __init__(self, settings: QdrantSettings) -> None:
+        self._s = settings
+        self.collection = settings.collection
+        self.path = settings.path / settings.collection
+        self._shard: Any = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
+        self._load_if_present()
+
+    @classmethod
+    def from_settings(cls, s: QdrantSettings) -> EdgeStore:
+        return cls(s)
+
+    def _load_if_present(self) -> None:
+        from qdrant_edge import EdgeShard
+
+        if (self.path / "edge_config.json").exists():
+            self._shard = EdgeShard.load(str(self.path))
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        except (DependencyUnavailable, DependencyBadResponse):
+            raise
+        except Exception as exc:  # the engine raises plain Exceptions with a message
+            raise DependencyBadResponse(DEPENDENCY, f"embedded engine error: {exc}") from exc
+
+    def _shard_or_raise(self) -> Any:
+        if self._shard is None:
+            raise DependencyUnavailable(
+                DEPENDENCY, f"collection {self.collection!r} does not exist at {self.path}; bootstrap it"
+            )
+        return self._shard
+
+    async def ensure_collection(self, dim: int) -> bool:
+        """Create the shard if it does not exist. True if it was created."""
+        if self._shard is not None:
+            return False
+        return bool(await self._run(self._create, dim))
+
+    async def drop(self) -> None:
+        """Delete the collection and its files."""
+        import shutil
+
+        shard, self._shard = self._shard, None
+        if shard is not None:
+            await self._run(shard.close)
+        await self._run(shutil.rmtree, self.path, True)
+
+    def _create(self, dim: int) -> bool:
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeOptimizersConfig,
+            EdgeShard,
+            EdgeVectorParams,
+            HnswIndexConfig,
+            KeywordIndexParams,
+            UpdateOperation,
+        )
+
+        config = EdgeConfig(
+            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            hnsw_config=HnswIndexConfig(
+                m=self._s.hnsw_m, ef_construct=self._s.hnsw_ef_construct, full_scan_threshold=10
+            ),
+            # index every segment, however small: the default threshold would leave a corpus
+            # of a few thousand points as a plain scan and never build the HNSW graph
+            optimizers=EdgeOptimizersConfig(indexing_threshold=1),
+        )
+        self.path.mkdir(parents=True, exist_ok=True)
+        shard = EdgeShard.create(str(self.path), config)
+        shard.update(UpdateOperation.create_field_index("tenant", KeywordIndexParams(is_tenant=True)))
+        self._shard = shard
+        return True
+
+    async def search(
+        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+    ) -> list[Candidate]:
+        return list(await self._run(self._search, vector, k, ef, tenant, filters))
+
+    def _search(
+        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+    ) -> list[Candidate]:
+        from qdrant_edge import Query, SearchParams, SearchRequest
+
+        shard = self._shard_or_raise()
+        hits = shard.search(
+            SearchRequest(
+                query=Query.Nearest(vector.tolist()),
+                limit=k,
+                filter=_edge_filter(tenant, filters),
+                params=SearchParams(hnsw_ef=ef),
+                with_payload=True,
+            )
+        )
+        return [Candidate(str(h.id), float(h.score), h.payload or {}) for h in hits]
+
+    async def upsert(self, points: list[PointIn]) -> None:
+        await self._run(self._upsert, points)
+
+    def _upsert(self, points: list[PointIn]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        shard = self._shard_or_raise()
+        shard.update(
+            UpdateOperation.upsert_points([Point(p.id, p.vector.tolist(), p.payload) for p in points])
+        )
+
+    async def delete(self, ids: list[str]) -> None:
+        from qdrant_edge import UpdateOperation
+
+        point_ids: list[Any] = list(ids)
+        await self._run(lambda: self._shard_or_raise().update(UpdateOperation.delete_points(point_ids)))
+
+    async def optimize(self) -> None:
+        await self._run(lambda: (self._shard_or_raise().optimize(), self._shard_or_raise().flush()))
+
+    async def count(self, tenant: str | None = None) -> int:
+        from qdrant_edge import CountRequest
+
+        flt = _edge_filter(tenant, {}) if tenant else None
+        return int(await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=flt))))
+
+    async def info(self) -> dict[str, Any]:
+        return dict(await self._run(self._info))
+
+    def _info(self) -> dict[str, Any]:
+        shard = self._shard_or_raise()
+        i = shard.info()
+        schema = {}
+        for name, idx in i.payload_schema.items():
+            params = {"type": str(idx.data_type).rsplit(".", 1)[-1].lower()}
+            is_tenant = getattr(idx.params, "is_tenant", None)
+            if is_tenant is not None:
+                params["is_tenant"] = is_tenant
+            schema[name] = {"data_type": params["type"], "params": params, "points": idx.points}
+        return _collection_info(
+            points=i.points_count,
+            indexed=i.indexed_vectors_count,
+            segments=i.segments_count,
+            dim=self._dim(),
+            m=self._s.hnsw_m,
+            ef_construct=self._s.hnsw_ef_construct,
+            payload_schema=schema,
+        )
+
+    def _dim(self) -> int | None:
+        import json
+
+        try:
+            vectors = json.loads((self.path / "edge_config.json").read_text()).get("vectors", {})
+            return int(next(iter(vectors.values()))["size"])
+        except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError):
+            return None
+
+    async def ping(self) -> None:
+        await self.count()
+
+    async def aclose(self) -> None:
+        shard, self._shard = self._shard, None
+        if shard is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, shard.close)
+        self._pool.shutdown(wait=True)
+
+
+def _edge_filter(tenant: str | None, filters: Filters) -> Any:
+    from qdrant_edge import FieldCondition, Filter, MatchAny, MatchValue
+
+    must: list[Any] = []
+    if tenant is not None:
+        must.append(FieldCondition(key="tenant", match=MatchValue(tenant)))
+    for key, values in filters.items():
+        if len(values) == 1:
+            must.append(FieldCondition(key=key, match=MatchValue(values[0])))
+        else:
+            must.append(FieldCondition(key=key, match=MatchAny(list(values))))  # type: ignore[arg-type]
+    return Filter(must=must) if must else None
+
+
+def _collection_info(
+    *,
+    points: int | None,
+    indexed: int | None,
+    segments: int | None,
+    dim: int | None,
+    m: int,
+    ef_construct: int,
+    payload_schema: dict[str, Any],
+) -> dict[str, Any]:
+    """The shape of Qdrant's `GET /collections/<name>` result."""
+    return {
+        "status": "green",
+        "points_count": points,
+        "indexed_vectors_count": indexed,
+        "segments_count": segments,
+        "config": {
+            "params": {"vectors": {"size": dim, "distance": "Cosine"}},
+            "hnsw_config": {"m": m, "ef_construct": ef_construct},
+        },
+        "payload_schema": payload_schema,
+    }
+
+
+class ServerStore:
+    """A Qdrant server (or cluster) through qdrant-client's AsyncQdrantClient."""
+
+    def __init__(self, settings: QdrantSettings, client: Any) -> None:
+        self._s = settings
+        self.collection = settings.collection
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, s: QdrantSettings) -> ServerStore:
+        from qdrant_client import AsyncQdrantClient
+
+        if s.url == ":memory:":  # qdrant-client's local mode: for tests and demos only
+            client = AsyncQdrantClient(location=":memory:")
+        else:
+            client = AsyncQdrantClient(url=s.url, api_key=s.api_key, timeout=max(1, int(s.timeout_s)))
+        return cls(s, client)
+
+    async def _call(self, coro: Any) -> Any:
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        try:
+            return await coro
+        except UnexpectedResponse as exc:
+            code = exc.status_code
+            if code in (502, 503, 504):
+                raise DependencyUnavailable(DEPENDENCY, f"answered {code}") from exc
+            raise DependencyBadResponse(DEPENDENCY, f"answered {code}: {exc.reason_phrase}") from exc
+        except ResponseHandlingException as exc:
+            raise DependencyUnavailable(DEPENDENCY, f"request failed: {exc}") from exc
+        except TimeoutError as exc:
+            raise DependencyTimeout(DEPENDENCY, "timed out") from exc
+        except (ConnectionError, OSError) as exc:
+            raise DependencyUnavailable(DEPENDENCY, f"connection failed: {exc}") from exc
+        except Exception as exc:
+            import httpx
+
+            if isinstance(exc, httpx.TimeoutException):
+                raise DependencyTimeout(DEPENDENCY, "timed out") from exc
+            if isinstance(exc, httpx.TransportError):
+                raise DependencyUnavailable(DEPENDENCY, f"transport error: {exc}") from exc
+            raise
+
+    async def ensure_collection(self, dim: int) -> bool:
+        from qdrant_client import models
+
+        if await self._call(self._client.collection_exists(self.collection)):
+            return False
+        await self._call(
+            self._client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                hnsw_config=models.HnswConfigDiff(m=self._s.hnsw_m, ef_construct=self._s.hnsw_ef_construct),
+            )
+        )
+        await self._call(
+            self._client.create_payload_index(
+                self.collection,
+                "tenant",
+                field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+            )
+        )
+        return True
+
+    async def drop(self) -> None:
+        await self._call(self._client.delete_collection(self.collection))
+
+    @staticmethod
+    def _filter(tenant: str | None, filters: Filters) -> Any:
+        from qdrant_client import models
+
+        must: list[Any] = []
+        if tenant is not None:
+            must.append(models.FieldCondition(key="tenant", match=models.MatchValue(value=tenant)))
+        for key, values in filters.items():
+            match: Any = (
+                models.MatchValue(value=values[0]) if len(values) == 1 else models.MatchAny(any=list(values))
+            )
+            must.append(models.FieldCondition(key=key, match=match))
+        return models.Filter(must=must) if must else None
+
+    async def search(
+        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+    ) -> list[Candidate]:
+        from qdrant_client import models
+
+        resp = await self._call(
+            self._client.query_points(
+                self.collection,
+                query=vector.tolist(),
+                limit=k,
+                query_filter=self._filter(tenant, filters),
+                search_params=models.SearchParams(hnsw_ef=ef),
+                with_payload=True,
+            )
+        )
+        return [Candidate(str(p.id), float(p.score), p.payload or {}) for p in resp.points]
+
+    async def upsert(self, points: list[PointIn]) -> None:
+        from qdrant_client import models
+
+        await self._call(
+            self._client.upsert(
+                self.collection,
+                points=[
+                    models.PointStruct(id=p.id, vector=p.vector.tolist(), payload=p.payload) for p in points
+                ],
+                wait=True,
+            )
+        )
+
+    async def delete(self, ids: list[str]) -> None:
+        from qdrant_client import models
+
+        await self._call(
+            self._client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)))
+        )
+
+    async def optimize(self) -> None:
+        return None  # the server indexes in the background
+
+    async def count(self, tenant: str | None = None) -> int:
+        resp = await self._call(
+            self._client.count(self.collection, count_filter=self._filter(tenant, {}), exact=True)
+        )
+        return int(resp.count)
+
+    async def info(self) -> dict[str, Any]:
+        i = await self._call(self._client.get_collection(self.collection))
+        vectors = i.config.params.vectors
+        dim = getattr(vectors, "size", None)
+        schema = {
+            name: {
+                "data_type": str(v.data_type.value),
+                "params": v.params.model_dump() if v.params else {},
+                "points": v.points,
+            }
+            for name, v in (i.payload_schema or {}).items()
+        }
+        return _collection_info(
+            points=i.points_count,
+            indexed=i.indexed_vectors_count,
+            segments=i.segments_count,
+            dim=dim,
+            m=i.config.hnsw_config.m,
+            ef_construct=i.config.hnsw_config.ef_construct,
+            payload_schema=schema,
+        )
+
+    async def ping(self) -> None:
+        if not await self._call(self._client.collection_exists(self.collection)):
+            raise DependencyUnavailable(DEPENDENCY, f"collection {self.collection!r} does not exist")
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def vectorstore_from_settings(s: QdrantSettings) -> VectorStore:
+    if s.url:
+        return ServerStore.from_settings(s)
+    return EdgeStore.from_settings(s)

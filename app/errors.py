@@ -1,0 +1,80 @@
+"""Domain errors. Clients raise these (never their library's exceptions); api/errors.py maps
+them to HTTP in one table.
+
+    RagError
+    ├── InvalidRequest            bad input the schema could not catch (400)
+    ├── PayloadTooLarge           body over the limit (413)
+    ├── Overloaded                in-flight cap reached (503)
+    ├── DeadlineExceeded          the request's deadline passed (504)
+    └── DependencyError           a dependency failed; `dependency` names it
+        ├── DependencyUnavailable connection refused/reset, 5xx, breaker open (503 if fatal)
+        │   └── CircuitOpen       the breaker refused the call without trying
+        ├── DependencyTimeout     one attempt ran past its timeout
+        ├── DependencyBadResponse the dependency answered, but not usefully (malformed,
+        │                         non-finite scores); a breaker failure, never retried
+        └── DependencyRejected    the dependency refused our request (4xx); neither a breaker
+                                  success nor failure, never retried
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(RagError):
+    pass
+
+
+class PayloadTooLarge(RagError):
+    pass
+
+
+class Overloaded(RagError):
+    pass
+
+
+class DeadlineExceeded(RagError):
+    pass
+
+
+class DependencyError(RagError):
+    """A dependency failed. `transient` errors may be retried and count against the breaker."""
+
+    transient = True  # may be retried
+    counts_as_failure = True  # recorded as a failure by the circuit breaker
+    reason = "error"
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(f"{dependency}: {message}")
+        self.dependency = dependency
+
+
+class DependencyUnavailable(DependencyError):
+    reason = "unavailable"
+
+
+class CircuitOpen(DependencyUnavailable):
+    transient = False
+    counts_as_failure = False
+    reason = "circuit_open"
+
+
+class DependencyTimeout(DependencyError):
+    reason = "timeout"
+
+
+class DependencyBadResponse(DependencyError):
+    transient = False
+    reason = "bad_response"
+
+
+class DependencyRejected(DependencyError):
+    transient = False
+    counts_as_failure = False
+    reason = "rejected"

@@ -1,0 +1,68 @@
+"""Ingestion: passages -> embeddings -> points with the DESIGN §4 payload, in batches.
+
+Used by scripts/qdrant_bootstrap.py and the evaluation tool, so everything that writes the
+collection writes the same payload (text, doc_id, tenant, source, content_hash, extras).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.clients.embedder import Embedder
+from app.clients.vectorstore import PointIn, VectorStore, point_id
+
+RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash"})
+
+
+@dataclass(slots=True)
+class Document:
+    doc_id: str
+    text: str
+    tenant: str = "default"
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_payload(doc: Document) -> dict[str, Any]:
+    payload = {k: v for k, v in doc.extra.items() if k not in RESERVED}
+    payload.update(
+        text=doc.text,
+        doc_id=doc.doc_id,
+        tenant=doc.tenant,
+        source=doc.source,
+        content_hash=content_hash(doc.text),
+    )
+    return payload
+
+
+async def ingest(
+    store: VectorStore,
+    embedder: Embedder,
+    docs: Iterable[Document],
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Embed and upsert `docs`, then build the index. Returns how many were written."""
+    await store.ensure_collection(embedder.dim)
+    # similar lengths in one batch waste less compute on padding
+    ordered = sorted(docs, key=lambda d: len(d.text))
+    written = 0
+    for i in range(0, len(ordered), batch_size):
+        batch = ordered[i : i + batch_size]
+        vectors = await embedder.embed_batch([d.text for d in batch])
+        points = [
+            PointIn(point_id(d.tenant, d.doc_id), vectors[j], to_payload(d)) for j, d in enumerate(batch)
+        ]
+        await store.upsert(points)
+        written += len(batch)
+        if progress is not None:
+            progress(len(batch))
+    await store.optimize()
+    return written

@@ -1,0 +1,142 @@
+"""Opens every client in order (AsyncExitStack), yields the typed AppState as lifespan state,
+and closes them in reverse on shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from app.clients.cache import RerankCache
+from app.clients.embedder import Embedder, embedder_from_settings
+from app.clients.reranker import Reranker, reranker_from_settings
+from app.clients.vectorstore import VectorStore, vectorstore_from_settings
+from app.errors import DependencyError
+from app.observability.metrics import Metrics
+from app.observability.tracing import get_tracer, setup_tracing
+from app.pipeline import Guards, RagPipeline
+from app.resilience import BreakerConfig, CircuitBreaker, Guard, RetryBudget, RetryConfig
+from app.settings import Settings
+
+log = logging.getLogger("rag.lifespan")
+STATE_KEY = "rag"
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    metrics: Metrics
+    pipeline: RagPipeline
+    embedder: Embedder
+    store: VectorStore
+    reranker: Reranker | None
+    cache: RerankCache | None
+    tracer_provider: TracerProvider | None
+
+
+def make_guard(dependency: str, settings: Settings, metrics: Metrics, attempt_timeout_s: float) -> Guard:
+    r = settings.resilience
+    breaker = CircuitBreaker(
+        dependency,
+        BreakerConfig(
+            window=r.breaker_window,
+            min_calls=r.breaker_min_calls,
+            failure_rate=r.breaker_failure_rate,
+            open_s=r.breaker_open_s,
+            half_open_permits=r.breaker_half_open_permits,
+        ),
+        on_state_change=lambda dep, state: metrics.set_breaker_state(dep, int(state)),
+    )
+    metrics.set_breaker_state(dependency, 0)
+    return Guard(
+        dependency,
+        breaker,
+        RetryConfig(attempts=r.retry_attempts, base_s=r.retry_base_s, cap_s=r.retry_cap_s),
+        RetryBudget(r.retry_budget_ratio, r.retry_budget_floor),
+        attempt_timeout_s=attempt_timeout_s,
+        on_retry=metrics.count_retry,
+    )
+
+
+@asynccontextmanager
+async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppState]:
+    async with AsyncExitStack() as stack:
+        provider = setup_tracing()
+        if provider is not None:
+            # bounded: a down collector must not hang shutdown
+            stack.callback(provider.shutdown)
+            log.info("tracing on: exporting spans over OTLP/HTTP")
+
+        embedder = embedder_from_settings(settings.embedder)
+        stack.push_async_callback(embedder.aclose)
+        store = vectorstore_from_settings(settings.qdrant)
+        stack.push_async_callback(store.aclose)
+        reranker = reranker_from_settings(settings.reranker)
+        if reranker is not None:
+            stack.push_async_callback(reranker.aclose)
+        # Redis gets a quick breaker of its own: while it is down, requests skip the cache
+        # instead of paying a connect timeout each
+        redis_breaker = CircuitBreaker(
+            "redis",
+            BreakerConfig(window=10, min_calls=3, failure_rate=0.5, open_s=1.0, half_open_permits=1),
+            on_state_change=lambda dep, state: metrics.set_breaker_state(dep, int(state)),
+        )
+        cache = RerankCache.from_settings(settings.redis, redis_breaker)
+        if cache is not None:
+            stack.push_async_callback(cache.aclose)
+            metrics.set_breaker_state("redis", 0)
+
+        await _announce(settings, store, cache)
+        guards = Guards(
+            embedder=make_guard("embedder", settings, metrics, settings.embedder.timeout_s),
+            qdrant=make_guard("qdrant", settings, metrics, settings.qdrant.timeout_s),
+            reranker=make_guard("reranker", settings, metrics, settings.reranker.timeout_s),
+        )
+        pipeline = RagPipeline(
+            qdrant=settings.qdrant,
+            embedder=embedder,
+            store=store,
+            reranker=reranker,
+            cache=cache,
+            guards=guards,
+            metrics=metrics,
+            tracer=get_tracer(provider),
+        )
+        stack.push_async_callback(pipeline.drain)
+        yield AppState(settings, metrics, pipeline, embedder, store, reranker, cache, provider)
+
+
+async def _announce(settings: Settings, store: VectorStore, cache: RerankCache | None) -> None:
+    """Say at start-up what the gateway serves from, so an operator sees it in the first lines."""
+    where: dict[str, Any] = {"collection": store.collection}
+    try:
+        where["points"] = await store.count()
+    except DependencyError as exc:
+        log.warning("vector store not ready", extra={"error": exc.message})
+    log.info(
+        "vector store",
+        extra={"backend": "server" if settings.qdrant.url else "embedded", **where},
+    )
+    if cache is None:
+        log.warning("rerank cache off: no Redis URL configured")
+        return
+    try:
+        await cache.ping()
+        log.info("rerank cache on", extra={"redis": _redact(cache.url)})
+    except DependencyError:
+        log.warning(
+            "Redis not reachable: running without the rerank cache until it is",
+            extra={"redis": _redact(cache.url)},
+        )
+
+
+def _redact(url: str | None) -> str | None:
+    """Drop credentials from a URL before it is logged."""
+    if url and "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,59 @@
+"""The app factory. `create_app(settings)` builds a FastAPI app whose lifespan opens every
+client; `app.main:app` (for `uvicorn app.main:app`) is created lazily on first access, so
+importing this module reads no settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api import errors
+from app.api.health import router as health_router
+from app.api.middleware import GatewayMiddleware
+from app.api.rag import router as rag_router
+from app.lifespan import STATE_KEY, open_state
+from app.observability.logging import setup_logging
+from app.observability.metrics import Metrics
+from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None, metrics: Metrics | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+    metrics = metrics if metrics is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with open_state(settings, metrics) as state:
+            app.state.rag = state  # for tests and scripts holding the app object
+            yield {STATE_KEY: state}
+
+    docs = settings.server.docs_enabled
+    app = FastAPI(
+        title="RAG Gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    errors.install(app)
+    app.include_router(rag_router)
+    app.include_router(health_router)
+    app.add_middleware(GatewayMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for `uvicorn --factory`: settings and logging from the environment."""
+    settings = Settings()
+    setup_logging(settings.logging.level)
+    return create_app(settings)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return create_app_from_env()
+    raise AttributeError(name)

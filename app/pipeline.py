@@ -1,0 +1,241 @@
+"""RagPipeline.run(): embed -> search -> rerank (through the cache), with a span and a stage
+timing for each step, and the degradation rules of DESIGN §1.
+
+Embedder or vector store failing is fatal (DependencyError / DeadlineExceeded propagate, the API
+answers 503/504). Reranker failing is not: candidates come back in vector order and `degraded`
+says why. Redis failing is not either: the cache is bypassed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opentelemetry import trace
+
+from app.clients.cache import RerankCache, cache_key
+from app.clients.embedder import Embedder
+from app.clients.reranker import Reranker, check_scores
+from app.clients.vectorstore import Candidate, VectorStore
+from app.errors import DeadlineExceeded, DependencyError, InvalidRequest
+from app.observability.metrics import Metrics
+from app.resilience import Deadline, Guard
+from app.schemas import RagRequest
+from app.settings import QdrantSettings
+
+CacheOutcome = Literal["hit", "miss", "bypass", "off"]
+
+
+@dataclass(slots=True)
+class Ranked:
+    candidate: Candidate
+    score: float
+
+
+@dataclass(slots=True)
+class RagResult:
+    results: list[Ranked]
+    reranked: bool
+    cache: CacheOutcome
+    degraded: list[dict[str, str]] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Guards:
+    embedder: Guard
+    qdrant: Guard
+    reranker: Guard
+
+
+class SingleFlight:
+    """Concurrent calls with the same key share one execution (per process)."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[list[float]]] = {}
+
+    async def do(self, key: str, fn: Callable[[], Awaitable[list[float]]]) -> list[float]:
+        while (fut := self._inflight.get(key)) is not None:
+            try:
+                # shield: one waiter being cancelled must not cancel the shared call
+                return await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if fut.cancelled() and task is not None and not task.cancelling():
+                    continue  # the leader's client left, not ours: take over the call
+                raise
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            result = await fn()
+        except BaseException as exc:
+            if not fut.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(exc)
+                    fut.exception()  # mark retrieved: followers may be gone
+            raise
+        else:
+            fut.set_result(result)
+            return result
+        finally:
+            del self._inflight[key]
+
+
+class RagPipeline:
+    def __init__(
+        self,
+        *,
+        qdrant: QdrantSettings,
+        embedder: Embedder,
+        store: VectorStore,
+        reranker: Reranker | None,
+        cache: RerankCache | None,
+        guards: Guards,
+        metrics: Metrics,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self._q = qdrant
+        self.embedder = embedder
+        self.store = store
+        self.reranker = reranker
+        self.cache = cache
+        self.guards = guards
+        self.metrics = metrics
+        self.tracer = tracer or trace.get_tracer("rag-gateway")
+        self._single_flight = SingleFlight()
+        self._background: set[asyncio.Task[None]] = set()
+        self._filter_keys = frozenset(qdrant.filter_keys)
+
+    def resolve_ef(self, tenant: str, requested: int | None) -> int:
+        ef = requested if requested is not None else self._q.tenant_ef.get(tenant, self._q.ef_default)
+        return max(1, min(ef, self._q.ef_max))
+
+    async def run(self, req: RagRequest, tenant: str, deadline: Deadline) -> RagResult:
+        filters = req.filters()
+        bad = sorted(set(filters) - self._filter_keys)
+        if bad:
+            raise InvalidRequest(
+                f"filter keys not allowed: {', '.join(bad)} (allowed: {', '.join(sorted(self._filter_keys))})"
+            )
+        ef = self.resolve_ef(tenant, req.ef)
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+
+        with self.tracer.start_as_current_span("embed") as span:
+            t0 = time.perf_counter()
+            vector = await self.guards.embedder.call(lambda: self.embedder.embed(req.q), deadline)
+            timings["embed"] = self._stage("embed", t0)
+            span.set_attribute("rag.embedder", self.embedder.id)
+
+        with self.tracer.start_as_current_span("search") as span:
+            t0 = time.perf_counter()
+            candidates = await self.guards.qdrant.call(
+                lambda: self.store.search(vector, req.k, ef, tenant, filters), deadline
+            )
+            timings["search"] = self._stage("search", t0)
+            span.set_attribute("rag.k", req.k)
+            span.set_attribute("rag.ef", ef)
+            span.set_attribute("rag.candidates", len(candidates))
+
+        result = RagResult(
+            results=[Ranked(c, c.score) for c in candidates], reranked=False, cache="off", timings_ms=timings
+        )
+        if req.rerank and self.reranker is not None and candidates:
+            with self.tracer.start_as_current_span("rerank") as span:
+                t0 = time.perf_counter()
+                await self._rerank(req.q, tenant, candidates, deadline, result)
+                timings["rerank"] = self._stage("rerank", t0)
+                span.set_attribute("rag.cache", result.cache)
+                span.set_attribute("rag.reranked", result.reranked)
+                if result.degraded:
+                    span.set_attribute("rag.degraded_reason", result.degraded[0]["reason"])
+        else:
+            timings["rerank"] = 0.0
+        del result.results[req.n :]
+        timings["total"] = round((time.perf_counter() - t_start) * 1000, 3)
+        return result
+
+    def _stage(self, stage: str, t0: float) -> float:
+        dt = time.perf_counter() - t0
+        self.metrics.observe_stage(stage, dt)
+        return round(dt * 1000, 3)
+
+    async def _rerank(
+        self, query: str, tenant: str, candidates: list[Candidate], deadline: Deadline, result: RagResult
+    ) -> None:
+        assert self.reranker is not None
+        reranker = self.reranker
+        key = cache_key(reranker.id, tenant, query, candidates)
+        scores = await self._cache_get(key, result)
+        if scores is None or len(scores) != len(candidates):
+            try:
+                scores = await self._single_flight.do(
+                    key,
+                    lambda: self.guards.reranker.call(
+                        lambda: self._score(reranker, query, candidates), deadline
+                    ),
+                )
+            except (DependencyError, DeadlineExceeded) as exc:
+                reason = exc.reason if isinstance(exc, DependencyError) else "deadline"
+                result.degraded.append({"component": "reranker", "reason": reason})
+                self.metrics.count_degraded("reranker", reason)
+                return  # vector order stands; nothing is cached
+            if result.cache == "miss":
+                self._spawn(self._cache_set(key, scores))
+        ranked = sorted(
+            (Ranked(c, s) for c, s in zip(candidates, scores, strict=True)),
+            key=lambda r: r.score,
+            reverse=True,
+        )
+        result.results = ranked
+        result.reranked = True
+
+    async def _score(self, reranker: Reranker, query: str, candidates: list[Candidate]) -> list[float]:
+        return check_scores(await reranker.score(query, candidates), len(candidates))
+
+    async def _cache_get(self, key: str, result: RagResult) -> list[float] | None:
+        if self.cache is None:
+            result.cache = "off"
+            return None
+        t0 = time.perf_counter()
+        with self.tracer.start_as_current_span("cache.get") as span:
+            try:
+                scores = await self.cache.get(key)
+            except DependencyError:
+                result.cache = "bypass"
+                span.set_attribute("rag.cache", "bypass")
+                return None
+            finally:
+                self._stage("cache", t0)
+            result.cache = "hit" if scores is not None else "miss"
+            span.set_attribute("rag.cache", result.cache)
+        (self.metrics.cache_hit if scores is not None else self.metrics.cache_miss).inc()
+        return scores
+
+    async def _cache_set(self, key: str, scores: list[float]) -> None:
+        assert self.cache is not None
+        # best effort: on failure the next request recomputes
+        with self.tracer.start_as_current_span("cache.set"), contextlib.suppress(DependencyError):
+            await self.cache.set(key, scores)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background cache writes (shutdown, tests)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def as_dict(r: Ranked) -> dict[str, Any]:
+    c = r.candidate
+    payload = {k: v for k, v in c.payload.items() if k != "text"}
+    return {"id": c.id, "score": r.score, "vector_score": c.score, "text": c.text, "payload": payload}

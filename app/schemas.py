@@ -1,0 +1,113 @@
+"""Request and response models of the HTTP API (DESIGN §2). Strict: no coercion of "50" to 50,
+no unknown fields."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+MAX_Q_CHARS = 2048
+MAX_K = 200
+MAX_FILTER_KEYS = 8
+MAX_FILTER_VALUES = 32
+
+FilterScalar = StrictStr | StrictInt | StrictBool
+FilterValue = (
+    FilterScalar | Annotated[list[StrictStr | StrictInt], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+)
+
+
+def normalize_query(q: str) -> str:
+    """NFC, trimmed, inner whitespace collapsed: what is embedded and what keys the cache."""
+    return " ".join(unicodedata.normalize("NFC", q).split())
+
+
+class RagRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    q: StrictStr = Field(description=f"the query; 1..{MAX_Q_CHARS} characters after trimming")
+    k: StrictInt = Field(50, ge=1, le=MAX_K, description="candidates fetched and reranked")
+    top_n: StrictInt | None = Field(None, ge=1, le=MAX_K, description="passages returned; default k")
+    filter: dict[str, FilterValue] | None = Field(
+        None,
+        max_length=MAX_FILTER_KEYS,
+        description="exact match on allow-listed payload keys: {field: value or [values]}",
+    )
+    rerank: StrictBool = True
+    ef: StrictInt | None = Field(None, ge=1, description="hnsw_ef override, clamped to the maximum")
+
+    @field_validator("q")
+    @classmethod
+    def _q(cls, v: str) -> str:
+        v = normalize_query(v)
+        if not v:
+            raise ValueError("q must not be blank")
+        if len(v) > MAX_Q_CHARS:
+            raise ValueError(f"q must be at most {MAX_Q_CHARS} characters")
+        return v
+
+    @model_validator(mode="after")
+    def _top_n(self) -> RagRequest:
+        if self.top_n is not None and self.top_n > self.k:
+            raise ValueError("top_n must not exceed k")
+        return self
+
+    @property
+    def n(self) -> int:
+        return self.top_n if self.top_n is not None else self.k
+
+    def filters(self) -> dict[str, list[str | int | bool]]:
+        out: dict[str, list[str | int | bool]] = {}
+        for key, v in (self.filter or {}).items():
+            out[key] = list(v) if isinstance(v, list) else [v]
+        return out
+
+
+class Passage(BaseModel):
+    id: str
+    score: float
+    vector_score: float
+    text: str
+    payload: dict[str, Any]
+
+
+class Degradation(BaseModel):
+    component: str
+    reason: str
+
+
+class Timings(BaseModel):
+    embed: float
+    search: float
+    rerank: float
+    total: float
+
+
+class RagResponse(BaseModel):
+    request_id: str
+    results: list[Passage]
+    reranked: bool
+    cache: Literal["hit", "miss", "bypass", "off"]
+    degraded: list[Degradation]
+    timings_ms: Timings
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

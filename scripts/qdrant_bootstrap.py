@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Create the Qdrant collection (idempotently) and load passages into it.
+
+Sources (one of):
+  (none)        the built-in synthetic corpus (~2,000 passages on ~20 topics)
+  --beir DIR    a BEIR-format dataset: DIR/corpus.jsonl lines {"_id", "title", "text"}
+  --jsonl FILE  lines {"id", "text", ...payload}
+
+Reads the same RAG_* settings as the gateway: the embedded engine under RAG_QDRANT__PATH by
+default, or a Qdrant server when RAG_QDRANT__URL is set. Re-running is safe: point ids are
+derived from (tenant, doc id), so the same passages are overwritten, not duplicated.
+Prints the collection info in the shape of Qdrant's `GET /collections/<name>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from app.clients.embedder import embedder_from_settings
+from app.clients.vectorstore import vectorstore_from_settings
+from app.ingest import Document, ingest
+from app.settings import QdrantSettings, Settings
+
+
+def synthetic_docs(n: int, tenant: str) -> Iterator[Document]:
+    from synthetic_corpus import generate
+
+    for p in generate(n=n):
+        extra = {k: v for k, v in p.items() if k not in {"id", "text", "source"}}
+        yield Document(doc_id=p["id"], text=p["text"], tenant=tenant, source=p["source"], extra=extra)
+
+
+def beir_docs(directory: Path, tenant: str) -> Iterator[Document]:
+    source = directory.name
+    with (directory / "corpus.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            title = (row.get("title") or "").strip()
+            text = (row.get("text") or "").strip()
+            body = f"{title}\n{text}" if title else text
+            yield Document(doc_id=str(row["_id"]), text=body, tenant=tenant, source=source)
+
+
+def jsonl_docs(path: Path, tenant: str) -> Iterator[Document]:
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "id" not in row or "text" not in row:
+                raise SystemExit(f"{path}:{n}: each line needs 'id' and 'text'")
+            extra = {k: v for k, v in row.items() if k not in {"id", "text", "source", "tenant"}}
+            yield Document(
+                doc_id=str(row["id"]),
+                text=str(row["text"]),
+                tenant=str(row.get("tenant", tenant)),
+                source=str(row.get("source", path.stem)),
+                extra=extra,
+            )
+
+
+class Progress:
+    """A plain progress bar on stderr (no extra dependency)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done, self.t0 = total, label, 0, time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        rate = self.done / max(1e-9, time.monotonic() - self.t0)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} ({rate:.0f}/s)"
+        )
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = Settings()
+    qdrant: QdrantSettings = settings.qdrant
+    if args.collection:
+        qdrant = qdrant.model_copy(update={"collection": args.collection})
+    tenant = args.tenant or settings.server.default_tenant
+    store = vectorstore_from_settings(qdrant)
+    embedder = embedder_from_settings(settings.embedder)
+    try:
+        if args.recreate:
+            await store.drop()
+            store = vectorstore_from_settings(qdrant)
+        created = await store.ensure_collection(embedder.dim)
+        print(f"collection {qdrant.collection!r}: {'created' if created else 'exists'}", file=sys.stderr)
+        if args.if_empty and not created and await store.count() > 0:
+            print("collection is not empty; nothing loaded (--if-empty)", file=sys.stderr)
+        else:
+            if args.beir:
+                docs = list(beir_docs(args.beir, tenant))
+            elif args.jsonl:
+                docs = list(jsonl_docs(args.jsonl, tenant))
+            else:
+                docs = list(synthetic_docs(args.n, tenant))
+            n = await ingest(store, embedder, docs, args.batch_size, Progress(len(docs), "embedding"))
+            print(f"loaded {n} passages", file=sys.stderr)
+        print(json.dumps({"result": await store.info(), "status": "ok"}, indent=2))
+    finally:
+        await store.aclose()
+        await embedder.aclose()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--beir", type=Path, metavar="DIR", help="BEIR-format dataset directory")
+    src.add_argument("--jsonl", type=Path, metavar="FILE", help='JSONL file of {"id", "text", ...}')
+    parser.add_argument("--n", type=int, default=2000, help="synthetic passages to generate (default 2000)")
+    parser.add_argument("--collection", help="collection name (default RAG_QDRANT__COLLECTION or rag_docs)")
+    parser.add_argument("--tenant", help="tenant of the loaded passages (default RAG_SERVER__DEFAULT_TENANT)")
+    parser.add_argument("--recreate", action="store_true", help="drop the collection first")
+    parser.add_argument("--if-empty", action="store_true", help="load only if the collection is empty")
+    parser.add_argument("--batch-size", type=int, default=64, help="passages embedded per batch (default 64)")
+    args = parser.parse_args(argv)
+    if args.beir and not (args.beir / "corpus.jsonl").exists():
+        parser.error(f"{args.beir} has no corpus.jsonl")
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
