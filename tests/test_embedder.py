@@ -76,5 +76,5 @@ async def test_query_cache_returns_same_vector_without_recompute(model_dir: Path
 
 
 def test_missing_model_dir_says_how_to_export(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="export_onnx.py"):
+    with pytest.raises(FileNotFoundError, match=r"export_onnx\.py"):
         OnnxEmbedder(tmp_path)
