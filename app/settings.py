@@ -15,25 +15,34 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServerSettings(BaseModel):
-    host: str = "0.0.0.0"
-    port: int = Field(8080, ge=1, le=65535)
+    host: str = Field("0.0.0.0", description="listen address")
+    port: int = Field(8080, ge=1, le=65535, description="listen port (`make run` uses $PORT)")
     deadline_s: float = Field(2.0, gt=0, le=60, description="total deadline of one /rag request")
     max_in_flight: int = Field(64, ge=1, description="in-flight /rag cap per process; excess gets 503")
     max_body_bytes: int = Field(16 * 1024, ge=256, description="request body limit; larger gets 413")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
-    docs_enabled: bool = True
-    default_tenant: str = Field("default", min_length=1, max_length=64)
+    docs_enabled: bool = Field(True, description="serve /docs and /openapi.json")
+    default_tenant: str = Field(
+        "default",
+        min_length=1,
+        max_length=64,
+        description="tenant of unauthenticated callers and of bootstrap",
+    )
 
 
 class EmbedderSettings(BaseModel):
-    kind: Literal["onnx", "http"] = "onnx"
-    model_dir: Path = Path("data/models/all-MiniLM-L6-v2")
+    kind: Literal["onnx", "http"] = Field(
+        "onnx", description="`onnx` in-process model or `http` remote service"
+    )
+    model_dir: Path = Field(Path("data/models/all-MiniLM-L6-v2"), description="exported ONNX model directory")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime pick")
     cache_size: int = Field(4096, ge=0, description="query-embedding LRU entries; 0 disables it")
     url: str | None = Field(None, description="base URL of a remote embedding service (kind=http)")
-    api: Literal["tei", "openai"] = "tei"
+    api: Literal["tei", "openai"] = Field(
+        "tei", description="remote API: TEI `/embed` or OpenAI `/v1/embeddings`"
+    )
     model: str = Field("all-MiniLM-L6-v2", description="model name sent to an OpenAI-style API")
-    timeout_s: float = Field(2.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0, description="bound on one embedder attempt")
 
     @model_validator(mode="after")
     def _url_for_http(self) -> EmbedderSettings:
@@ -44,14 +53,14 @@ class EmbedderSettings(BaseModel):
 
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = embedded engine on `path`")
-    api_key: str | None = None
-    path: Path = Path("data/qdrant")
-    collection: str = Field("rag_docs", pattern=r"^[A-Za-z0-9_\-]{1,128}$")
-    timeout_s: float = Field(2.0, gt=0)
-    hnsw_m: int = Field(32, ge=4, le=128)
-    hnsw_ef_construct: int = Field(200, ge=8, le=2048)
-    ef_default: int = Field(64, ge=1)
-    ef_max: int = Field(512, ge=1)
+    api_key: str | None = Field(None, description="Qdrant server API key (use a Secret)")
+    path: Path = Field(Path("data/qdrant"), description="embedded engine data directory (`$DATA_DIR/qdrant`)")
+    collection: str = Field("rag_docs", pattern=r"^[A-Za-z0-9_\-]{1,128}$", description="collection name")
+    timeout_s: float = Field(2.0, gt=0, description="bound on one search attempt")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW edges per node (collection creation)")
+    hnsw_ef_construct: int = Field(200, ge=8, le=2048, description="HNSW build beam (collection creation)")
+    ef_default: int = Field(64, ge=1, description="search-time hnsw_ef when no tenant policy applies")
+    ef_max: int = Field(512, ge=1, description="upper clamp of any hnsw_ef, requested or configured")
     tenant_ef: dict[str, int] = Field(default_factory=dict, description="per-tenant hnsw_ef policy")
     filter_keys: list[str] = Field(
         default_factory=lambda: ["source", "doc_id", "topic", "lang"],
@@ -68,9 +77,9 @@ class QdrantSettings(BaseModel):
 class RedisSettings(BaseModel):
     url: str | None = Field("redis://127.0.0.1:6379/0", description="unset or empty = no cache")
     timeout_s: float = Field(0.05, gt=0, description="bound on one cache operation")
-    connect_timeout_s: float = Field(0.2, gt=0)
-    ttl_s: int = Field(86400, ge=1)
-    max_connections: int = Field(64, ge=1)
+    connect_timeout_s: float = Field(0.2, gt=0, description="bound on opening a connection")
+    ttl_s: int = Field(86400, ge=1, description="lifetime of a cached rerank result")
+    max_connections: int = Field(64, ge=1, description="connection pool size")
 
     @field_validator("url")
     @classmethod
@@ -79,9 +88,13 @@ class RedisSettings(BaseModel):
 
 
 class RerankerSettings(BaseModel):
-    kind: Literal["lexical", "cross-encoder", "http", "none"] = "lexical"
+    kind: Literal["lexical", "cross-encoder", "http", "none"] = Field(
+        "lexical", description="`lexical` (BM25 fused with vector score), `cross-encoder`, `http` or `none`"
+    )
     url: str | None = Field(None, description="base URL of the http reranker")
-    api: Literal["tei", "cohere"] = "tei"
+    api: Literal["tei", "cohere"] = Field(
+        "tei", description="http reranker API: TEI `/rerank` or Cohere `/v1/rerank`"
+    )
     model: str = Field("rerank", description="model name sent to a Cohere-style API")
     model_dir: Path | None = Field(None, description="cross-encoder model directory")
     timeout_s: float = Field(1.0, gt=0, description="bound on one reranker attempt")
@@ -90,8 +103,8 @@ class RerankerSettings(BaseModel):
     fusion_weight: float = Field(
         0.2, ge=0, le=1, description="lexical: weight of BM25 against the vector score"
     )
-    bm25_k1: float = Field(0.9, ge=0)
-    bm25_b: float = Field(0.4, ge=0, le=1)
+    bm25_k1: float = Field(0.9, ge=0, description="lexical: BM25 term-frequency saturation")
+    bm25_b: float = Field(0.4, ge=0, le=1, description="lexical: BM25 length normalisation")
 
     @model_validator(mode="after")
     def _needs(self) -> RerankerSettings:
@@ -104,19 +117,19 @@ class RerankerSettings(BaseModel):
 
 class ResilienceSettings(BaseModel):
     retry_attempts: int = Field(2, ge=0, le=10, description="retries after the first attempt")
-    retry_base_s: float = Field(0.02, ge=0)
-    retry_cap_s: float = Field(0.2, ge=0)
+    retry_base_s: float = Field(0.02, ge=0, description="full-jitter base: sleep ~ U(0, min(cap, base*2^n))")
+    retry_cap_s: float = Field(0.2, ge=0, description="full-jitter cap")
     retry_budget_ratio: float = Field(0.2, ge=0, le=1, description="retries per call allowed")
     retry_budget_floor: int = Field(10, ge=0, description="retries always allowed per window")
     breaker_window: int = Field(20, ge=1, description="calls in the sliding window")
-    breaker_min_calls: int = Field(10, ge=1)
-    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
+    breaker_min_calls: int = Field(10, ge=1, description="calls recorded before the breaker may open")
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1, description="failure share that opens the breaker")
     breaker_open_s: float = Field(5.0, gt=0, description="time OPEN before HALF_OPEN")
-    breaker_half_open_permits: int = Field(2, ge=1)
+    breaker_half_open_permits: int = Field(2, ge=1, description="trial calls in HALF_OPEN; all must succeed")
 
 
 class LoggingSettings(BaseModel):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_query: bool = Field(False, description="include query text in request logs")
 
 
