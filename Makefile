@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAG_EMBEDDER__MODEL_DIR ?= $(MODEL_DIR)
 export RAG_QDRANT__PATH ?= $(DATA_DIR)/qdrant
 
-.PHONY: help run test lint typecheck pytest install install-test model bootstrap system-deps bench eval clean
+.PHONY: help run test lint typecheck pytest install install-test deploy-tools model bootstrap system-deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,11 @@ $(VENV)/.installed-test: requirements-dev.txt $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run ## create .venv and install the gateway
 
-install-test: $(VENV)/.installed-test system-deps ## install everything the tests need
+install-test: $(VENV)/.installed-test system-deps deploy-tools ## install everything the tests need
+
+# validators for the deployment files (kubernetes-validate, checkov, helm, hadolint, npm tools)
+deploy-tools: $(VENV)/.installed-test
+	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install_deploy_tools.sh
 
 model: install ## export the embedding model to ONNX (skipped when current)
 	$(PY) scripts/export_onnx.py --out $(MODEL_DIR)
