@@ -254,3 +254,31 @@ def make_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("NO_COLOR", "1")
     return env
+
+
+# --- TypeScript type checks ------------------------------------------------------------------------
+
+
+def typecheck(sources: dict[str, str]) -> tuple[int, str]:
+    """`tsc --noEmit` over generated .mts files (name -> text) with tests/deploy/tsconfig.base.json.
+
+    The files live in a scratch folder under node_modules/ (gitignored) so that module
+    resolution finds the installed type packages."""
+    import tempfile
+
+    cache = NODE_MODULES / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="deploy-tests-", dir=cache) as tmp:
+        d = Path(tmp)
+        config = json.loads((Path(__file__).parent / "tsconfig.base.json").read_text())
+        config["files"] = sorted(sources)
+        (d / "tsconfig.json").write_text(json.dumps(config))
+        for name, text in sources.items():
+            (d / name).write_text(text)
+        proc = run(["node", str(NODE_MODULES / "typescript" / "bin" / "tsc"), "-p", str(d / "tsconfig.json")], cwd=d, timeout=300)
+        return proc.returncode, (proc.stdout + proc.stderr).replace(str(d) + "/", "")
+
+
+def ts_literal(obj: Any) -> str:
+    """A JSON value as a TypeScript object literal (fresh literal: excess properties are errors)."""
+    return json.dumps(obj, indent=2)
