@@ -263,6 +263,7 @@ def _edge_filter(tenant: str | None, filters: Filters) -> Any:
 
 def _collection_info(
     *,
+    status: str = "green",
     points: int | None,
     indexed: int | None,
     segments: int | None,
@@ -273,7 +274,7 @@ def _collection_info(
 ) -> dict[str, Any]:
     """The shape of Qdrant's `GET /collections/<name>` result."""
     return {
-        "status": "green",
+        "status": status,
         "points_count": points,
         "indexed_vectors_count": indexed,
         "segments_count": segments,
@@ -304,29 +305,40 @@ class ServerStore:
         return cls(s, client)
 
     async def _call(self, coro: Any) -> Any:
+        import httpx
+        from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
         try:
             return await coro
         except UnexpectedResponse as exc:
             code = exc.status_code
-            if code in (502, 503, 504):
+            if code == 404:  # the collection is not there (yet): not bootstrapped, like EdgeStore
+                raise DependencyUnavailable(DEPENDENCY, f"collection {self.collection!r} not found") from exc
+            if code in (429, 502, 503, 504):
                 raise DependencyUnavailable(DEPENDENCY, f"answered {code}") from exc
             raise DependencyBadResponse(DEPENDENCY, f"answered {code}: {exc.reason_phrase}") from exc
+        except ResourceExhaustedResponse as exc:
+            raise DependencyUnavailable(DEPENDENCY, "rate limited (429)") from exc
         except ResponseHandlingException as exc:
-            raise DependencyUnavailable(DEPENDENCY, f"request failed: {exc}") from exc
-        except TimeoutError as exc:
+            # qdrant-client wraps both transport failures and unparsable answers in this one type
+            source = exc.source
+            if isinstance(source, httpx.TimeoutException | TimeoutError):
+                raise DependencyTimeout(DEPENDENCY, f"timed out: {type(source).__name__}") from exc
+            if isinstance(source, httpx.TransportError | OSError):
+                raise DependencyUnavailable(DEPENDENCY, f"request failed: {source!r}") from exc
+            raise DependencyBadResponse(DEPENDENCY, f"unusable answer: {source!r}") from exc
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise DependencyTimeout(DEPENDENCY, "timed out") from exc
-        except (ConnectionError, OSError) as exc:
-            raise DependencyUnavailable(DEPENDENCY, f"connection failed: {exc}") from exc
-        except Exception as exc:
-            import httpx
-
-            if isinstance(exc, httpx.TimeoutException):
-                raise DependencyTimeout(DEPENDENCY, "timed out") from exc
-            if isinstance(exc, httpx.TransportError):
-                raise DependencyUnavailable(DEPENDENCY, f"transport error: {exc}") from exc
-            raise
+        except (OSError, httpx.TransportError) as exc:
+            raise DependencyUnavailable(DEPENDENCY, f"connection failed: {exc!r}") from exc
+        except ValueError as exc:
+            # local mode (":memory:") says a missing collection with a ValueError
+            if "not found" in str(exc):
+                raise DependencyUnavailable(DEPENDENCY, str(exc)) from exc
+            raise DependencyBadResponse(DEPENDENCY, f"client error: {exc}") from exc
+        except Exception as exc:  # never let a library exception cross the boundary
+            raise DependencyBadResponse(DEPENDENCY, f"{type(exc).__name__}: {exc}") from exc
 
     async def ensure_collection(self, dim: int) -> bool:
         from qdrant_client import models
@@ -419,12 +431,14 @@ class ServerStore:
         schema = {
             name: {
                 "data_type": str(v.data_type.value),
-                "params": v.params.model_dump() if v.params else {},
+                # as the server's JSON shows it: plain strings, unset options left out
+                "params": v.params.model_dump(mode="json", exclude_none=True) if v.params else {},
                 "points": v.points,
             }
             for name, v in (i.payload_schema or {}).items()
         }
         return _collection_info(
+            status=str(getattr(i.status, "value", i.status)),
             points=i.points_count,
             indexed=i.indexed_vectors_count,
             segments=i.segments_count,
