@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from deploy_support import ROOT, Source, k8s_files, run, write_rendered  # noqa: E402
+from deploy_support import ROOT, Source, k8s_files, run, write_rendered
 
 SOURCES = ["k8s", "helm-default", "helm-ci"]
 

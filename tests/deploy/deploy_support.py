@@ -55,8 +55,12 @@ def tool(name: str) -> str:
     return found
 
 
-def run(cmd: list[str], *, cwd: Path | None = None, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+def run(
+    cmd: list[str], *, cwd: Path | None = None, timeout: float = 120, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, check=False, **kw
+    )
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:
@@ -226,7 +230,9 @@ def analysis_metrics(template: dict[str, Any], overrides: dict[str, str]) -> lis
 
 # --- Argo Rollouts successCondition (expr-lang) ---------------------------------------------------
 
-_EXPR_TOKEN = re.compile(r"\s*(\|\||&&|<=|>=|==|!=|<|>|\(|\)|\[|\]|!|len|isNaN|result|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
+_EXPR_TOKEN = re.compile(
+    r"\s*(\|\||&&|<=|>=|==|!=|<|>|\(|\)|\[|\]|!|len|isNaN|result|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+)
 
 
 def eval_success_condition(condition: str, result: list[float]) -> bool:
@@ -247,7 +253,7 @@ def eval_success_condition(condition: str, result: list[float]) -> bool:
         py.append({"||": " or ", "&&": " and ", "!": " not "}.get(tok, tok))
         pos = m.end()
     code = "".join(py)
-    return bool(eval(code, {"__builtins__": {}}, {"len": len, "isNaN": math.isnan, "result": result}))  # noqa: S307 - tokens checked above
+    return bool(eval(code, {"__builtins__": {}}, {"len": len, "isNaN": math.isnan, "result": result}))
 
 
 def make_env() -> dict[str, str]:
@@ -275,7 +281,11 @@ def typecheck(sources: dict[str, str]) -> tuple[int, str]:
         (d / "tsconfig.json").write_text(json.dumps(config))
         for name, text in sources.items():
             (d / name).write_text(text)
-        proc = run(["node", str(NODE_MODULES / "typescript" / "bin" / "tsc"), "-p", str(d / "tsconfig.json")], cwd=d, timeout=300)
+        proc = run(
+            ["node", str(NODE_MODULES / "typescript" / "bin" / "tsc"), "-p", str(d / "tsconfig.json")],
+            cwd=d,
+            timeout=300,
+        )
         return proc.returncode, (proc.stdout + proc.stderr).replace(str(d) + "/", "")
 
 

@@ -52,7 +52,9 @@ def test_kubernetes_validate_strict(source: Source, tmp_path: Path) -> None:
     assert len(passed) == len(builtin) + len(source.kind("Rollout")), out
     for line in out.splitlines():
         if line.startswith("WARN"):
-            assert "Couldn't find schema for kind" in line and any(f"kind {k} " in line for k in CRD_KINDS), line
+            assert "Couldn't find schema for kind" in line and any(f"kind {k} " in line for k in CRD_KINDS), (
+                line
+            )
 
 
 def test_kubernetes_validate_rejects_unknown_fields(tmp_path: Path) -> None:
@@ -121,11 +123,15 @@ def test_argo_objects_typecheck_against_irollout_ianalysistemplate(sources: dict
 WORKLOAD_CHECKS = {
     "CKV_K8S_8",  # liveness probe
     "CKV_K8S_9",  # readiness probe
-    "CKV_K8S_10", "CKV_K8S_11", "CKV_K8S_12", "CKV_K8S_13",  # cpu/memory requests and limits
+    "CKV_K8S_10",
+    "CKV_K8S_11",
+    "CKV_K8S_12",
+    "CKV_K8S_13",  # cpu/memory requests and limits
     "CKV_K8S_20",  # allowPrivilegeEscalation false
     "CKV_K8S_22",  # read-only root filesystem
     "CKV_K8S_23",  # no root containers
-    "CKV_K8S_28", "CKV_K8S_37",  # capabilities dropped
+    "CKV_K8S_28",
+    "CKV_K8S_37",  # capabilities dropped
     "CKV_K8S_31",  # seccomp RuntimeDefault
     "CKV_K8S_38",  # service account token not mounted
     "CKV_K8S_40",  # high UID
@@ -134,7 +140,9 @@ ALLOWED_SKIPS = {"CKV_K8S_43", "CKV_K8S_35"}
 
 
 @pytest.fixture(scope="session")
-def checkov_reports(sources: dict[str, Source], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def checkov_reports(
+    sources: dict[str, Source], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
     """One checkov scan per source, run concurrently (each takes a few CPU seconds)."""
     import subprocess
 
@@ -144,8 +152,20 @@ def checkov_reports(sources: dict[str, Source], tmp_path_factory: pytest.TempPat
         for f in source.files:
             (scan / f.name).write_text(f.read_text())
         for rollout in source.kind("Rollout"):
-            (scan / "rollout-pod-template-as-deployment.yaml").write_text(yaml.safe_dump(workload_as_deployment(rollout)))
-        cmd = [str(CHECKOV), "-d", str(scan), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json"]
+            (scan / "rollout-pod-template-as-deployment.yaml").write_text(
+                yaml.safe_dump(workload_as_deployment(rollout))
+            )
+        cmd = [
+            str(CHECKOV),
+            "-d",
+            str(scan),
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--compact",
+            "-o",
+            "json",
+        ]
         if name == "helm-default":
             cmd += ["--config-file", str(ROOT / "tests" / "deploy" / "checkov-helm-default.yaml")]
         procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -169,8 +189,12 @@ def test_checkov(source: Source, checkov_reports: dict[str, dict[str, Any]]) -> 
         assert c["check_id"] in ALLOWED_SKIPS, f"unexpected skip {c['check_id']}"
         reason = c.get("check_result", {}).get("suppress_comment") or ""
         assert len(reason.strip()) > 20, f"skip of {c['check_id']} has no reason"
-    workload_passed = {c["check_id"] for c in results.get("passed_checks", []) if "Deployment" in c["resource"]}
-    assert WORKLOAD_CHECKS <= workload_passed, f"not checked on the workload: {WORKLOAD_CHECKS - workload_passed}"
+    workload_passed = {
+        c["check_id"] for c in results.get("passed_checks", []) if "Deployment" in c["resource"]
+    }
+    assert workload_passed >= WORKLOAD_CHECKS, (
+        f"not checked on the workload: {WORKLOAD_CHECKS - workload_passed}"
+    )
 
 
 # --- hardening and wiring, asserted directly ----------------------------------------------------------
@@ -212,7 +236,7 @@ def test_pods_are_hardened(source: Source) -> None:
         repo, _, tag = image.rpartition(":")
         assert repo and tag and tag != "latest" and "/" not in tag, f"image not pinned by tag: {image}"
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        assert WRITABLE_DIRS <= set(mounts), f"writable dirs not mounted: {WRITABLE_DIRS - set(mounts)}"
+        assert set(mounts) >= WRITABLE_DIRS, f"writable dirs not mounted: {WRITABLE_DIRS - set(mounts)}"
         for path in WRITABLE_DIRS:
             assert "emptyDir" in volumes[mounts[path]], f"{path} is not an emptyDir"
         for env in c.get("env", []):
@@ -232,7 +256,7 @@ def test_no_secret_values_inline(source: Source) -> None:
 def _steps(rollout: dict[str, Any]) -> list[str]:
     out = []
     for step in rollout["spec"]["strategy"]["canary"]["steps"]:
-        (kind, value), = step.items()
+        ((kind, value),) = step.items()
         out.append(f"setWeight {value}" if kind == "setWeight" else kind)
     return out
 
@@ -257,7 +281,9 @@ def test_rollout_canary_wiring(sources: dict[str, Source], name: str) -> None:
             continue
         assert [t["templateName"] for t in step["analysis"]["templates"]] == [template["metadata"]["name"]]
         passed = {a["name"]: a for a in step["analysis"].get("args", [])}
-        assert set(passed) <= set(declared), f"args the template does not declare: {set(passed) - set(declared)}"
+        assert set(passed) <= set(declared), (
+            f"args the template does not declare: {set(passed) - set(declared)}"
+        )
         missing = {n for n, v in declared.items() if v is None} - set(passed)
         assert not missing, f"template args without a value: {missing}"
         assert passed["canary-hash"]["valueFrom"] == {"podTemplateHashValue": "Latest"}
@@ -265,11 +291,20 @@ def test_rollout_canary_wiring(sources: dict[str, Source], name: str) -> None:
     assert used <= set(declared), f"undeclared args used: {used - set(declared)}"
     for metric in template["spec"]["metrics"]:
         assert metric.get("failureLimit") is not None and "prometheus" in metric["provider"]
-        assert "isNaN(result[0])" in metric["successCondition"] and "len(result) == 0" in metric["successCondition"]
+        assert (
+            "isNaN(result[0])" in metric["successCondition"]
+            and "len(result) == 0" in metric["successCondition"]
+        )
     # the job the analysis reads is the Service the ServiceMonitor scrapes
     (monitor,) = source.kind("ServiceMonitor")
     job = declared["service-name"]
-    scraped = [s for s in services.values() if all(s["metadata"]["labels"].get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())]
+    scraped = [
+        s
+        for s in services.values()
+        if all(
+            s["metadata"]["labels"].get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items()
+        )
+    ]
     assert [s["metadata"]["name"] for s in scraped] == [job]
     assert "rollouts-pod-template-hash" in monitor["spec"]["podTargetLabels"]
     port_names = {p["name"] for p in scraped[0]["spec"]["ports"]}
@@ -282,7 +317,11 @@ def test_hpa_targets_the_rollout(sources: dict[str, Source], name: str) -> None:
     (hpa,) = sources[name].kind("HorizontalPodAutoscaler")
     (rollout,) = sources[name].kind("Rollout")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": rollout["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "name": rollout["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] > 1
 
 
@@ -309,4 +348,6 @@ def test_selectors_match_pods(source: Source) -> None:
             assert ef["configMapRef"]["name"] in cms
     for doc in source.docs():
         if doc["kind"] != "Namespace":
-            assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']} has no namespace"
+            assert doc["metadata"].get("namespace") == NAMESPACE, (
+                f"{doc['kind']}/{doc['metadata']['name']} has no namespace"
+            )

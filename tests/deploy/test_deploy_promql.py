@@ -51,7 +51,9 @@ def gauge(name: str, labels: dict[str, str], value: float) -> dict[str, str]:
     return {"series": name + _labels(labels), "values": f"{value}x{MINUTES}"}
 
 
-def histogram(name: str, labels: dict[str, str], per_min_by_bucket: dict[float, float], start: float = 0) -> list[dict[str, str]]:
+def histogram(
+    name: str, labels: dict[str, str], per_min_by_bucket: dict[float, float], start: float = 0
+) -> list[dict[str, str]]:
     """Cumulative buckets, _count: `per_min_by_bucket` maps a bucket's upper bound to the
     observations per minute that land in it (above the previous bound)."""
     out = []
@@ -103,7 +105,9 @@ DASHBOARD_EXPECTED: dict[str, list[tuple[dict[str, str], float]]] = {
     # all rerank observations in (0.1, 0.25]: 0.1 + 0.15 * 0.95; embed in (0.0025, 0.005]
     "Stage latency p95 by stage [A]": [({"stage": "embed"}, 0.004875), ({"stage": "rerank"}, 0.2425)],
     "Circuit breaker state (0 closed, 1 half-open, 2 open) [A]": [({"dependency": "reranker"}, 2)],
-    "Degraded answers by component / reason [A]": [({"component": "reranker", "reason": "circuit_open"}, 100 / 60)],
+    "Degraded answers by component / reason [A]": [
+        ({"component": "reranker", "reason": "circuit_open"}, 100 / 60)
+    ],
     "Degraded ratio of /rag answers [A]": [({}, 0.1)],
     "Upstream retries by dependency [A]": [({"dependency": "reranker"}, 1.0)],
     "In-flight /rag requests [A]": [({}, 5)],
@@ -140,7 +144,11 @@ def rounded(expr: str) -> str:
 
 def promtool_test(tmp_path: Path, groups: list[dict[str, Any]], rule_files: list[str]) -> tuple[int, str]:
     path = tmp_path / "promtool-test.yml"
-    path.write_text(yaml.safe_dump({"rule_files": rule_files, "evaluation_interval": "1m", "tests": groups}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"rule_files": rule_files, "evaluation_interval": "1m", "tests": groups}, sort_keys=False
+        )
+    )
     proc = run([tool("promtool"), "test", "rules", str(path)], cwd=tmp_path)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -192,7 +200,15 @@ def test_alert_rule_file_passes_promtool_check_rules() -> None:
 def test_promtool_check_rejects_a_broken_expression(tmp_path: Path) -> None:
     # The harness can fail: a malformed expression (as a bad substitution would leave) is refused.
     path = tmp_path / "broken.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [{"record": "x:y", "expr": "sum(rate(foo[$__rate_interval]))"}]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {"name": "g", "rules": [{"record": "x:y", "expr": "sum(rate(foo[$__rate_interval]))"}]}
+                ]
+            }
+        )
+    )
     assert run([tool("promtool"), "check", "rules", str(path)]).returncode != 0
 
 
@@ -206,10 +222,19 @@ def test_dashboard_queries_give_known_values(tmp_path: Path) -> None:
         f"expectations without a query: {set(DASHBOARD_EXPECTED) - set(exprs)}"
     )
     tests = [
-        {"expr": rounded(substitute_grafana(exprs[title])), "eval_time": "10m", "exp_samples": [_sample(lab, v) for lab, v in expected]}
+        {
+            "expr": rounded(substitute_grafana(exprs[title])),
+            "eval_time": "10m",
+            "exp_samples": [_sample(lab, v) for lab, v in expected],
+        }
         for title, expected in DASHBOARD_EXPECTED.items()
     ]
-    group = {"name": "dashboard", "interval": "1m", "input_series": service_series("rag-gateway", "10.0.0.1:8080", slow=True), "promql_expr_test": tests}
+    group = {
+        "name": "dashboard",
+        "interval": "1m",
+        "input_series": service_series("rag-gateway", "10.0.0.1:8080", slow=True),
+        "promql_expr_test": tests,
+    }
     code, out = promtool_test(tmp_path, [group], [])
     assert code == 0, out
 
@@ -217,8 +242,11 @@ def test_dashboard_queries_give_known_values(tmp_path: Path) -> None:
 def test_dashboard_check_fails_on_a_wrong_p95(tmp_path: Path) -> None:
     # The same harness reports a mismatch: p95 is 0.625 s, not 0.5 s.
     expr = substitute_grafana(dict(dashboard_exprs())["/rag latency p95 / p99 [A]"])
-    group = {"interval": "1m", "input_series": service_series("rag-gateway", "10.0.0.1:8080", slow=True),
-             "promql_expr_test": [{"expr": rounded(expr), "eval_time": "10m", "exp_samples": [_sample({}, 0.5)]}]}
+    group = {
+        "interval": "1m",
+        "input_series": service_series("rag-gateway", "10.0.0.1:8080", slow=True),
+        "promql_expr_test": [{"expr": rounded(expr), "eval_time": "10m", "exp_samples": [_sample({}, 0.5)]}],
+    }
     code, out = promtool_test(tmp_path, [group], [])
     assert code != 0 and "6.25E-01" in out, out
 
@@ -233,7 +261,10 @@ def test_alerts_fire_on_a_bad_service_and_not_on_a_healthy_one(tmp_path: Path) -
         "alert_rule_test": [
             # `for:` holds the latency alert back at 5m; every alert fires by 50m.
             {"alertname": "RagGatewayLatencyP95High", "eval_time": "5m", "exp_alerts": []},
-            *({"alertname": a, "eval_time": "50m", "exp_alerts": [{"exp_labels": lab} for lab in labels]} for a, labels in ALERTS_EXPECTED.items()),
+            *(
+                {"alertname": a, "eval_time": "50m", "exp_alerts": [{"exp_labels": lab} for lab in labels]}
+                for a, labels in ALERTS_EXPECTED.items()
+            ),
         ],
     }
     healthy = {
@@ -259,21 +290,46 @@ def canary_series(job: str) -> list[dict[str, str]]:
     # healthy: p95 0.04875 s, 0.5% 5xx, 2% degraded
     s += histogram(HTTP, {**pod("healthy", 1), "status": "200"}, {0.05: 597})
     s += histogram(HTTP, {**pod("healthy", 1), "status": "503"}, {0.05: 3})
-    s += [counter("rag_degraded_total", {**_pod_base(pod("healthy", 1)), "component": "reranker", "reason": "timeout"}, 12)]
+    s += [
+        counter(
+            "rag_degraded_total",
+            {**_pod_base(pod("healthy", 1)), "component": "reranker", "reason": "timeout"},
+            12,
+        )
+    ]
     # slow: p95 0.9875 s, 9.1% 5xx, 10% degraded
     s += histogram(HTTP, {**pod("slow", 2), "status": "200"}, {1: 600})
     s += histogram(HTTP, {**pod("slow", 2), "status": "503"}, {1: 60})
-    s += [counter("rag_degraded_total", {**_pod_base(pod("slow", 2)), "component": "reranker", "reason": "circuit_open"}, 66)]
+    s += [
+        counter(
+            "rag_degraded_total",
+            {**_pod_base(pod("slow", 2)), "component": "reranker", "reason": "circuit_open"},
+            66,
+        )
+    ]
     # erroring: fast, but 5% 5xx
     s += histogram(HTTP, {**pod("erroring", 3), "status": "200"}, {0.05: 570})
     s += histogram(HTTP, {**pod("erroring", 3), "status": "504"}, {0.05: 30})
     # idle: series exist, no new requests (rates 0: quantile and ratios NaN)
     s += histogram(HTTP, {**pod("idle", 4), "status": "200"}, {0.05: 0}, start=100)
-    s += [counter("rag_degraded_total", {**_pod_base(pod("idle", 4)), "component": "reranker", "reason": "timeout"}, 0, start=3)]
+    s += [
+        counter(
+            "rag_degraded_total",
+            {**_pod_base(pod("idle", 4)), "component": "reranker", "reason": "timeout"},
+            0,
+            start=3,
+        )
+    ]
     # the stable pods are slow and failing: a query that ignores the canary hash would see them
     s += histogram(HTTP, {**pod("stable", 9), "status": "200"}, {5: 600})
     s += histogram(HTTP, {**pod("stable", 9), "status": "500"}, {5: 600})
-    s += [counter("rag_degraded_total", {**_pod_base(pod("stable", 9)), "component": "reranker", "reason": "error"}, 600)]
+    s += [
+        counter(
+            "rag_degraded_total",
+            {**_pod_base(pod("stable", 9)), "component": "reranker", "reason": "error"},
+            600,
+        )
+    ]
     # a slow canary with the same hash in another namespace must not leak in either
     s += histogram(HTTP, {**pod("healthy", 7), "namespace": "other", "status": "200"}, {10: 6000})
     return s
@@ -287,7 +343,11 @@ def _pod_base(labels: dict[str, str]) -> dict[str, str]:
 # and whether the metric's successCondition must hold.
 CANARY_EXPECTED: dict[str, dict[str, tuple[float | None, bool]]] = {
     "healthy": {"p95-latency": (0.04875, True), "error-ratio": (0.005, True), "degraded-ratio": (0.02, True)},
-    "slow": {"p95-latency": (0.9875, False), "error-ratio": (60 / 660, False), "degraded-ratio": (0.1, False)},
+    "slow": {
+        "p95-latency": (0.9875, False),
+        "error-ratio": (60 / 660, False),
+        "degraded-ratio": (0.1, False),
+    },
     "erroring": {"p95-latency": (0.04875, True), "error-ratio": (0.05, False), "degraded-ratio": (0.0, True)},
     "idle": {"p95-latency": (NAN, True), "error-ratio": (NAN, True), "degraded-ratio": (NAN, True)},
     "absent": {"p95-latency": (None, True), "error-ratio": (None, True), "degraded-ratio": (None, True)},
@@ -304,7 +364,9 @@ def _expr_test(query: str, expected: float | None) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("source_name", ["k8s", "helm-ci"])
-def test_analysis_queries_and_success_conditions(tmp_path: Path, sources: dict[str, Source], source_name: str) -> None:
+def test_analysis_queries_and_success_conditions(
+    tmp_path: Path, sources: dict[str, Source], source_name: str
+) -> None:
     templates = analysis_templates(sources[source_name])
     assert len(templates) == 1, f"{source_name}: expected one AnalysisTemplate"
     template = templates[0]
@@ -312,13 +374,20 @@ def test_analysis_queries_and_success_conditions(tmp_path: Path, sources: dict[s
     tests, verdicts = [], []
     for scenario, expected in CANARY_EXPECTED.items():
         metrics = analysis_metrics(template, {"canary-hash": scenario, "namespace": NAMESPACE})
-        assert {m["name"] for m in metrics} == set(expected), f"metrics changed: {[m['name'] for m in metrics]}"
+        assert {m["name"] for m in metrics} == set(expected), (
+            f"metrics changed: {[m['name'] for m in metrics]}"
+        )
         for m in metrics:
             value, should_pass = expected[m["name"]]
             tests.append(_expr_test(m["query"], value))
             result = [] if value is None else [value]
             verdicts.append((scenario, m["name"], m["successCondition"], result, should_pass))
-    group = {"name": f"canary analysis ({source_name})", "interval": "1m", "input_series": canary_series(job), "promql_expr_test": tests}
+    group = {
+        "name": f"canary analysis ({source_name})",
+        "interval": "1m",
+        "input_series": canary_series(job),
+        "promql_expr_test": tests,
+    }
     code, out = promtool_test(tmp_path, [group], [])
     assert code == 0, out
     # The values above are what the queries return (promtool checked them); the templates'
@@ -340,5 +409,5 @@ def template_job(template: dict[str, Any]) -> str:
 def test_success_condition_evaluator_is_strict() -> None:
     assert eval_success_condition("len(result) == 0 || isNaN(result[0]) || result[0] <= 0.5", [0.7]) is False
     assert eval_success_condition("len(result) == 0 || isNaN(result[0]) || result[0] <= 0.5", []) is True
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unsupported successCondition syntax"):
         eval_success_condition("result[0] <= 0.5 or __import__('os')", [0.1])
