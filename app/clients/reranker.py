@@ -187,6 +187,9 @@ class CrossEncoderReranker:
         from tokenizers import Tokenizer
 
         self.model_dir = model_dir
+        # a pair longer than the model's position table would make the model itself fail
+        max_length = min(max_length, _model_max_length(model_dir))
+        self.max_length = max_length
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.enable_padding()
@@ -241,7 +244,10 @@ class CrossEncoderReranker:
             "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
             "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
         }
-        logits = self._run(feeds)
+        try:
+            logits = self._run(feeds)
+        except Exception as exc:  # a failing model degrades the answer like a failing service
+            raise DependencyBadResponse(DEPENDENCY, f"cross-encoder failed: {exc}") from exc
         return [float(x) for x in logits.reshape(len(candidates), -1)[:, 0]]
 
     async def score(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
@@ -252,6 +258,27 @@ class CrossEncoderReranker:
 
     async def aclose(self) -> None:
         self._pool.close()
+
+
+def _model_max_length(model_dir: Path) -> int:
+    """The longest input the model takes: tokenizer_config.json's model_max_length, bounded by
+    config.json's position table (RoBERTa-style models reserve two positions)."""
+    import json
+
+    limit = 1 << 20
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        positions = int(config["max_position_embeddings"])
+        limit = positions - 2 if "roberta" in str(config.get("model_type", "")) else positions
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        declared = json.loads((model_dir / "tokenizer_config.json").read_text()).get("model_max_length")
+        if isinstance(declared, int) and 0 < declared < limit:
+            limit = declared
+    except (OSError, ValueError, AttributeError):
+        pass
+    return limit
 
 
 def _first_existing(d: Path, names: list[str]) -> Path:

@@ -1,0 +1,164 @@
+"""LexicalReranker: BM25 over the candidate passages, fused with the vector score.
+
+Every test passes weight, k1 and b explicitly: the defaults are tuned elsewhere."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from app.clients.reranker import LexicalReranker, bm25_scores, tokenize
+from app.clients.vectorstore import Candidate
+
+
+def cands(*rows: tuple[float, str]) -> list[Candidate]:
+    return [Candidate(f"p{i}", score, {"text": text}) for i, (score, text) in enumerate(rows)]
+
+
+def order(scores: list[float]) -> list[int]:
+    """Indices by descending score, ties by position (a stable sort, as the pipeline's)."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])
+
+
+# --- tokenizer and BM25 ------------------------------------------------------------------
+
+
+def test_tokenize_lowercases_splits_and_drops_stopwords() -> None:
+    assert tokenize("The Cat, and THE dog's bowl!") == ["cat", "dog", "s", "bowl"]
+    assert tokenize("What is it?") == []
+    assert tokenize("COVID-19 in 2020") == ["covid", "19", "2020"]
+
+
+def test_bm25_matches_a_hand_computed_example() -> None:
+    texts = [
+        "cats chase mice",  # cats chase mice: 3 tokens
+        "dogs chase cats and cats",  # dogs chase cats cats: 4 tokens ("and" is a stopword)
+        "birds sing",  # 2 tokens
+    ]
+    # avgdl = 9 / 3 = 3; k1 = 1.2, b = 0.75
+    # "cats": df = 2, idf = ln(1 + (3 - 2 + 0.5) / (2 + 0.5)) = ln(1.6); "garden": in no text
+    # doc 0: tf 1, norm = 1.2 * (0.25 + 0.75 * 3/3) = 1.2 -> ln(1.6) * 1 * 2.2 / (1 + 1.2)
+    # doc 1: tf 2, norm = 1.2 * (0.25 + 0.75 * 4/3) = 1.5 -> ln(1.6) * 2 * 2.2 / (2 + 1.5)
+    got = bm25_scores("cats in the garden", texts, k1=1.2, b=0.75)
+    assert got == pytest.approx([math.log(1.6) * 2.2 / 2.2, math.log(1.6) * 4.4 / 3.5, 0.0], rel=1e-12)
+
+    # two query terms add up; "chase": df = 2 as well, tf 1 in docs 0 and 1
+    got = bm25_scores("Cats CHASE", texts, k1=1.2, b=0.75)
+    idf = math.log(1.6)
+    assert got == pytest.approx(
+        [idf * 2.2 / 2.2 + idf * 2.2 / 2.2, idf * 4.4 / 3.5 + idf * 2.2 / 2.5, 0.0], rel=1e-12
+    )
+
+    # a term in one text only: idf = ln(1 + 2.5 / 1.5); doc 2 has 2 tokens, norm = 1.2 * 0.75
+    got = bm25_scores("sing", texts, k1=1.2, b=0.75)
+    assert got == pytest.approx([0.0, 0.0, math.log(1 + 2.5 / 1.5) * 2.2 / (1 + 0.9)], rel=1e-12)
+
+
+def test_bm25_length_normalisation_follows_b() -> None:
+    texts = ["solar power", "solar power grid storage battery inverter panel"]
+    # b = 0: no length normalisation, equal tf gives equal scores
+    flat = bm25_scores("solar", texts, k1=1.2, b=0.0)
+    assert flat[0] == pytest.approx(flat[1])
+    # b = 1: the shorter text wins
+    full = bm25_scores("solar", texts, k1=1.2, b=1.0)
+    assert full[0] > full[1] > 0
+
+
+def test_bm25_degenerate_inputs() -> None:
+    assert bm25_scores("anything", [], k1=0.9, b=0.4) == []
+    assert bm25_scores("the of and", ["the cat", "of mice"], k1=0.9, b=0.4) == [0.0, 0.0]
+    assert bm25_scores("cat", ["", ""], k1=0.9, b=0.4) == [0.0, 0.0]
+    # a repeated query term counts once
+    texts = ["cat nap", "dog walk"]
+    assert bm25_scores("cat cat cat", texts, 0.9, 0.4) == bm25_scores("cat", texts, 0.9, 0.4)
+
+
+# --- fusion ------------------------------------------------------------------------------
+
+# vector order: 2, 0, 3, 1; BM25 order for "quantum qubits": 1, 3, 0, 2
+FUSION = cands(
+    (0.80, "a passage about solar energy and quantum effects"),
+    (0.20, "quantum computers use qubits; qubits hold quantum state"),
+    (0.95, "the history of the printing press"),
+    (0.50, "qubits are the units of quantum computers"),
+)
+
+
+def test_weight_zero_is_vector_order() -> None:
+    scores = LexicalReranker(weight=0.0, k1=0.9, b=0.4).score_sync("quantum qubits", FUSION)
+    assert order(scores) == [2, 0, 3, 1]
+    # exactly the min-max normalised vector scores
+    assert scores == pytest.approx([(0.80 - 0.2) / 0.75, 0.0, 1.0, (0.50 - 0.2) / 0.75])
+
+
+def test_weight_one_is_bm25_order() -> None:
+    bm25 = bm25_scores("quantum qubits", [c.text for c in FUSION], k1=0.9, b=0.4)
+    assert order(bm25) == [1, 3, 0, 2]
+    scores = LexicalReranker(weight=1.0, k1=0.9, b=0.4).score_sync("quantum qubits", FUSION)
+    assert order(scores) == [1, 3, 0, 2]
+    lo, hi = min(bm25), max(bm25)
+    assert scores == pytest.approx([(x - lo) / (hi - lo) for x in bm25])
+
+
+def test_fusion_is_the_weighted_sum_of_normalised_scores() -> None:
+    w = 0.3
+    bm25 = bm25_scores("quantum qubits", [c.text for c in FUSION], k1=0.9, b=0.4)
+    lo, hi = min(bm25), max(bm25)
+    dense = [(c.score - 0.2) / 0.75 for c in FUSION]
+    expected = [(1 - w) * d + w * (x - lo) / (hi - lo) for d, x in zip(dense, bm25, strict=True)]
+    scores = LexicalReranker(weight=w, k1=0.9, b=0.4).score_sync("quantum qubits", FUSION)
+    assert scores == pytest.approx(expected, rel=1e-12)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_stopword_only_query_leaves_vector_order() -> None:
+    # nothing lexical to go on: BM25 is flat, the vector order stands for any weight
+    for w in (0.2, 0.5, 0.9):
+        scores = LexicalReranker(weight=w, k1=0.9, b=0.4).score_sync("what is the", FUSION)
+        assert order(scores) == [2, 0, 3, 1]
+        assert max(scores) == pytest.approx(1 - w)
+
+
+def test_identical_scores_are_ties_not_errors() -> None:
+    same = cands((0.5, "alpha beta"), (0.5, "alpha beta"), (0.5, "alpha beta"))
+    for w in (0.0, 0.5, 1.0):
+        scores = LexicalReranker(weight=w, k1=0.9, b=0.4).score_sync("alpha", same)
+        assert scores == [0.0, 0.0, 0.0]
+    one = cands((0.7, "alpha"))
+    assert LexicalReranker(weight=0.5, k1=0.9, b=0.4).score_sync("alpha", one) == [0.0]
+
+
+def test_lexical_evidence_can_overturn_vector_order() -> None:
+    c = cands((0.61, "a note on gardening tools"), (0.60, "rust borrow checker lifetimes explained"))
+    low = LexicalReranker(weight=0.1, k1=0.9, b=0.4).score_sync("rust lifetimes", c)
+    high = LexicalReranker(weight=0.9, k1=0.9, b=0.4).score_sync("rust lifetimes", c)
+    assert order(low) == [0, 1]
+    assert order(high) == [1, 0]
+
+
+async def test_score_runs_off_loop_and_checks_the_result() -> None:
+    r = LexicalReranker(weight=0.4, k1=0.9, b=0.4, concurrency=2)
+    try:
+        assert await r.score("quantum", []) == []
+        scores = await r.score("quantum qubits", FUSION)
+        assert len(scores) == len(FUSION)
+        assert all(math.isfinite(s) for s in scores)
+        assert scores == r.score_sync("quantum qubits", FUSION)
+        assert r.remote is False
+        await r.ping()
+    finally:
+        await r.aclose()
+
+
+def test_id_names_every_parameter() -> None:
+    """The id is part of the rerank cache key: other parameters, other scores, other id."""
+    base = LexicalReranker(weight=0.2, k1=0.9, b=0.4)
+    assert base.id == LexicalReranker(weight=0.2, k1=0.9, b=0.4).id
+    others = {
+        LexicalReranker(weight=0.3, k1=0.9, b=0.4).id,
+        LexicalReranker(weight=0.2, k1=1.2, b=0.4).id,
+        LexicalReranker(weight=0.2, k1=0.9, b=0.75).id,
+    }
+    assert base.id not in others
+    assert len(others) == 3
