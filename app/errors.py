@@ -3,6 +3,9 @@ them to HTTP in one table.
 
     RagError
     ├── InvalidRequest            bad input the schema could not catch (400)
+    ├── Unauthorized              missing, malformed, wrong or revoked API key (401)
+    ├── Forbidden                 authenticated, but the key may not do this (403)
+    ├── RateLimited               the key's request rate limit is used up (429)
     ├── PayloadTooLarge           body over the limit (413)
     ├── Overloaded                in-flight cap reached (503)
     ├── DeadlineExceeded          the request's deadline passed (504)
@@ -78,3 +81,26 @@ class DependencyRejected(DependencyError):
     transient = False
     counts_as_failure = False
     reason = "rejected"
+
+
+class Unauthorized(RagError):
+    """401 with `WWW-Authenticate: Bearer` (RFC 6750); `error` is its error code, if any."""
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        challenge = 'Bearer realm="rag-gateway"'
+        if error is not None:
+            challenge += f', error="{error}"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(RagError):
+    pass
+
+
+class RateLimited(RagError):
+    """429; `headers` carries Retry-After and the X-RateLimit-* headers."""
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers

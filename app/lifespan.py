@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from app.clients.cache import RerankCache
 from app.clients.embedder import Embedder, embedder_from_settings
+from app.clients.ratelimit import RateLimiter
 from app.clients.reranker import Reranker, reranker_from_settings
 from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.errors import DependencyError
@@ -20,6 +21,7 @@ from app.observability.metrics import Metrics
 from app.observability.tracing import get_tracer, setup_tracing
 from app.pipeline import Guards, RagPipeline
 from app.resilience import BreakerConfig, CircuitBreaker, Guard, RetryBudget, RetryConfig
+from app.security import Authenticator
 from app.settings import Settings
 
 log = logging.getLogger("rag.lifespan")
@@ -36,6 +38,8 @@ class AppState:
     reranker: Reranker | None
     cache: RerankCache | None
     tracer_provider: TracerProvider | None
+    auth: Authenticator | None = None
+    limiter: RateLimiter | None = None
 
 
 def make_guard(dependency: str, settings: Settings, metrics: Metrics, attempt_timeout_s: float) -> Guard:
@@ -91,6 +95,10 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             metrics.set_breaker_state("redis", 0)
 
         await _announce(settings, store, cache)
+        auth = Authenticator.from_settings(settings)
+        auth.announce()
+        limiter = RateLimiter.from_settings(settings.redis, settings.auth.rate_window_s)
+        stack.push_async_callback(limiter.aclose)
         guards = Guards(
             embedder=make_guard("embedder", settings, metrics, settings.embedder.timeout_s),
             qdrant=make_guard("qdrant", settings, metrics, settings.qdrant.timeout_s),
@@ -107,7 +115,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             tracer=get_tracer(provider),
         )
         stack.push_async_callback(pipeline.drain)
-        yield AppState(settings, metrics, pipeline, embedder, store, reranker, cache, provider)
+        yield AppState(settings, metrics, pipeline, embedder, store, reranker, cache, provider, auth, limiter)
 
 
 async def _announce(settings: Settings, store: VectorStore, cache: RerankCache | None) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api import errors
+from app.api.documents import router as documents_router
 from app.api.health import router as health_router
 from app.api.middleware import GatewayMiddleware
 from app.api.rag import router as rag_router
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     errors.install(app)
     app.include_router(rag_router)
     app.include_router(health_router)
+    app.include_router(documents_router)
     app.add_middleware(GatewayMiddleware)
     return app
 

@@ -20,6 +20,9 @@ class ServerSettings(BaseModel):
     deadline_s: float = Field(2.0, gt=0, le=60, description="total deadline of one /rag request")
     max_in_flight: int = Field(64, ge=1, description="in-flight /rag cap per process; excess gets 503")
     max_body_bytes: int = Field(16 * 1024, ge=256, description="request body limit; larger gets 413")
+    max_documents_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=256, description="body limit of POST /documents (ingestion); larger gets 413"
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
     docs_enabled: bool = Field(True, description="serve /docs and /openapi.json")
     default_tenant: str = Field(
@@ -133,6 +136,46 @@ class LoggingSettings(BaseModel):
     log_query: bool = Field(False, description="include query text in request logs")
 
 
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+class ApiKeySettings(BaseModel):
+    """One API key: its id (the part before the dot of the token), tenant and salted hash."""
+
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="key id: the token is `<id>.<secret>`")
+    tenant: str = Field(pattern=TENANT_PATTERN, description="the tenant every request of this key acts as")
+    hash: str = Field(min_length=1, repr=False, description="salted scrypt hash from scripts/hash_api_key.py")
+    admin: bool = Field(False, description="may call POST/DELETE /documents (any tenant)")
+    revoked: bool = Field(False, description="answered 401 as if the key did not exist")
+    rate_limit: int | None = Field(None, ge=1, description="requests per rate window; overrides the tenant's")
+
+
+class TenantPolicy(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    max_k: int | None = Field(None, ge=1, description="largest `k` this tenant may ask for")
+    rate_limit: int | None = Field(None, ge=1, description="requests per rate window for each of its keys")
+
+
+class AuthSettings(BaseModel):
+    keys: list[ApiKeySettings] = Field(
+        default_factory=list,
+        description='API keys as JSON: `[{"id", "tenant", "hash", "admin", "revoked", "rate_limit"}]`; '
+        "auth is on whenever any key is configured",
+    )
+    keys_file: Path | None = Field(None, description="JSON file of more keys, same shape; read at start-up")
+    required: bool = Field(False, description="refuse to start without API keys (production)")
+    tenants: dict[str, TenantPolicy] = Field(
+        default_factory=dict, description='per-tenant policy as JSON: `{"acme": {"max_k", "rate_limit"}}`'
+    )
+    rate_limit: int = Field(600, ge=1, description="requests per rate window per key, unless overridden")
+    rate_window_s: int = Field(60, ge=1, le=86400, description="rate-limit sliding window, seconds")
+    cache_ttl_s: float = Field(30.0, ge=0, description="how long a verified key is remembered; 0 = never")
+    verify_concurrency: int = Field(2, ge=1, description="key hash verifications running at once")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAG_", env_nested_delimiter="__", extra="ignore", frozen=True
@@ -145,3 +188,4 @@ class Settings(BaseSettings):
     reranker: RerankerSettings = RerankerSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     logging: LoggingSettings = LoggingSettings()
+    auth: AuthSettings = AuthSettings()

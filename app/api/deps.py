@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.api.auth import Caller
 from app.errors import InvalidRequest
 from app.lifespan import STATE_KEY, AppState
 from app.resilience import Deadline
@@ -20,9 +21,10 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def get_tenant(state: State) -> str:
-    # Until API keys map callers to tenants, every caller is the configured default tenant.
-    return state.settings.server.default_tenant
+def get_tenant(caller: Caller) -> str:
+    # the authenticated key's tenant (auth on), else the configured default tenant; never the
+    # body or a header. Resolving it authenticates and rate-limits the request (app/api/auth.py)
+    return caller.tenant
 
 
 def get_deadline(

@@ -14,10 +14,13 @@ from starlette.responses import Response
 from app.errors import (
     DeadlineExceeded,
     DependencyError,
+    Forbidden,
     InvalidRequest,
     Overloaded,
     PayloadTooLarge,
     RagError,
+    RateLimited,
+    Unauthorized,
 )
 
 log = logging.getLogger("rag.errors")
@@ -25,6 +28,9 @@ log = logging.getLogger("rag.errors")
 # domain error -> (status, error type); the first matching class wins (subclasses first)
 ERROR_TABLE: tuple[tuple[type[RagError], int, str], ...] = (
     (InvalidRequest, 422, "invalid_request"),
+    (Unauthorized, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
+    (RateLimited, 429, "rate_limited"),
     (PayloadTooLarge, 413, "payload_too_large"),
     (Overloaded, 503, "overloaded"),
     (DeadlineExceeded, 504, "deadline_exceeded"),
@@ -66,7 +72,10 @@ async def rag_error_handler(request: Request, exc: Exception) -> Response:
     if isinstance(exc, DependencyError):
         log.warning("dependency failed", extra={"dependency": exc.dependency, "reason": exc.reason})
     retry_after = _retry_after(request) if status == 503 else None
-    return error_response(status, type_, exc.message, request_id_of(request), retry_after)
+    resp = error_response(status, type_, exc.message, request_id_of(request), retry_after)
+    # WWW-Authenticate (401), Retry-After and X-RateLimit-* (429) travel with the error
+    resp.headers.update(getattr(exc, "headers", None) or {})
+    return resp
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> Response:

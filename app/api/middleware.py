@@ -85,7 +85,10 @@ class GatewayMiddleware:
                 self.in_flight += 1
                 counted = True
                 app_state.metrics.in_flight.inc()
-            body_or_error = await self._read_body(headers, receive, settings.server.max_body_bytes)
+            limit = settings.server.max_body_bytes
+            if path == "/documents":
+                limit = settings.server.max_documents_body_bytes  # ingestion has its own limit
+            body_or_error = await self._read_body(headers, receive, limit)
             if isinstance(body_or_error, str):
                 await error_response(413, "payload_too_large", body_or_error, rid)(
                     scope, receive, send_wrapper

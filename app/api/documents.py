@@ -1,0 +1,181 @@
+"""Ingestion for tenants (admin keys only): `POST /documents` embeds and upserts a batch of
+passages for one tenant through app/ingest.py (the code the bootstrap script uses, so the
+payload and the content hashes are the same), `DELETE /documents/{id}?tenant=` removes one.
+
+The embedded Qdrant engine lives in the gateway process, so this is how data gets in while the
+gateway serves. Bodies are bounded (RAG_SERVER__MAX_DOCUMENTS_BODY_BYTES -> 413; documents per
+request, text length, payload keys and values -> 422).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+from starlette.responses import Response
+
+from app.api.auth import Admin, rate_limit_headers
+from app.api.deps import State
+from app.clients.vectorstore import point_id
+from app.ingest import RESERVED, Document, content_hash, ingest
+from app.schemas import ErrorBody
+from app.settings import TENANT_PATTERN
+
+router = APIRouter(tags=["documents"])
+log = logging.getLogger("rag.documents")
+
+DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
+MAX_DOCUMENTS = 256
+MAX_TEXT_CHARS = 16384
+MAX_EXTRA_KEYS = 16
+MAX_VALUE_CHARS = 256
+EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+JSON_SAFE_INT = 2**53
+
+PayloadValue = (
+    Annotated[StrictStr, Field(max_length=MAX_VALUE_CHARS)]
+    | Annotated[StrictInt, Field(ge=-JSON_SAFE_INT, le=JSON_SAFE_INT)]
+    | StrictBool
+)
+
+
+def _utf8(v: str) -> str:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates decode from JSON but cannot be stored
+        raise ValueError("must be valid UTF-8 text") from exc
+    return v
+
+
+class DocumentIn(BaseModel):
+    """One passage: `id`, `text`, optional `source`, and up to 16 flat payload fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, PayloadValue] = Field(init=False)
+
+    id: StrictStr = Field(pattern=DOC_ID_PATTERN, description="document id; unique within the tenant")
+    text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="passage text")
+    source: StrictStr = Field("", max_length=MAX_VALUE_CHARS, description="where the passage comes from")
+
+    @field_validator("text", "source")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return _utf8(v)
+
+    @model_validator(mode="after")
+    def _extras(self) -> DocumentIn:
+        if not self.text.strip():
+            raise ValueError("text must not be blank")
+        extra = self.__pydantic_extra__ or {}
+        if len(extra) > MAX_EXTRA_KEYS:
+            raise ValueError(f"at most {MAX_EXTRA_KEYS} payload fields per document")
+        for key, value in extra.items():
+            if key in RESERVED or not EXTRA_KEY.match(key):
+                raise ValueError(f"payload field {key[:64]!r} is reserved or not a plain identifier")
+            if isinstance(value, str):
+                _utf8(value)
+        return self
+
+
+class DocumentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: StrictStr = Field(pattern=TENANT_PATTERN, description="tenant the passages belong to")
+    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS)
+
+    @model_validator(mode="after")
+    def _unique(self) -> DocumentsRequest:
+        ids = [d.id for d in self.documents]
+        if len(set(ids)) != len(ids):
+            raise ValueError("document ids must be unique within one request")
+        return self
+
+
+class DocumentOut(BaseModel):
+    id: str
+    point_id: str
+    content_hash: str
+
+
+class DocumentsResponse(BaseModel):
+    tenant: str
+    upserted: int
+    documents: list[DocumentOut]
+
+
+class DeletedResponse(BaseModel):
+    tenant: str
+    id: str
+    point_id: str
+
+
+def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    base = {
+        401: "missing, malformed, wrong or revoked API key",
+        403: "the key is not an admin key",
+        422: "invalid input",
+        429: "the key's rate limit is used up (Retry-After, X-RateLimit-* set)",
+        503: "the vector store or the embedder is unavailable (Retry-After set)",
+        **extra,
+    }
+    return {code: {"model": ErrorBody, "description": text} for code, text in base.items()}
+
+
+def _json(request: Request, body: BaseModel) -> Response:
+    return Response(
+        orjson.dumps(body.model_dump()), media_type="application/json", headers=rate_limit_headers(request)
+    )
+
+
+@router.post(
+    "/documents",
+    response_model=DocumentsResponse,
+    responses=_errors({400: "malformed JSON", 413: "body too large"}),
+)
+async def upsert_documents(body: DocumentsRequest, request: Request, state: State, admin: Admin) -> Response:
+    """Embed and upsert passages for `tenant` (admin keys only); re-sending an id overwrites it."""
+    docs = [
+        Document(
+            doc_id=d.id,
+            text=d.text,
+            tenant=body.tenant,
+            source=d.source,
+            extra=dict(d.__pydantic_extra__ or {}),
+        )
+        for d in body.documents
+    ]
+    n = await ingest(state.store, state.embedder, docs)
+    log.info("documents upserted", extra={"tenant": body.tenant, "count": n, "key_id": admin.key_id})
+    out = [
+        DocumentOut(id=d.doc_id, point_id=point_id(d.tenant, d.doc_id), content_hash=content_hash(d.text))
+        for d in docs
+    ]
+    return _json(request, DocumentsResponse(tenant=body.tenant, upserted=n, documents=out))
+
+
+@router.delete("/documents/{doc_id}", response_model=DeletedResponse, responses=_errors({}))
+async def delete_document(
+    doc_id: Annotated[str, Path(pattern=DOC_ID_PATTERN, description="document id")],
+    tenant: Annotated[str, Query(pattern=TENANT_PATTERN, description="tenant of the document")],
+    request: Request,
+    state: State,
+    admin: Admin,
+) -> Response:
+    """Delete one document of `tenant` by id (admin keys only); deleting a missing id is a no-op."""
+    pid = point_id(tenant, doc_id)
+    await state.store.delete([pid])
+    log.info("document deleted", extra={"tenant": tenant, "key_id": admin.key_id})
+    return _json(request, DeletedResponse(tenant=tenant, id=doc_id, point_id=pid))

@@ -1,0 +1,200 @@
+"""The per-key rate limiter: an exact sliding window (at most `limit` requests in any `window_s`
+seconds), kept in Redis by one Lua script so that every gateway replica shares it and the
+check-and-record is atomic.
+
+Redis down, slow or unconfigured never means unlimited and never a 500: a local in-process
+window of the same shape decides instead. It shadows every allowed request even while Redis
+answers, so when Redis goes away mid-window the local window already knows the recent
+requests of this process. A small circuit breaker stops paying a Redis timeout per request
+while Redis is down. Each Redis call is bounded by the `RAG_REDIS__*` timeouts.
+
+Time comes from the injected clock (wall clock, milliseconds) and is passed to the script, so
+replicas must keep their clocks in sync (NTP), and tests can move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app.errors import CircuitOpen
+from app.resilience import BreakerConfig, CircuitBreaker
+from app.settings import RedisSettings
+
+log = logging.getLogger("rag.ratelimit")
+DEPENDENCY = "redis"
+KEY_PREFIX = "ratelimit:v1:"
+
+# KEYS[1] the key's sorted set of request times (ms); ARGV: now_ms, window_ms, limit, member.
+# Entries older than the window are dropped; the request is recorded only if it is allowed,
+# so a client hammering while blocked does not push its own reset further out.
+# Returns {allowed 0/1, requests in the window, ms until the oldest one leaves the window}.
+SLIDING_WINDOW_LUA = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  count = count + 1
+  allowed = 1
+end
+local reset = 0
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] then
+  reset = tonumber(oldest[2]) + window - now
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return {allowed, count, reset}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float  # until the oldest request in the window leaves it (a slot frees up)
+    source: Literal["redis", "local"]
+
+    def headers(self) -> dict[str, str]:
+        reset = max(0, math.ceil(self.reset_s))
+        out = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(reset),
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(1, reset))
+        return out
+
+
+class LocalWindow:
+    """The same sliding window in process memory: one deque of request times per key."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+
+    def _window(self, key: str, now: float, window_s: float) -> deque[float]:
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - window_s:
+            hits.popleft()
+        return hits
+
+    def hit(self, key: str, limit: int, window_s: float, now: float) -> Decision:
+        hits = self._window(key, now, window_s)
+        allowed = len(hits) < limit
+        if allowed:
+            hits.append(now)
+        reset = hits[0] + window_s - now if hits else 0.0
+        return Decision(allowed, limit, max(0, limit - len(hits)), reset, "local")
+
+    def record(self, key: str, limit: int, window_s: float, now: float) -> None:
+        """Shadow a request Redis allowed; keeps at most `limit` entries per key."""
+        hits = self._window(key, now, window_s)
+        hits.append(now)
+        while len(hits) > limit:
+            hits.popleft()
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        client: Redis | None,
+        settings: RedisSettings,
+        window_s: float,
+        breaker: CircuitBreaker,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._s = settings
+        self.window_s = window_s
+        self.breaker = breaker
+        self.clock = clock
+        self.local = LocalWindow()
+        self._script: Any = client.register_script(SLIDING_WINDOW_LUA) if client is not None else None
+        self._on_redis = True  # for logging the switch to and from the local window once
+
+    @classmethod
+    def from_settings(
+        cls, s: RedisSettings, window_s: float, clock: Callable[[], float] = time.time
+    ) -> RateLimiter:
+        breaker = CircuitBreaker(
+            "redis-ratelimit",
+            BreakerConfig(window=10, min_calls=3, failure_rate=0.5, open_s=1.0, half_open_permits=1),
+        )
+        client = None
+        if s.url:
+            client = Redis.from_url(
+                s.url,
+                socket_timeout=s.timeout_s,
+                socket_connect_timeout=s.connect_timeout_s,
+                max_connections=s.max_connections,
+                retry=Retry(NoBackoff(), 0),  # one bounded attempt; the local window is the fallback
+            )
+        return cls(client, s, window_s, breaker, clock)
+
+    async def hit(self, key: str, limit: int) -> Decision:
+        """Count one request of `key` against `limit` per window and say whether it may go on."""
+        now = self.clock()
+        decision = await self._redis_hit(key, limit, now)
+        if decision is None:
+            return self.local.hit(key, limit, self.window_s, now)
+        if decision.allowed:
+            self.local.record(key, limit, self.window_s, now)
+        return decision
+
+    async def _redis_hit(self, key: str, limit: int, now: float) -> Decision | None:
+        if self._script is None:
+            return None
+        try:
+            permit = self.breaker.acquire()
+        except CircuitOpen:
+            return None
+        window_ms = max(1, round(self.window_s * 1000))
+        member = f"{round(now * 1000)}-{secrets.token_hex(6)}"
+        try:
+            async with asyncio.timeout(self._s.timeout_s + self._s.connect_timeout_s):
+                raw = await self._script(
+                    keys=[KEY_PREFIX + key], args=[round(now * 1000), window_ms, limit, member]
+                )
+            allowed, count, reset_ms = (int(v) for v in raw)
+        except (RedisError, OSError, TimeoutError, ValueError, TypeError) as exc:
+            self.breaker.on_failure(permit)
+            if self._on_redis:
+                self._on_redis = False
+                log.warning(
+                    "rate limiter: Redis unavailable, using the local window",
+                    extra={"error": type(exc).__name__},
+                )
+            return None
+        except BaseException:
+            self.breaker.on_ignored(permit)
+            raise
+        self.breaker.on_success(permit)
+        if not self._on_redis:
+            self._on_redis = True
+            log.info("rate limiter: back on Redis")
+        return Decision(bool(allowed), limit, max(0, limit - count), reset_ms / 1000, "redis")
+
+    async def ping(self) -> None:
+        if self._client is not None:
+            await self._client.ping()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,263 @@
+"""API keys: the token format, salted key hashes, and the Authenticator that turns an
+`Authorization: Bearer` token into a Principal (key id, tenant, admin, rate limit).
+
+A token is `<key id>.<secret>`. The configuration holds only a salted scrypt hash of the whole
+token (`scrypt$<n>$<r>$<p>$<salt>$<digest>`, base64url), printed by scripts/hash_api_key.py; the
+plain token is never stored or logged. The key id is not secret (it names the key in logs and
+in the rate limiter); it picks the one hash to check, so a request costs at most one scrypt.
+
+Verification derives the hash with the key's own salt and compares it with
+`hmac.compare_digest`. scrypt is slow on purpose, so outcomes (good and bad) are cached for a
+short time under HMAC-SHA256(process secret, token): the plain token is never a cache key, and
+the fingerprint is worthless outside this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from app.settings import ApiKeySettings, AuthSettings, Settings
+
+log = logging.getLogger("rag.auth")
+
+SCHEME = "scrypt"
+DEFAULT_N = 2**14
+DEFAULT_R = 8
+DEFAULT_P = 1
+DKLEN = 32
+SALT_BYTES = 16
+KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MIN_SECRET_CHARS = 16
+MAX_TOKEN_CHARS = 512
+CACHE_MAX_ENTRIES = 4096
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHash:
+    """A parsed `scrypt$n$r$p$salt$digest` string."""
+
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    digest: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> KeyHash:
+        parts = text.split("$")
+        if len(parts) != 6 or parts[0] != SCHEME:
+            raise ValueError("not a `scrypt$n$r$p$salt$digest` key hash")
+        try:
+            n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+            salt, digest = _unb64(parts[4]), _unb64(parts[5])
+        except ValueError as exc:
+            raise ValueError("malformed key hash") from exc
+        if n < 2**10 or n > 2**20 or n & (n - 1) or not 1 <= r <= 32 or not 1 <= p <= 16:
+            raise ValueError("key hash parameters out of range")
+        if len(salt) < 8 or len(digest) < 16:
+            raise ValueError("key hash salt or digest too short")
+        return cls(n, r, p, salt, digest)
+
+    def derive(self, token: str) -> bytes:
+        return hashlib.scrypt(
+            token.encode(),
+            salt=self.salt,
+            n=self.n,
+            r=self.r,
+            p=self.p,
+            maxmem=256 * self.r * (self.n + self.p + 2),
+            dklen=len(self.digest),
+        )
+
+    def verify(self, token: str) -> bool:
+        # constant time in the position of the first differing byte
+        return hmac.compare_digest(self.derive(token), self.digest)
+
+    def __str__(self) -> str:
+        return f"{SCHEME}${self.n}${self.r}${self.p}${_b64(self.salt)}${_b64(self.digest)}"
+
+
+def hash_token(token: str, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P) -> str:
+    """The configuration hash of `token`, with a fresh random salt."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    partial = KeyHash(n, r, p, salt, b"\x00" * DKLEN)
+    return str(KeyHash(n, r, p, salt, partial.derive(token)))
+
+
+def new_token(key_id: str) -> str:
+    if not KEY_ID_RE.match(key_id):
+        raise ValueError("key id must be 1..64 of A-Z a-z 0-9 _ -")
+    return f"{key_id}.{secrets.token_urlsafe(32)}"
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed token, else None."""
+    key_id, dot, secret = token.partition(".")
+    if not dot or not KEY_ID_RE.match(key_id) or len(secret) < MIN_SECRET_CHARS:
+        return None
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii() or not token.isprintable() or " " in token:
+        return None
+    return key_id, secret
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. `key_id` None means auth is off (open mode)."""
+
+    key_id: str | None
+    tenant: str
+    admin: bool
+    rate_limit: int | None  # requests per rate window; None = not limited
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    config: ApiKeySettings
+    hash: KeyHash
+    principal: Principal
+
+
+def load_keys(auth: AuthSettings) -> list[ApiKeySettings]:
+    """Inline keys plus the keys file. A configured but unreadable file fails start-up."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from app.settings import ApiKeySettings
+
+    keys = list(auth.keys)
+    if auth.keys_file is not None:
+        path = Path(auth.keys_file)
+        try:
+            raw = path.read_text(encoding="utf-8")
+            keys += TypeAdapter(list[ApiKeySettings]).validate_json(raw)
+        except (OSError, ValidationError) as exc:
+            raise ValueError(f"auth.keys_file {path}: {exc}") from exc
+    seen: set[str] = set()
+    for k in keys:
+        if k.id in seen:
+            raise ValueError(f"API key id {k.id!r} is configured twice")
+        seen.add(k.id)
+    return keys
+
+
+class Authenticator:
+    """Bearer token -> Principal. Open (every caller is the default tenant) when no keys exist."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: list[ApiKeySettings],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        auth = settings.auth
+        self._ttl = auth.cache_ttl_s
+        self._clock = clock
+        self._fingerprint_key = secrets.token_bytes(32)
+        self._cache: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
+        self._slots = asyncio.Semaphore(auth.verify_concurrency)
+        self._keys: dict[str, _Key] = {}
+        for k in keys:
+            try:
+                parsed = KeyHash.parse(k.hash)
+            except ValueError as exc:
+                raise ValueError(f"API key {k.id!r}: {exc}") from exc
+            policy = auth.tenants.get(k.tenant)
+            limit = k.rate_limit or (policy.rate_limit if policy else None) or auth.rate_limit
+            self._keys[k.id] = _Key(k, parsed, Principal(k.id, k.tenant, k.admin, limit))
+        self.enabled = bool(self._keys)
+        self.open_principal = Principal(None, settings.server.default_tenant, True, None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        keys = load_keys(settings.auth)
+        if settings.auth.required and not keys:
+            raise ValueError("auth.required is set but no API keys are configured")
+        return cls(settings, keys)
+
+    def announce(self) -> None:
+        if not self.enabled:
+            log.warning(
+                "auth off: no API keys configured; every caller is the default tenant, "
+                "unauthenticated and not rate limited (set RAG_AUTH__KEYS for production)",
+                extra={"tenant": self.open_principal.tenant},
+            )
+            return
+        active = [k for k in self._keys.values() if not k.config.revoked]
+        log.info(
+            "auth on",
+            extra={
+                "keys": len(active),
+                "revoked": len(self._keys) - len(active),
+                "tenants": len({k.config.tenant for k in active}),
+            },
+        )
+
+    def _fingerprint(self, token: str) -> bytes:
+        return hmac.new(self._fingerprint_key, token.encode(), hashlib.sha256).digest()
+
+    def _cached(self, fp: bytes) -> tuple[bool, Principal | None]:
+        hit = self._cache.get(fp)
+        if hit is None:
+            return False, None
+        principal, expires = hit
+        if self._clock() >= expires:
+            del self._cache[fp]
+            return False, None
+        self._cache.move_to_end(fp)
+        return True, principal
+
+    def _remember(self, fp: bytes, principal: Principal | None) -> None:
+        if self._ttl <= 0:
+            return
+        self._cache[fp] = (principal, self._clock() + self._ttl)
+        self._cache.move_to_end(fp)
+        while len(self._cache) > CACHE_MAX_ENTRIES:
+            self._cache.popitem(last=False)
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The caller's Principal, or Unauthorized. `token` is the Bearer credential."""
+        if not self.enabled:
+            return self.open_principal
+        if not token:
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        parts = split_token(token)
+        if parts is None:
+            raise Unauthorized("malformed API key", error="invalid_token")
+        key = self._keys.get(parts[0])
+        if key is None or key.config.revoked:
+            # ids are not secret; an unknown or revoked id costs no key derivation
+            log.info("auth failed", extra={"reason": "revoked" if key else "unknown_key"})
+            raise Unauthorized("invalid or revoked API key", error="invalid_token")
+        fp = self._fingerprint(token)
+        found, principal = self._cached(fp)
+        if not found:
+            async with self._slots:  # scrypt is CPU and memory heavy: bound how many run at once
+                ok = await asyncio.to_thread(key.hash.verify, token)
+            principal = key.principal if ok else None
+            self._remember(fp, principal)
+        if principal is None:
+            log.info("auth failed", extra={"reason": "wrong_secret", "key_id": key.config.id})
+            raise Unauthorized("invalid or revoked API key", error="invalid_token")
+        return principal
