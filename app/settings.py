@@ -8,7 +8,7 @@ Nested groups map to `RAG_<GROUP>__<FIELD>` (pydantic-settings, `__` as the deli
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,7 +64,9 @@ class QdrantSettings(BaseModel):
     hnsw_ef_construct: int = Field(200, ge=8, le=2048, description="HNSW build beam (collection creation)")
     ef_default: int = Field(64, ge=1, description="search-time hnsw_ef when no tenant policy applies")
     ef_max: int = Field(512, ge=1, description="upper clamp of any hnsw_ef, requested or configured")
-    tenant_ef: dict[str, int] = Field(default_factory=dict, description="per-tenant hnsw_ef policy")
+    tenant_ef: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="per-tenant hnsw_ef policy"
+    )
     filter_keys: list[str] = Field(
         default_factory=lambda: ["source", "doc_id", "topic", "lang"],
         description="payload keys a request `filter` may use",
