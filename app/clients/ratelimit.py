@@ -5,8 +5,9 @@ check-and-record is atomic.
 Redis down, slow or unconfigured never means unlimited and never a 500: a local in-process
 window of the same shape decides instead. It shadows every allowed request even while Redis
 answers, so when Redis goes away mid-window the local window already knows the recent
-requests of this process. A small circuit breaker stops paying a Redis timeout per request
-while Redis is down. Each Redis call is bounded by the `RAG_REDIS__*` timeouts.
+requests of this process. After a Redis failure the limiter stays local for `REDIS_RETRY_S`
+instead of paying a Redis timeout per request. Each Redis call is bounded by the
+`RAG_REDIS__*` timeouts.
 
 Time comes from the injected clock (wall clock, milliseconds) and is passed to the script, so
 replicas must keep their clocks in sync (NTP), and tests can move time without sleeping.
@@ -29,13 +30,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.errors import CircuitOpen
-from app.resilience import BreakerConfig, CircuitBreaker
 from app.settings import RedisSettings
 
 log = logging.getLogger("rag.ratelimit")
 DEPENDENCY = "redis"
 KEY_PREFIX = "ratelimit:v1:"
+REDIS_RETRY_S = 1.0  # after a failure, how long to decide locally before trying Redis again
 
 # KEYS[1] the key's sorted set of request times (ms); ARGV: now_ms, window_ms, limit, member.
 # Entries older than the window are dropped; the request is recorded only if it is allowed,
@@ -117,14 +117,15 @@ class RateLimiter:
         client: Redis | None,
         settings: RedisSettings,
         window_s: float,
-        breaker: CircuitBreaker,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._s = settings
         self.window_s = window_s
-        self.breaker = breaker
         self.clock = clock
+        self._monotonic = monotonic
+        self._redis_retry_at = 0.0
         self.local = LocalWindow()
         self._script: Any = client.register_script(SLIDING_WINDOW_LUA) if client is not None else None
         self._on_redis = True  # for logging the switch to and from the local window once
@@ -133,10 +134,6 @@ class RateLimiter:
     def from_settings(
         cls, s: RedisSettings, window_s: float, clock: Callable[[], float] = time.time
     ) -> RateLimiter:
-        breaker = CircuitBreaker(
-            "redis-ratelimit",
-            BreakerConfig(window=10, min_calls=3, failure_rate=0.5, open_s=1.0, half_open_permits=1),
-        )
         client = None
         if s.url:
             client = Redis.from_url(
@@ -146,7 +143,7 @@ class RateLimiter:
                 max_connections=s.max_connections,
                 retry=Retry(NoBackoff(), 0),  # one bounded attempt; the local window is the fallback
             )
-        return cls(client, s, window_s, breaker, clock)
+        return cls(client, s, window_s, clock)
 
     async def hit(self, key: str, limit: int) -> Decision:
         """Count one request of `key` against `limit` per window and say whether it may go on."""
@@ -159,11 +156,7 @@ class RateLimiter:
         return decision
 
     async def _redis_hit(self, key: str, limit: int, now: float) -> Decision | None:
-        if self._script is None:
-            return None
-        try:
-            permit = self.breaker.acquire()
-        except CircuitOpen:
+        if self._script is None or self._monotonic() < self._redis_retry_at:
             return None
         window_ms = max(1, round(self.window_s * 1000))
         member = f"{round(now * 1000)}-{secrets.token_hex(6)}"
@@ -174,7 +167,7 @@ class RateLimiter:
                 )
             allowed, count, reset_ms = (int(v) for v in raw)
         except (RedisError, OSError, TimeoutError, ValueError, TypeError) as exc:
-            self.breaker.on_failure(permit)
+            self._redis_retry_at = self._monotonic() + REDIS_RETRY_S
             if self._on_redis:
                 self._on_redis = False
                 log.warning(
@@ -182,10 +175,6 @@ class RateLimiter:
                     extra={"error": type(exc).__name__},
                 )
             return None
-        except BaseException:
-            self.breaker.on_ignored(permit)
-            raise
-        self.breaker.on_success(permit)
         if not self._on_redis:
             self._on_redis = True
             log.info("rate limiter: back on Redis")

@@ -79,6 +79,25 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, An
             await app.state.rag.pipeline.drain()
 
 
+def corpus(n: int, seed: int = 11, suffix: str = "") -> list[dict[str, Any]]:
+    """`n` synthetic passages as POST /documents items; `suffix` makes a tenant's variant."""
+    from synthetic_corpus import generate
+
+    docs = []
+    for p in generate(n=n, seed=seed):
+        docs.append({"id": p["id"], "text": p["text"] + suffix, "topic": p["topic"], "source": p["source"]})
+    return docs
+
+
+async def ingest(client: httpx.AsyncClient, admin: Key, tenant: str, docs: list[dict[str, Any]]) -> None:
+    for i in range(0, len(docs), 100):
+        r = await client.post(
+            "/documents", json={"tenant": tenant, "documents": docs[i : i + 100]}, headers=admin.headers
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["upserted"] == len(docs[i : i + 100])
+
+
 def assert_json_error(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")

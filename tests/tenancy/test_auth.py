@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from tenancy_support import Key, assert_json_error, auth_settings, make_key, serve
+from tenancy_support import Key, assert_json_error, auth_settings, corpus, ingest, make_key, serve
 
 from app.observability.logging import JsonFormatter
 from app.security import KeyHash
@@ -33,10 +32,8 @@ QUERY = {"q": "how do I keep a sourdough starter alive", "k": 5, "rerank": False
 
 
 @pytest.fixture(scope="module")
-def collection(built_collection: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("auth") / "qdrant"
-    shutil.copytree(built_collection, dest)
-    return dest
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("auth") / "qdrant"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +44,7 @@ async def gateway(
         redis_server.start()
     settings = auth_settings(model_dir, collection, redis_server.url, KEYS)
     async with serve(settings) as (client, app):
+        await ingest(client, ADMIN, "default", corpus(40))
         yield client, app
 
 
@@ -200,7 +198,7 @@ async def test_open_mode_without_keys_warns_and_serves_the_default_tenant(
     model_dir: Path, collection: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    settings = auth_settings(model_dir, collection, None, [], qdrant={"path": collection.parent / "open"})
+    settings = auth_settings(model_dir, collection.parent / "open", None, [])
     async with serve(settings) as (client, app):
         assert not app.state.rag.auth.enabled
         r = await client.post("/documents", json={"tenant": "t1", "documents": [{"id": "a", "text": "x y"}]})
