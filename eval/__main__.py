@@ -1,0 +1,88 @@
+"""Retrieval quality of the gateway on a BEIR-format dataset.
+
+    python -m eval --data DIR [--sweep] [--cross-encoder MODEL_DIR] [--http-reranker URL]
+
+Builds (or reuses from the cache) an embedded collection of DIR/corpus.jsonl with the ingest
+code, runs every judged query of DIR/queries.jsonl through POST /rag of the real app, and
+prints a table of nDCG@10, Recall@10, Recall@50, MRR@10 and per-query latency for: BM25 over
+the full corpus (the baseline, computed here), dense only (rerank: false), the lexical
+reranker (the default /rag), and a cross-encoder or an http reranker when given. The gateway's
+RAG_* settings apply (e.g. RAG_RERANKER__FUSION_WEIGHT, RAG_QDRANT__EF_DEFAULT). Results are
+also written to eval/results/<UTC timestamp>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from eval.run import Options, evaluate_dataset, render, write
+
+
+def parse(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(
+        prog="python -m eval",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="BEIR-format dataset directory")
+    p.add_argument("--split", default="test", help="qrels split: DIR/qrels/<split>.tsv (default test)")
+    p.add_argument("-k", "--k", type=int, default=100, help="candidates fetched and reranked (default 100)")
+    p.add_argument("--ef", type=int, help="hnsw_ef sent with each query (default: the gateway's policy)")
+    p.add_argument("--bm25-k1", type=float, default=0.9, help="baseline BM25 k1 (default 0.9)")
+    p.add_argument("--bm25-b", type=float, default=0.4, help="baseline BM25 b (default 0.4)")
+    p.add_argument(
+        "--cross-encoder", type=Path, metavar="MODEL_DIR", help="also rank with this cross-encoder"
+    )
+    p.add_argument("--http-reranker", metavar="URL", help="also rank with this remote reranker")
+    p.add_argument("--http-api", choices=["tei", "cohere"], default="tei", help="its API (default tei)")
+    p.add_argument("--http-model", default="rerank", help="model name for a Cohere-style API")
+    p.add_argument("--sweep", action="store_true", help="also sweep fusion weight x k and ef x k")
+    p.add_argument("--cache-dir", type=Path, default=Path("data/eval-cache"), help="built collections")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the cached collection")
+    p.add_argument("--batch-size", type=int, default=32, help="passages embedded per batch (default 32)")
+    p.add_argument("--embed-threads", type=int, help="onnxruntime threads for the build (default: settings)")
+    p.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--no-write", action="store_true", help="print only; write no result files")
+    a = p.parse_args(argv)
+    if not (a.data / "corpus.jsonl").is_file():
+        p.error(f"{a.data} has no corpus.jsonl: not a BEIR-format dataset")
+    if not 1 <= a.k <= 200:
+        p.error("--k must be in 1..200 (the API's limit)")
+    return Options(
+        data=a.data,
+        split=a.split,
+        k=a.k,
+        ef=a.ef,
+        bm25_k1=a.bm25_k1,
+        bm25_b=a.bm25_b,
+        cross_encoder=a.cross_encoder,
+        http_reranker=a.http_reranker,
+        http_api=a.http_api,
+        http_model=a.http_model,
+        sweep=a.sweep,
+        cache_dir=a.cache_dir,
+        rebuild=a.rebuild,
+        batch_size=a.batch_size,
+        embed_threads=a.embed_threads,
+        results_dir=None if a.no_write else a.results_dir,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    opts = parse(argv)
+    report = asyncio.run(evaluate_dataset(opts))
+    print(render(report))
+    if opts.results_dir is not None:
+        js, md = write(report, opts.results_dir)
+        print(f"\nwritten: {md} and {js.name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

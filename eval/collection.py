@@ -1,0 +1,154 @@
+"""The eval collection: built once with the ingest code, cached, copied per run.
+
+The cache lives in `<cache dir>/<dataset>-<key>/`, where the key hashes everything the built
+vectors depend on: the corpus file's bytes, the embedding model and revision, the HNSW build
+parameters, the tenant and the passage format. Change any of them and a new entry is built;
+nothing else invalidates it (delete the directory, or pass --rebuild, to force a rebuild).
+A build goes to a temporary directory first and is renamed into place when complete, so an
+interrupted build never leaves a half-filled entry behind.
+
+Each eval run works on a private copy of the entry: the embedded engine owns the directory it
+opens and writes to it, so the cached entry stays pristine and two runs can share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.clients.embedder import embedder_from_settings
+from app.clients.vectorstore import vectorstore_from_settings
+from app.ingest import Document, ingest
+from app.settings import EmbedderSettings, QdrantSettings
+
+COLLECTION = "eval"
+FORMAT = "beir-title-newline-text@1"  # how passages are built; bump when beir_docs changes
+
+
+@dataclass(slots=True)
+class Built:
+    path: Path  # the cache entry; the collection is at path / "qdrant" / COLLECTION
+    meta: dict[str, Any]
+    cached: bool  # True when this run reused an entry instead of building it
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Progress:
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self.done, self.t0 = total, quiet, 0, time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.quiet or (now - self._last < 2 and self.done < self.total):
+            return
+        self._last = now
+        rate = self.done / max(1e-9, now - self.t0)
+        print(f"  embedded {self.done}/{self.total} passages ({rate:.0f}/s)", file=sys.stderr, flush=True)
+
+
+async def build_or_load(
+    *,
+    name: str,
+    corpus_file: Path,
+    docs: list[Document],
+    embedder_settings: EmbedderSettings,
+    qdrant_settings: QdrantSettings,
+    tenant: str,
+    cache_dir: Path,
+    batch_size: int,
+    rebuild: bool = False,
+    quiet: bool = False,
+) -> Built:
+    embedder = embedder_from_settings(embedder_settings)
+    try:
+        inputs = {
+            "corpus_sha256": file_sha256(corpus_file),
+            "embedder": embedder.id,
+            "dim": embedder.dim,
+            "hnsw_m": qdrant_settings.hnsw_m,
+            "hnsw_ef_construct": qdrant_settings.hnsw_ef_construct,
+            "tenant": tenant,
+            "format": FORMAT,
+        }
+        entry = cache_dir / f"{name}-{cache_key(inputs)}"
+        if not rebuild and (meta := _read_meta(entry)) is not None:
+            return Built(entry, meta, cached=True)
+
+        tmp = _fresh_dir(cache_dir / f".build-{entry.name}-{os.getpid()}")
+        settings = qdrant_settings.model_copy(
+            update={"url": None, "path": tmp / "qdrant", "collection": COLLECTION}
+        )
+        store = vectorstore_from_settings(settings)
+        t0 = time.perf_counter()
+        try:
+            try:
+                written = await ingest(store, embedder, docs, batch_size, _Progress(len(docs), quiet))
+            finally:
+                await store.aclose()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - t0
+        meta = {
+            **inputs,
+            "dataset": name,
+            "points": written,
+            "build_seconds": round(seconds, 1),
+            "passages_per_second": round(written / seconds, 1) if seconds else None,
+            "batch_size": batch_size,
+            "embed_threads": embedder_settings.threads,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return Built(entry, _publish(tmp, entry, meta, replace=rebuild), cached=False)
+    finally:
+        await embedder.aclose()
+
+
+def _read_meta(entry: Path) -> dict[str, Any] | None:
+    meta_file = entry / "meta.json"
+    return dict(json.loads(meta_file.read_text())) if meta_file.is_file() else None
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _publish(tmp: Path, entry: Path, meta: dict[str, Any], replace: bool) -> dict[str, Any]:
+    """Move a finished build into place (meta.json last written, so an entry with one is whole)."""
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if replace:
+        shutil.rmtree(entry, ignore_errors=True)
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another run published the same entry first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return _read_meta(entry) or meta
+    return meta
+
+
+def private_copy(built: Built, dest: Path) -> Path:
+    """Copy the cached collection to `dest`; returns the qdrant path to open it from."""
+    shutil.copytree(built.path / "qdrant", dest / "qdrant")
+    return dest / "qdrant"
