@@ -22,7 +22,6 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
-    field_validator,
     model_validator,
 )
 from starlette.responses import Response
@@ -52,14 +51,6 @@ PayloadValue = (
 )
 
 
-def _utf8(v: str) -> str:
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates decode from JSON but cannot be stored
-        raise ValueError("must be valid UTF-8 text") from exc
-    return v
-
-
 class DocumentIn(BaseModel):
     """One passage: `id`, `text`, optional `source`, and up to 16 flat payload fields."""
 
@@ -70,11 +61,6 @@ class DocumentIn(BaseModel):
     text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="passage text")
     source: StrictStr = Field("", max_length=MAX_VALUE_CHARS, description="where the passage comes from")
 
-    @field_validator("text", "source")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        return _utf8(v)
-
     @model_validator(mode="after")
     def _extras(self) -> DocumentIn:
         if not self.text.strip():
@@ -82,11 +68,9 @@ class DocumentIn(BaseModel):
         extra = self.__pydantic_extra__ or {}
         if len(extra) > MAX_EXTRA_KEYS:
             raise ValueError(f"at most {MAX_EXTRA_KEYS} payload fields per document")
-        for key, value in extra.items():
+        for key in extra:
             if key in RESERVED or not EXTRA_KEY.match(key):
                 raise ValueError(f"payload field {key[:64]!r} is reserved or not a plain identifier")
-            if isinstance(value, str):
-                _utf8(value)
         return self
 
 
