@@ -49,10 +49,14 @@ async def ingest(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Embed and upsert `docs`, then build the index. Returns how many were written."""
+    """Embed and upsert `docs`, then build the index. Returns how many points were written.
+
+    A (tenant, doc id) given twice is one point: the later document wins, as if upserted in order.
+    """
     await store.ensure_collection(embedder.dim)
+    latest = {(d.tenant, d.doc_id): d for d in docs}
     # similar lengths in one batch waste less compute on padding
-    ordered = sorted(docs, key=lambda d: len(d.text))
+    ordered = sorted(latest.values(), key=lambda d: len(d.text))
     written = 0
     for i in range(0, len(ordered), batch_size):
         batch = ordered[i : i + batch_size]

@@ -22,12 +22,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from app.clients.embedder import embedder_from_settings
 from app.clients.vectorstore import vectorstore_from_settings
+from app.errors import DependencyError
 from app.ingest import Document, ingest
 from app.settings import QdrantSettings, Settings
 
@@ -40,35 +45,45 @@ def synthetic_docs(n: int, tenant: str) -> Iterator[Document]:
         yield Document(doc_id=p["id"], text=p["text"], tenant=tenant, source=p["source"], extra=extra)
 
 
-def beir_docs(directory: Path, tenant: str) -> Iterator[Document]:
-    source = directory.name
-    with (directory / "corpus.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            title = (row.get("title") or "").strip()
-            text = (row.get("text") or "").strip()
-            body = f"{title}\n{text}" if title else text
-            yield Document(doc_id=str(row["_id"]), text=body, tenant=tenant, source=source)
-
-
-def jsonl_docs(path: Path, tenant: str) -> Iterator[Document]:
+def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line stops with its location."""
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if "id" not in row or "text" not in row:
-                raise SystemExit(f"{path}:{n}: each line needs 'id' and 'text'")
-            extra = {k: v for k, v in row.items() if k not in {"id", "text", "source", "tenant"}}
-            yield Document(
-                doc_id=str(row["id"]),
-                text=str(row["text"]),
-                tenant=str(row.get("tenant", tenant)),
-                source=str(row.get("source", path.stem)),
-                extra=extra,
-            )
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise SystemExit(f"error: {path}:{n}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise SystemExit(f"error: {path}:{n}: each line must be a JSON object")
+            yield n, row
+
+
+def beir_docs(directory: Path, tenant: str) -> Iterator[Document]:
+    source = directory.name
+    corpus = directory / "corpus.jsonl"
+    for n, row in json_lines(corpus):
+        if row.get("_id") in (None, ""):
+            raise SystemExit(f"error: {corpus}:{n}: each line needs '_id'")
+        title = str(row.get("title") or "").strip()
+        text = str(row.get("text") or "").strip()
+        body = f"{title}\n{text}" if title else text
+        yield Document(doc_id=str(row["_id"]), text=body, tenant=tenant, source=source)
+
+
+def jsonl_docs(path: Path, tenant: str) -> Iterator[Document]:
+    for n, row in json_lines(path):
+        if "id" not in row or "text" not in row:
+            raise SystemExit(f"error: {path}:{n}: each line needs 'id' and 'text'")
+        extra = {k: v for k, v in row.items() if k not in {"id", "text", "source", "tenant"}}
+        yield Document(
+            doc_id=str(row["id"]),
+            text=str(row["text"]),
+            tenant=str(row.get("tenant", tenant)),
+            source=str(row.get("source", path.stem)),
+            extra=extra,
+        )
 
 
 class Progress:
@@ -94,10 +109,19 @@ async def run(args: argparse.Namespace) -> int:
     settings = Settings()
     qdrant: QdrantSettings = settings.qdrant
     if args.collection:
-        qdrant = qdrant.model_copy(update={"collection": args.collection})
+        # validated like RAG_QDRANT__COLLECTION: the name becomes a directory of the embedded engine
+        qdrant = QdrantSettings.model_validate({**qdrant.model_dump(), "collection": args.collection})
     tenant = args.tenant or settings.server.default_tenant
-    store = vectorstore_from_settings(qdrant)
+    # read (and so check) the whole input before touching the store: bad input must not leave
+    # an empty collection behind, nor cost the one --recreate dropped
+    if args.beir:
+        docs = list(beir_docs(args.beir, tenant))
+    elif args.jsonl:
+        docs = list(jsonl_docs(args.jsonl, tenant))
+    else:
+        docs = list(synthetic_docs(args.n, tenant))
     embedder = embedder_from_settings(settings.embedder)
+    store = vectorstore_from_settings(qdrant)
     try:
         if args.recreate:
             await store.drop()
@@ -107,13 +131,8 @@ async def run(args: argparse.Namespace) -> int:
         if args.if_empty and not created and await store.count() > 0:
             print("collection is not empty; nothing loaded (--if-empty)", file=sys.stderr)
         else:
-            if args.beir:
-                docs = list(beir_docs(args.beir, tenant))
-            elif args.jsonl:
-                docs = list(jsonl_docs(args.jsonl, tenant))
-            else:
-                docs = list(synthetic_docs(args.n, tenant))
-            n = await ingest(store, embedder, docs, args.batch_size, Progress(len(docs), "embedding"))
+            unique = len({(d.tenant, d.doc_id) for d in docs})
+            n = await ingest(store, embedder, docs, args.batch_size, Progress(unique, "embedding"))
             print(f"loaded {n} passages", file=sys.stderr)
         print(json.dumps({"result": await store.info(), "status": "ok"}, indent=2))
     finally:
@@ -139,9 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--if-empty", action="store_true", help="load only if the collection is empty")
     parser.add_argument("--batch-size", type=int, default=64, help="passages embedded per batch (default 64)")
     args = parser.parse_args(argv)
-    if args.beir and not (args.beir / "corpus.jsonl").exists():
+    if args.beir and not (args.beir / "corpus.jsonl").is_file():
         parser.error(f"{args.beir} has no corpus.jsonl")
-    return asyncio.run(run(args))
+    if args.jsonl and not args.jsonl.is_file():
+        parser.error(f"{args.jsonl} is not a file")
+    try:
+        return asyncio.run(run(args))
+    except (ValidationError, SettingsError) as exc:
+        print(f"error: invalid settings or arguments: {exc}", file=sys.stderr)
+        return 2
+    except (DependencyError, OSError, UnicodeDecodeError) as exc:
+        # an unreachable Qdrant, a missing model directory, an unreadable file
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
