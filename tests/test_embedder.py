@@ -78,3 +78,31 @@ async def test_query_cache_returns_same_vector_without_recompute(model_dir: Path
 def test_missing_model_dir_says_how_to_export(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"export_onnx\.py"):
         OnnxEmbedder(tmp_path)
+
+
+async def test_concurrent_misses_share_model_calls_and_match_single(model_dir: Path) -> None:
+    import asyncio
+
+    e = OnnxEmbedder(model_dir, cache_size=0, max_batch=4)
+    calls: list[int] = []
+    real = e.encode
+
+    def counting(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return real(texts)
+
+    e.encode = counting  # type: ignore[method-assign]
+    texts = [f"query number {i} about espresso" for i in range(9)] + ["query number 0 about espresso"]
+    vectors = await asyncio.gather(*(e.embed(t) for t in texts))
+    # misses queued together go through the model in batches of at most 4,
+    # the repeated text is computed once
+    assert sum(calls) == 9 and max(calls) <= 4 and len(calls) < 9
+    for t, v in zip(texts, vectors, strict=True):
+        assert float(v @ real([t])[0]) > 0.99999
+    # a caller that gives up does not take the others down
+    slow = asyncio.ensure_future(e.embed("abandoned query"))
+    other = asyncio.ensure_future(e.embed("kept query"))
+    await asyncio.sleep(0)
+    slow.cancel()
+    assert float((await other) @ real(["kept query"])[0]) > 0.99999
+    await e.aclose()
