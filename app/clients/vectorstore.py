@@ -202,7 +202,7 @@ class EdgeStore:
     async def count(self, tenant: str | None = None) -> int:
         from qdrant_edge import CountRequest
 
-        flt = _edge_filter(tenant, {}) if tenant else None
+        flt = _edge_filter(tenant, {}) if tenant is not None else None
         return int(await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=flt))))
 
     async def info(self) -> dict[str, Any]:

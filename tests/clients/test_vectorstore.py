@@ -347,6 +347,7 @@ async def test_tenants_are_isolated(loaded: Loaded) -> None:
     assert await store.count("a") == 60
     assert await store.count("b") == 60
     assert await store.count("nobody") == 0
+    assert await store.count("") == 0  # an empty tenant is a tenant with no points, not "all"
     # tenant b's own vector is the exact match, yet a search as tenant a never returns it
     for doc_id in ("doc-0", "doc-21", "doc-59"):
         hits = await store.search(loaded.vectors["b"][doc_id], 100, 256, "a", {})
