@@ -326,10 +326,13 @@ class HttpReranker:
             key = "score" if self._s.api == "tei" else "relevance_score"
             scores: list[float | None] = [None] * n
             for row in rows:
-                i = int(row["index"])
-                if not 0 <= i < n or scores[i] is not None:
-                    raise ValueError(f"bad or repeated index {i}")
-                scores[i] = float(row[key])
+                i, score = row["index"], row[key]
+                # strict JSON types: 1.7, true or "0.2" are a broken peer, not values to coerce
+                if type(i) is not int or not 0 <= i < n or scores[i] is not None:
+                    raise ValueError(f"bad or repeated index {i!r}")
+                if type(score) not in (int, float):
+                    raise ValueError(f"score {score!r} is not a number")
+                scores[i] = float(score)
         except (ValueError, KeyError, TypeError) as exc:
             raise DependencyBadResponse(DEPENDENCY, f"malformed rerank response: {exc}") from exc
         if any(s is None for s in scores):

@@ -154,6 +154,10 @@ def malformed(api: str) -> dict[str, bytes]:
         "score null": body(*ok, {"index": 3, "s": None}),
         "missing score": body(*ok, {"index": 3}),
         "row not an object": body(*ok, 3),
+        "fractional index": body(*ok, {"index": 2.7, "s": 0.4}),
+        "boolean index": body(*ok, {"index": True, "s": 0.4}),
+        "score as a string": body(*ok, {"index": 3, "s": "0.4"}),
+        "boolean score": body(*ok, {"index": 3, "s": True}),
     }
     if api == "tei":
         cases["an object, not a list"] = b'{"results": []}'
