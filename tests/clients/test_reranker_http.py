@@ -154,8 +154,9 @@ def malformed(api: str) -> dict[str, bytes]:
         "score null": body(*ok, {"index": 3, "s": None}),
         "missing score": body(*ok, {"index": 3}),
         "row not an object": body(*ok, 3),
-        "fractional index": body(*ok, {"index": 2.7, "s": 0.4}),
-        "boolean index": body(*ok, {"index": True, "s": 0.4}),
+        # each of these would be a complete, valid answer if the value were coerced
+        "float index": body(*ok, {"index": 3.0, "s": 0.4}),
+        "boolean index": body(ok[0], ok[2], {"index": 3, "s": 0.4}, {"index": True, "s": 0.2}),
         "score as a string": body(*ok, {"index": 3, "s": "0.4"}),
         "boolean score": body(*ok, {"index": 3, "s": True}),
     }
