@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from app.errors import DependencyBadResponse, DependencyTimeout, DependencyUnavailable
+from app.errors import DependencyBadResponse, DependencyRejected, DependencyTimeout, DependencyUnavailable
 from app.settings import QdrantSettings
 
 DEPENDENCY = "qdrant"
@@ -118,6 +118,7 @@ class EdgeStore:
     async def ensure_collection(self, dim: int) -> bool:
         """Create the shard if it does not exist. True if it was created."""
         if self._shard is not None:
+            _check_dim(self.collection, self._dim(), dim)
             return False
         return bool(await self._run(self._create, dim))
 
@@ -247,6 +248,17 @@ class EdgeStore:
         self._pool.shutdown(wait=True)
 
 
+def _check_dim(collection: str, existing: int | None, wanted: int) -> None:
+    """An existing collection must hold vectors of the embedder's size; anything else would fail
+    later, point by point, with an engine error."""
+    if existing is not None and existing != wanted:
+        raise DependencyRejected(
+            DEPENDENCY,
+            f"collection {collection!r} holds {existing}-dim vectors but the embedder makes "
+            f"{wanted}-dim ones; recreate it (bootstrap --recreate) or use another collection",
+        )
+
+
 def _edge_filter(tenant: str | None, filters: Filters) -> Any:
     from qdrant_edge import FieldCondition, Filter, MatchAny, MatchValue
 
@@ -344,6 +356,8 @@ class ServerStore:
         from qdrant_client import models
 
         if await self._call(self._client.collection_exists(self.collection)):
+            info = await self._call(self._client.get_collection(self.collection))
+            _check_dim(self.collection, getattr(info.config.params.vectors, "size", None), dim)
             return False
         await self._call(
             self._client.create_collection(

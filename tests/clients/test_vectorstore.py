@@ -24,7 +24,7 @@ from app.clients.vectorstore import (
     point_id,
     vectorstore_from_settings,
 )
-from app.errors import DependencyError, DependencyTimeout, DependencyUnavailable
+from app.errors import DependencyError, DependencyRejected, DependencyTimeout, DependencyUnavailable
 from app.settings import QdrantSettings
 
 pytestmark = [
@@ -132,9 +132,10 @@ async def test_ensure_collection_is_idempotent(store: VectorStore) -> None:
     first = await store.info()
     points, _ = make_points("a", 10, seed=1)
     await store.upsert(points)
-    # a second call, even with another size, neither recreates nor alters the collection
+    # a second call neither recreates nor alters the collection; another size is refused
     assert await store.ensure_collection(DIM) is False
-    assert await store.ensure_collection(DIM * 2) is False
+    with pytest.raises(DependencyRejected, match=f"holds {DIM}-dim vectors"):
+        await store.ensure_collection(DIM * 2)
     after = await store.info()
     assert after["config"] == first["config"]
     assert after["config"]["params"]["vectors"]["size"] == DIM
