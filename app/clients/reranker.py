@@ -192,7 +192,11 @@ class CrossEncoderReranker:
         self.max_length = max_length
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_length=max_length)
-        self._tokenizer.enable_padding()
+        if self._tokenizer.padding is None:  # keep padding a tokenizer.json declares itself
+            pad = _pad_token(model_dir)
+            pad_id = self._tokenizer.token_to_id(pad)
+            # BERT pads with id 0, XLM-R/RoBERTa-based rerankers with 1: use the model's own
+            self._tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad)
         onnx_path = model_dir / "model.onnx"
         weights = (
             onnx_path
@@ -279,6 +283,22 @@ def _model_max_length(model_dir: Path) -> int:
     except (OSError, ValueError, AttributeError):
         pass
     return limit
+
+
+def _pad_token(model_dir: Path) -> str:
+    """The pad token named by the model's tokenizer files, "[PAD]" when none says."""
+    import json
+
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            value = json.loads((model_dir / name).read_text()).get("pad_token")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str) and value:
+            return value
+    return "[PAD]"
 
 
 def _first_existing(d: Path, names: list[str]) -> Path:

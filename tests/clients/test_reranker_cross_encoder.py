@@ -271,3 +271,19 @@ def test_a_directory_without_weights_is_refused(tmp_path: Path, tiny: Models) ->
     shutil.copy(tiny.torch_dir / "config.json", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"model\.onnx"):
         CrossEncoderReranker(tmp_path)
+
+
+def test_pads_with_the_token_the_model_names(tiny: Models, tmp_path: Path) -> None:
+    """RoBERTa/XLM-R-style rerankers pad with a token whose id is not 0: batches must use it."""
+    import json
+
+    d = tmp_path / "pad-ce"
+    shutil.copytree(tiny.torch_dir, d)
+    assert CrossEncoderReranker(d)._tokenizer.padding["pad_id"] == 0  # "[PAD]" is id 0 here
+    (d / "tokenizer_config.json").write_text(json.dumps({"pad_token": "[MASK]"}))
+    r = CrossEncoderReranker(d)
+    mask_id = r._tokenizer.token_to_id("[MASK]")
+    assert mask_id != 0
+    assert r._tokenizer.padding["pad_id"] == mask_id
+    enc = r._tokenizer.encode_batch([("a", "b"), ("a", "a much longer passage about rivers")])
+    assert enc[0].ids[-1] == mask_id
