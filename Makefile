@@ -75,5 +75,16 @@ pytest: install-test model
 
 test: install-test model lint typecheck pytest ## install test needs, then ruff, mypy --strict, pytest
 
+.PHONY: bench
+# the first run also embeds the corpus and builds the S4 shards into bench/.cache (minutes, once)
+bench: model ## benchmarks vs the peers -> bench/results/ (QUICK=1: one short round, no 100k point)
+	@missing=""; \
+	for tool in hey wrk redis-server; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(PY) -m bench $(if $(QUICK),--quick)
+
 clean: ## remove the venv and data
 	rm -rf $(VENV) $(DATA_DIR)

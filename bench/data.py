@@ -1,0 +1,210 @@
+"""Benchmark data: the corpus, its embeddings, the shards every server reads, and query streams.
+
+Everything built here is cached under bench/.cache/ (gitignored), keyed by size, seed and the
+embedding model revision, so only the first run pays for it:
+
+- `embeddings-n<N>-s<seed>-<rev>.npy`: the real ONNX embeddings of the synthetic corpus.
+- `shards/n<N>-s<seed>-<rev>/`: an embedded Qdrant (qdrant-edge) collection with the gateway's
+  payload (app.ingest.to_payload) and HNSW built by optimize(). Sizes above the corpus are
+  grown with perturbed copies of the real vectors (same text and payload, new doc id), because
+  embedding 100k passages with the model on two cores takes far too long; the copies keep the
+  clustered structure of real embeddings, which is what HNSW cost depends on.
+- `naive-n<N>-s<seed>-<rev>/`: the same passages and vectors in qdrant-client's local mode for
+  the naive peer.
+
+Queries: `distinct_queries()` yields an endless, deterministic stream of distinct queries cut
+from the corpus text (word windows), so every request of a "cold" run is a cache miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / ".cache"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from synthetic_corpus import SAMPLE_QUERIES, generate  # noqa: E402
+
+from app.clients.vectorstore import EdgeStore, PointIn, point_id  # noqa: E402
+from app.ingest import Document, to_payload  # noqa: E402
+from app.settings import QdrantSettings  # noqa: E402
+
+COLLECTION = "rag_docs"
+TENANT = "default"
+CORPUS_SEED = 0
+# perturbed copies: cosine to their source vector ~0.9, like near-duplicate passages
+NOISE_SIGMA = 0.025
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    passages: list[dict[str, str]]
+    vectors: npt.NDArray[np.float32]
+    revision: str
+
+    @property
+    def n(self) -> int:
+        return len(self.passages)
+
+
+def model_revision(model_dir: Path) -> str:
+    return str(json.loads((model_dir / "manifest.json").read_text())["revision"])
+
+
+def load_corpus(n: int, model_dir: Path, seed: int = CORPUS_SEED) -> Corpus:
+    """The synthetic corpus and its real embeddings (computed once, then read from the cache)."""
+    passages = generate(n=n, seed=seed)
+    rev = model_revision(model_dir)
+    path = CACHE / f"embeddings-n{n}-s{seed}-{rev}.npy"
+    if path.exists():
+        vectors = np.load(path)
+        if vectors.shape[0] == n:
+            return Corpus(passages, vectors.astype(np.float32, copy=False), rev)
+    from app.clients.embedder import OnnxEmbedder
+
+    log(f"embedding {n} passages with the ONNX model (once; cached in {path.relative_to(ROOT)})")
+    t0 = time.monotonic()
+    embedder = OnnxEmbedder(model_dir, cache_size=0)
+    order = sorted(range(n), key=lambda i: len(passages[i]["text"]))
+    vectors = np.zeros((n, embedder.dim), dtype=np.float32)
+    for i in range(0, n, 64):
+        idx = order[i : i + 64]
+        vectors[idx] = embedder.encode([passages[j]["text"] for j in idx])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(path)
+    log(f"embedded {n} passages in {time.monotonic() - t0:.1f}s")
+    return Corpus(passages, vectors, rev)
+
+
+def grown(
+    corpus: Corpus, size: int, seed: int
+) -> Iterator[tuple[int, dict[str, str], npt.NDArray[np.float32]]]:
+    """`size` (index, passage, vector) rows: the corpus itself, then perturbed copies."""
+    rng = np.random.default_rng(seed)
+    for i in range(min(size, corpus.n)):
+        yield i, corpus.passages[i], corpus.vectors[i]
+    batch = 4096
+    for start in range(corpus.n, size, batch):
+        m = min(batch, size - start)
+        src = rng.integers(0, corpus.n, size=m)
+        v = corpus.vectors[src] + rng.normal(0, NOISE_SIGMA, (m, corpus.vectors.shape[1])).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        for j in range(m):
+            p = dict(corpus.passages[int(src[j])])
+            p["id"] = f"syn-{start + j:06d}"
+            yield start + j, p, v[j]
+
+
+def _document(p: dict[str, str]) -> Document:
+    extra = {k: v for k, v in p.items() if k not in {"id", "text", "source"}}
+    return Document(doc_id=p["id"], text=p["text"], tenant=TENANT, source=p["source"], extra=extra)
+
+
+def shard_root(corpus: Corpus, size: int, seed: int = CORPUS_SEED) -> Path:
+    """The RAG_QDRANT__PATH of a built shard of `size` points (built on first use)."""
+    root = CACHE / "shards" / f"n{size}-s{seed}-{corpus.revision}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"building a {size}-point shard (once; cached in {root.relative_to(ROOT)})")
+    t0 = time.monotonic()
+    asyncio.run(_build_shard(root, corpus, size, seed))
+    done.write_text(json.dumps({"points": size, "build_s": round(time.monotonic() - t0, 1)}))
+    log(f"built the {size}-point shard in {time.monotonic() - t0:.1f}s")
+    return root
+
+
+async def _build_shard(root: Path, corpus: Corpus, size: int, seed: int) -> None:
+    store = EdgeStore(QdrantSettings(path=root, collection=COLLECTION))
+    try:
+        await store.ensure_collection(corpus.vectors.shape[1])
+        batch: list[PointIn] = []
+        for _, p, v in grown(corpus, size, seed):
+            batch.append(PointIn(point_id(TENANT, p["id"]), v, to_payload(_document(p))))
+            if len(batch) == 1024:
+                await store.upsert(batch)
+                batch = []
+        if batch:
+            await store.upsert(batch)
+        await store.optimize()
+    finally:
+        await store.aclose()
+
+
+def naive_root(corpus: Corpus, seed: int = CORPUS_SEED) -> Path:
+    """A qdrant-client local-mode directory with the same points (for the naive peer)."""
+    root = CACHE / f"naive-n{corpus.n}-s{seed}-{corpus.revision}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    from qdrant_client import QdrantClient, models
+
+    log(f"loading {corpus.n} points into qdrant-client local mode for the naive peer")
+    client = QdrantClient(path=str(root))
+    try:
+        client.create_collection(
+            COLLECTION,
+            vectors_config=models.VectorParams(size=corpus.vectors.shape[1], distance=models.Distance.COSINE),
+        )
+        points = [
+            models.PointStruct(
+                id=point_id(TENANT, p["id"]), vector=v.tolist(), payload=to_payload(_document(p))
+            )
+            for _, p, v in grown(corpus, corpus.n, seed)
+        ]
+        for i in range(0, len(points), 512):
+            client.upsert(COLLECTION, points=points[i : i + 512])
+    finally:
+        client.close()
+    done.write_text(json.dumps({"points": corpus.n}))
+    return root
+
+
+def distinct_queries(passages: list[dict[str, str]], seed: int) -> Iterator[str]:
+    """Distinct, deterministic queries: the topics' sample queries, then 3-9 word windows of
+    passage text. Never repeats within one stream."""
+    seen: set[str] = set()
+    for qs in SAMPLE_QUERIES.values():
+        for q in qs:
+            if q not in seen:
+                seen.add(q)
+                yield q
+    rng = random.Random(seed)
+    words = [_WORD.findall(p["text"].lower()) for p in passages]
+    while True:
+        w = words[rng.randrange(len(words))]
+        n = rng.randint(3, 9)
+        start = rng.randrange(max(1, len(w) - n))
+        q = " ".join(w[start : start + n])
+        if q and q not in seen:
+            seen.add(q)
+            yield q
+
+
+def body_lines(queries: Iterator[str], count: int, k: int, rerank: bool) -> list[str]:
+    """`count` JSON request bodies, one per line (what the wrk script sends, in order)."""
+    extra: dict[str, Any] = {} if rerank else {"rerank": False}
+    return [json.dumps({"q": next(queries), "k": k, **extra}) for _ in range(count)]

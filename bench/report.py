@@ -1,0 +1,323 @@
+"""Aggregate the runs of a benchmark, check the targets of issue 6 and render the Markdown report.
+
+Pure functions over plain dicts (what the results JSON holds), so they are unit-tested on
+canned numbers and can re-render an old results file:
+
+    python -m bench.report bench/results/<timestamp>.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+GATEWAY = "gateway"
+FLOOR = "P0 floor"
+NAIVE = "P1 naive"
+TRACED = "gateway +tracing"
+
+SCENARIOS = {
+    "S1": "hot: the same query, c=20 (hey)",
+    "S2": "cold: distinct queries, rerank on, c=20 (wrk)",
+    "S3": "retrieval only: distinct queries, rerank off, c=20 (wrk)",
+    "S4": "growth: distinct queries, rerank on, by collection size (wrk)",
+    "S5": "observability: S1 with the OTLP exporter on vs off (hey)",
+}
+
+RSS_LIMIT_MB = 400.0
+
+
+def s4_server(size: int) -> str:
+    return f"gateway @{size_label(size)}"
+
+
+def size_label(size: int) -> str:
+    return f"{size // 1000}k" if size % 1000 == 0 else str(size)
+
+
+@dataclass
+class Agg:
+    scenario: str
+    server: str
+    runs: int
+    rps: float
+    rps_min: float
+    rps_max: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    non2xx: int
+    errors: int
+    requests: int
+    cpu_s_per_1k: float
+    rss_hwm_mb: float
+    wrapped: int
+    stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.non2xx > 0 or self.errors > 0
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[tuple[str, str], Agg]:
+    """Runs of the same (scenario, server) -> one row: RPS and latency percentiles are the
+    median over rounds; counts are summed; CPU per 1k requests is total CPU / total requests."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["scenario"], run["server"]), []).append(run["result"])
+    out: dict[tuple[str, str], Agg] = {}
+    for key, rs in groups.items():
+        requests = sum(r["requests"] for r in rs)
+        cpu = sum(r["cpu_s"] for r in rs)
+        stages: dict[str, dict[str, float]] = {}
+        for name in ("embed", "search", "rerank"):
+            vals = [r["stages_ms"][name] for r in rs if r.get("stages_ms", {}).get(name)]
+            if vals:
+                stages[name] = {q: statistics.median(v[q] for v in vals) for q in ("p50", "p95", "p99")}
+        out[key] = Agg(
+            scenario=key[0],
+            server=key[1],
+            runs=len(rs),
+            rps=statistics.median(r["rps"] for r in rs),
+            rps_min=min(r["rps"] for r in rs),
+            rps_max=max(r["rps"] for r in rs),
+            p50_ms=statistics.median(r["p50_ms"] for r in rs),
+            p95_ms=statistics.median(r["p95_ms"] for r in rs),
+            p99_ms=statistics.median(r["p99_ms"] for r in rs),
+            non2xx=sum(r["non2xx"] for r in rs),
+            errors=sum(r["errors"] for r in rs),
+            requests=requests,
+            cpu_s_per_1k=cpu / requests * 1000 if requests else 0.0,
+            rss_hwm_mb=max(r["rss_hwm_mb"] for r in rs),
+            wrapped=sum(r.get("wrapped", 0) for r in rs),
+            stages_ms=stages,
+        )
+    return out
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    ok: bool | None  # None: not measured in this run
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "SKIP" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+def evaluate(aggs: dict[tuple[str, str], Agg], sizes: list[int], full_size: int) -> list[Target]:
+    """The issue's target lines, each PASS, MISS or SKIP (not measured). A target that rests on
+    a failed scenario (any non-2xx or transport error) is a MISS whatever its numbers say."""
+    t: list[Target] = []
+
+    def get(s: str, server: str) -> Agg | None:
+        return aggs.get((s, server))
+
+    def failed_note(*rows: Agg) -> str:
+        bad = [f"{r.scenario} {r.server}" for r in rows if r.failed]
+        return f"scenario failed: {', '.join(bad)}" if bad else ""
+
+    gw, p0, p1 = get("S1", GATEWAY), get("S1", FLOOR), get("S1", NAIVE)
+    if gw and p0:
+        r = _ratio(gw.rps, p0.rps)
+        note = failed_note(gw, p0)
+        t.append(
+            Target(
+                "S1 RPS >= 40% of P0", f"{r:.0%} ({gw.rps:.0f} vs {p0.rps:.0f})", r >= 0.40 and not note, note
+            )
+        )
+    if gw and p1:
+        r = _ratio(gw.rps, p1.rps)
+        note = failed_note(gw, p1)
+        t.append(
+            Target("S1 RPS >= 3x P1", f"{r:.1f}x ({gw.rps:.0f} vs {p1.rps:.0f})", r >= 3 and not note, note)
+        )
+    if gw:
+        r = _ratio(gw.p99_ms, gw.p50_ms)
+        note = failed_note(gw)
+        t.append(
+            Target(
+                "S1 p99 <= 3x p50",
+                f"{r:.1f}x (p50 {gw.p50_ms:.1f} ms, p99 {gw.p99_ms:.1f} ms)",
+                r <= 3 and not note,
+                note,
+            )
+        )
+    gw2, p12 = get("S2", GATEWAY), get("S2", NAIVE)
+    if gw2 and p12:
+        r = _ratio(gw2.rps, p12.rps)
+        note = failed_note(gw2, p12)
+        ok = r >= 2 and gw2.p95_ms <= p12.p95_ms and not note
+        t.append(
+            Target(
+                "S2 RPS >= 2x P1 at equal or better p95",
+                f"{r:.1f}x ({gw2.rps:.0f} vs {p12.rps:.0f}); p95 {gw2.p95_ms:.0f} vs {p12.p95_ms:.0f} ms",
+                ok,
+                note,
+            )
+        )
+    small = get("S4", s4_server(min(sizes))) if sizes else None
+    big = get("S4", s4_server(max(sizes))) if sizes else None
+    if small and big and max(sizes) > min(sizes):
+        r = _ratio(big.p50_ms, small.p50_ms)
+        note = failed_note(small, big)
+        label = f"S4 /rag p50 at {size_label(max(sizes))} <= 2x p50 at {size_label(min(sizes))}"
+        if max(sizes) < full_size:
+            note = (
+                note + "; " if note else ""
+            ) + f"quick mode: largest size {size_label(max(sizes))}, not 100k"
+        t.append(
+            Target(
+                label,
+                f"{r:.2f}x ({big.p50_ms:.1f} vs {small.p50_ms:.1f} ms)",
+                r <= 2 and not failed_note(small, big),
+                note,
+            )
+        )
+    else:
+        t.append(Target("S4 /rag p50 at 100k <= 2x p50 at 2k", "not measured", None))
+    off, on = get("S5", GATEWAY), get("S5", TRACED)
+    if off and on:
+        cost = 1 - _ratio(on.rps, off.rps)
+        note = failed_note(off, on)
+        t.append(
+            Target(
+                "S5 tracing costs <= 15% of S1 RPS",
+                f"{cost:.0%} ({on.rps:.0f} on vs {off.rps:.0f} off)",
+                cost <= 0.15 and not note,
+                note,
+            )
+        )
+    default_rss = max(
+        (a.rss_hwm_mb for (s, server), a in aggs.items() if server in (GATEWAY, TRACED)), default=0
+    )
+    if default_rss:
+        t.append(
+            Target(
+                f"Peak RSS of one gateway worker <= {RSS_LIMIT_MB:.0f} MB "
+                f"({size_label(min(sizes or [2000]))} corpus)",
+                f"{default_rss:.0f} MB",
+                default_rss <= RSS_LIMIT_MB,
+            )
+        )
+    if sizes and max(sizes) > min(sizes):
+        big_rss = max(
+            (a.rss_hwm_mb for (s, server), a in aggs.items() if server == s4_server(max(sizes))), default=0
+        )
+        if big_rss:
+            t.append(
+                Target(
+                    f"Peak RSS of one gateway worker <= {RSS_LIMIT_MB:.0f} MB "
+                    f"({size_label(max(sizes))} corpus)",
+                    f"{big_rss:.0f} MB",
+                    big_rss <= RSS_LIMIT_MB,
+                )
+            )
+    return t
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _f(v: float, digits: int = 1) -> str:
+    return f"{v:,.{digits}f}"
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The Markdown report of one results document (what the harness writes as JSON)."""
+    aggs = aggregate(doc["runs"])
+    meta = doc["meta"]
+    sizes = meta["sizes"]
+    lines = [
+        f"## Benchmark {meta['timestamp']} ({'quick' if meta['quick'] else 'full'})",
+        "",
+        f"Machine: {meta['machine']['cpu_model']}, {meta['machine']['nproc']} CPUs, "
+        f"{meta['machine']['ram_gb']:.0f} GB RAM; {meta['note']}",
+        f"Runs: {meta['rounds']} round(s) of {meta['duration_s']:g} s per server and scenario, alternating "
+        f"servers, after a {meta['warmup_s']:g} s warm-up each. Figures are medians over rounds "
+        "(RPS range in brackets when there are several).",
+        "",
+        "| scenario | server | RPS | p50 ms | p95 ms | p99 ms | non-2xx | errors "
+        "| CPU s / 1k req | peak RSS MB | RPS vs P1 | RPS vs P0 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = [s for s in SCENARIOS if any(k[0] == s for k in aggs)]
+    for s in order:
+        rows = [a for (sc, _), a in aggs.items() if sc == s]
+        p1 = aggs.get((s, NAIVE))
+        p0 = aggs.get((s, FLOOR))
+        for a in rows:
+            rps = _f(a.rps, 0)
+            if a.runs > 1:
+                rps += f" ({a.rps_min:.0f}–{a.rps_max:.0f})"
+            vs1 = f"{a.rps / p1.rps:.1f}x" if p1 and p1.rps and a.server != NAIVE else ""
+            vs0 = f"{a.rps / p0.rps:.0%}" if p0 and p0.rps and a.server != FLOOR else ""
+            name = a.server + (" **FAILED**" if a.failed else "")
+            lines.append(
+                f"| {s} | {name} | {rps} | {_f(a.p50_ms)} | {_f(a.p95_ms)} | {_f(a.p99_ms)} | {a.non2xx} "
+                f"| {a.errors} | {a.cpu_s_per_1k:.3f} | {a.rss_hwm_mb:.0f} | {vs1} | {vs0} |"
+            )
+    s4 = [aggs[("S4", s4_server(n))] for n in sizes if ("S4", s4_server(n)) in aggs]
+    if s4:
+        lines += [
+            "",
+            "S4 growth (wrk, c=" + str(meta.get("s4_concurrency", "")) + "; search = the gateway's own "
+            "Server-Timing `search` stage, so it excludes HTTP and embedding):",
+            "",
+            "| points | /rag p50 ms | /rag p99 ms | search p50 ms | search p99 ms | RPS | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, a in zip([n for n in sizes if ("S4", s4_server(n)) in aggs], s4, strict=True):
+            srch = a.stages_ms.get("search", {})
+            lines.append(
+                f"| {n:,} | {_f(a.p50_ms)} | {_f(a.p99_ms)} | {_f(srch.get('p50', 0), 2)} "
+                f"| {_f(srch.get('p99', 0), 2)} | {_f(a.rps, 0)} | {a.rss_hwm_mb:.0f} |"
+            )
+    if meta.get("skipped"):
+        lines += ["", *[f"Skipped: {s}" for s in meta["skipped"]]]
+    if meta.get("otlp"):
+        o = meta["otlp"]
+        lines += ["", f"OTLP receiver got {o['requests']} export requests, {o['bytes']:,} bytes (S5 on)."]
+    wraps = [a for a in aggs.values() if a.wrapped and a.server != FLOOR]
+    if wraps:
+        lines += [
+            "",
+            "Note: distinct-query lists wrapped (some repeats, so some cache hits) for: "
+            + ", ".join(f"{a.scenario} {a.server}" for a in wraps),
+        ]
+    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
+    for t in evaluate(aggs, sizes, meta["full_size"]):
+        verdict = t.verdict if not t.note else f"{t.verdict} ({t.note})"
+        lines.append(f"| {t.name} | {t.measured} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets_dicts(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    aggs = aggregate(doc["runs"])
+    return [
+        {**asdict(t), "verdict": t.verdict}
+        for t in evaluate(aggs, doc["meta"]["sizes"], doc["meta"]["full_size"])
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.report RESULTS.json", file=sys.stderr)
+        return 2
+    print(render(json.loads(Path(args[0]).read_text())), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

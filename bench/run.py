@@ -1,0 +1,358 @@
+"""`make bench` / `python -m bench [--quick]`: every scenario against every server, in one run.
+
+1. Prepare the data (cached under bench/.cache/): the synthetic corpus and its embeddings, an
+   embedded Qdrant shard per S4 size, the naive peer's qdrant-client directory.
+2. Start redis-server, a local OTLP/HTTP receiver, the gateway (2k corpus), a second gateway
+   with tracing on (S5), one gateway per larger S4 size, P1 naive and P0 floor (whose fixed
+   body is a real /rag answer captured from the gateway). All stay up for the whole run.
+3. Per scenario: warm up every server, then run the rounds, alternating the server order
+   (A B C, C B A, ...), so drift on a shared machine hits every server alike.
+4. Write bench/results/<timestamp>.json (every run) and .md (the table, ratios and target
+   verdicts) and print the table.
+
+Exit status 1 if any scenario failed (a non-2xx answer or a transport error); target MISSes
+are reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import data, loadgen, report, servers
+from bench.data import log
+
+ROOT = data.ROOT
+RESULTS = ROOT / "bench" / "results"
+RUN_DIR = data.CACHE / "run"
+FULL_SIZES = [2000, 20000, 100000]
+QUICK_SIZES = [2000, 20000]
+CORPUS_N = 2000
+QUERY_SEED = 1
+# wrk bodies per run: enough distinct queries that a gateway or P1 run never wraps
+BODIES_PER_SECOND = 800
+
+
+@dataclass
+class Plan:
+    quick: bool
+    duration_s: float
+    warmup_s: float
+    rounds: int
+    sizes: list[int]
+    scenarios: list[str]
+    concurrency: int = 20
+    s4_concurrency: int = 4
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    if args.quick:
+        plan = Plan(True, 4, 2, 1, list(QUICK_SIZES), list(report.SCENARIOS))
+    else:
+        plan = Plan(False, 10, 3, 3, list(FULL_SIZES), list(report.SCENARIOS))
+    if args.duration:
+        plan.duration_s = args.duration
+    if args.warmup is not None:
+        plan.warmup_s = args.warmup
+    if args.rounds:
+        plan.rounds = args.rounds
+    if args.sizes:
+        plan.sizes = sorted({int(s) for s in args.sizes.split(",")})
+    if args.scenarios:
+        plan.scenarios = [s.strip().upper() for s in args.scenarios.split(",")]
+    return plan
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for tool, args in (("wrk", ["-v"]), ("redis-server", ["--version"])):
+        p = subprocess.run([tool, *args], capture_output=True, text=True, check=False)
+        out[tool] = (p.stdout + p.stderr).strip().splitlines()[0] if (p.stdout + p.stderr).strip() else ""
+    p = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "hey"], capture_output=True, text=True, check=False
+    )
+    out["hey"] = p.stdout.strip() or "unknown"
+    return out
+
+
+def git_revision() -> str:
+    p = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    rev = p.stdout.strip() or "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "app"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return rev + ("+local app changes" if dirty else "")
+
+
+class Bench:
+    def __init__(self, plan: Plan, model_dir: Path) -> None:
+        self.plan = plan
+        self.model_dir = model_dir
+        self.runs: list[dict[str, Any]] = []
+        self.procs: list[servers.Server] = []
+        self.by_name: dict[str, servers.Server] = {}
+        self.skipped: list[str] = []
+        self._queries: Iterator[str] = iter(())
+        self._bodies = itertools.count()
+        self.sink = servers.OtlpSink()
+
+    # ------------------------------------------------------------ setup
+
+    def prepare(self) -> dict[int, Path]:
+        corpus = data.load_corpus(CORPUS_N, self.model_dir)
+        self._queries = data.distinct_queries(corpus.passages, QUERY_SEED)
+        shards = {size: data.shard_root(corpus, size) for size in self.plan.sizes}
+        shards[CORPUS_N] = shards.get(CORPUS_N) or data.shard_root(corpus, CORPUS_N)
+        self.naive_path = data.naive_root(corpus)
+        return shards
+
+    def start(self, shards: dict[int, Path]) -> None:
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+        RUN_DIR.mkdir(parents=True)
+        redis = servers.redis_server(RUN_DIR)
+        self._launch([redis])
+        redis.wait_listening(15)
+        self.sink.start()
+
+        def rurl(db: int) -> str:
+            return f"redis://127.0.0.1:{redis.port}/{db}"
+
+        gw = servers.gateway("gateway", shards[CORPUS_N], self.model_dir, rurl(0), RUN_DIR)
+        wanted: list[tuple[str, servers.Server]] = [(report.GATEWAY, gw), (report.s4_server(CORPUS_N), gw)]
+        if "S5" in self.plan.scenarios:
+            # its own copy: one process owns an embedded shard directory
+            traced_path = RUN_DIR / "traced-shard"
+            shutil.copytree(shards[CORPUS_N], traced_path)
+            traced = servers.gateway(
+                "gateway-traced", traced_path, self.model_dir, rurl(1), RUN_DIR, otlp=self.sink.endpoint
+            )
+            wanted.append((report.TRACED, traced))
+        if "S4" in self.plan.scenarios:
+            for i, size in enumerate(s for s in self.plan.sizes if s != CORPUS_N):
+                s4 = servers.gateway(f"gateway-{size}", shards[size], self.model_dir, rurl(2 + i), RUN_DIR)
+                s4.info["points"] = size
+                wanted.append((report.s4_server(size), s4))
+        naive = servers.naive(self.naive_path, rurl(15), RUN_DIR)
+        wanted.append((report.NAIVE, naive))
+        unique = list({id(s): s for _, s in wanted}.values())
+        log(f"starting {len(unique)} servers")
+        self._launch(unique)
+        for s in unique:
+            s.wait_listening()
+        answer = gw.post_rag(loadgen.HOT_BODY.encode())
+        body_file = RUN_DIR / "answer.json"
+        body_file.write_bytes(answer)
+        floor = servers.floor(body_file, RUN_DIR)
+        self._launch([floor])
+        floor.wait_listening()
+        wanted.append((report.FLOOR, floor))
+        self.by_name = dict(wanted)
+        self.answer_bytes = len(answer)
+        for name, s in self.by_name.items():
+            s.post_rag(loadgen.HOT_BODY.encode())
+            log(f"{name}: ready on :{s.port} (pid {s.pid})")
+
+    def _launch(self, procs: list[servers.Server]) -> None:
+        for p in procs:
+            p.start()
+            self.procs.append(p)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.sink.stop()
+
+    # ------------------------------------------------------------ load
+
+    def _bodies_file(self, rerank: bool, count: int) -> Path:
+        path = RUN_DIR / f"bodies-{next(self._bodies):04d}.jsonl"
+        path.write_text("\n".join(data.body_lines(self._queries, count, 50, rerank)) + "\n")
+        return path
+
+    def _command(self, scenario: str, server: servers.Server, seconds: float) -> list[str]:
+        if scenario in ("S1", "S5"):
+            return loadgen.hey_command(server.url + "/rag", seconds, self.plan.concurrency)
+        rerank = scenario != "S3"
+        # P0 ignores the body: a short list that wraps is enough there
+        count = 500 if server.kind == "floor" else int(seconds * BODIES_PER_SECOND) + 200
+        conns = self.plan.s4_concurrency if scenario == "S4" else self.plan.concurrency
+        return loadgen.wrk_command(
+            server.url,
+            self._bodies_file(rerank, count),
+            seconds,
+            connections=conns,
+            timings=server.kind == "gateway",
+        )
+
+    def scenario(self, sid: str, names: list[str]) -> None:
+        names = [n for n in names if n in self.by_name]
+        log(f"{sid}: {report.SCENARIOS[sid]} — {', '.join(names)}")
+        for name in names:
+            if self.plan.warmup_s > 0:
+                server = self.by_name[name]
+                loadgen.run_load(
+                    self._command(sid, server, self.plan.warmup_s), server.pid, self.plan.warmup_s + 60
+                )
+        for rnd in range(self.plan.rounds):
+            order = names if rnd % 2 == 0 else list(reversed(names))
+            for pos, name in enumerate(order):
+                server = self.by_name[name]
+                r = loadgen.run_load(
+                    self._command(sid, server, self.plan.duration_s), server.pid, self.plan.duration_s + 90
+                )
+                self.runs.append(
+                    {
+                        "scenario": sid,
+                        "server": name,
+                        "round": rnd + 1,
+                        "position": pos,
+                        "result": r.as_dict(),
+                    }
+                )
+                flag = f" non-2xx {r.non2xx}" if r.non2xx else ""
+                flag += f" errors {r.errors}" if r.errors else ""
+                log(
+                    f"  {sid} {name:<18} round {rnd + 1}/{self.plan.rounds}: {r.rps:8.1f} RPS  "
+                    f"p50 {r.p50_ms:7.1f}  p95 {r.p95_ms:7.1f}  p99 {r.p99_ms:7.1f} ms  "
+                    f"cpu/1k {r.cpu_s_per_1k:.3f}s  rss {r.rss_hwm_mb:.0f} MB{flag}"
+                )
+
+    def run_all(self) -> None:
+        peers = [report.GATEWAY, report.FLOOR, report.NAIVE]
+        for sid in self.plan.scenarios:
+            if sid in ("S1", "S2", "S3"):
+                self.scenario(sid, peers)
+            elif sid == "S4":
+                self.scenario(sid, [report.s4_server(n) for n in self.plan.sizes])
+            elif sid == "S5":
+                self.scenario(sid, [report.GATEWAY, report.TRACED])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round of 4 s, S4 at 2k and 20k only (< 3 min)"
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10; quick 4)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per server and scenario")
+    parser.add_argument("--rounds", type=int, help="measured runs per server and scenario (default 3)")
+    parser.add_argument("--sizes", help="S4 collection sizes, comma-separated (default 2000,20000,100000)")
+    parser.add_argument("--scenarios", help="subset to run, e.g. S1,S5 (default all)")
+    parser.add_argument("--note", default="", help="free text recorded with the results")
+    args = parser.parse_args(argv)
+    plan = make_plan(args)
+    for tool in ("hey", "wrk", "redis-server"):
+        if shutil.which(tool) is None:
+            print(
+                f"error: {tool} is not installed (apt-get install -y hey wrk redis-server)", file=sys.stderr
+            )
+            return 2
+    model_dir = Path(os.environ.get("RAG_EMBEDDER__MODEL_DIR", "data/models/all-MiniLM-L6-v2"))
+    if not model_dir.is_absolute():
+        model_dir = ROOT / model_dir
+    if not (model_dir / "manifest.json").exists():
+        print(f"error: no exported model in {model_dir}: run `make model`", file=sys.stderr)
+        return 2
+
+    skipped = []
+    if plan.quick and FULL_SIZES[-1] not in plan.sizes:
+        skipped.append(
+            f"S4 at {report.size_label(FULL_SIZES[-1])} points (quick mode: its shard build and load take "
+            f"minutes); S4 runs at {', '.join(report.size_label(s) for s in plan.sizes)}"
+        )
+        log("quick mode: " + skipped[-1])
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    load_start = os.getloadavg()[0]
+    bench = Bench(plan, model_dir)
+    shards = bench.prepare()
+    prep_s = time.monotonic() - t0
+    try:
+        bench.start(shards)
+        bench.run_all()
+    finally:
+        bench.stop()
+    total_s = time.monotonic() - t0
+    note = f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+    if args.note:
+        note = f"{args.note}; {note}"
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    doc = {
+        "meta": {
+            "timestamp": stamp,
+            "quick": plan.quick,
+            "machine": machine(),
+            "note": note,
+            "rounds": plan.rounds,
+            "duration_s": plan.duration_s,
+            "warmup_s": plan.warmup_s,
+            "concurrency": plan.concurrency,
+            "s4_concurrency": plan.s4_concurrency,
+            "sizes": plan.sizes,
+            "full_size": FULL_SIZES[-1],
+            "scenarios": plan.scenarios,
+            "skipped": skipped,
+            "answer_bytes": bench.answer_bytes,
+            "otlp": {"requests": bench.sink.requests, "bytes": bench.sink.bytes}
+            if "S5" in plan.scenarios
+            else None,
+            "tools": tool_versions(),
+            "revision": git_revision(),
+            "prepare_s": round(prep_s, 1),
+            "total_s": round(total_s, 1),
+            "servers": {
+                name: {
+                    "kind": s.kind,
+                    "cmd": " ".join(Path(c).name if "/" in c else c for c in s.cmd[:4]),
+                    **s.info,
+                }
+                for name, s in bench.by_name.items()
+            },
+        },
+        "runs": bench.runs,
+    }
+    doc["targets"] = report.targets_dicts(doc)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    md = report.render(doc)
+    (RESULTS / f"{stamp}.md").write_text(md)
+    print(md)
+    log(
+        f"wrote bench/results/{stamp}.json and .md; data preparation {prep_s:.0f}s, total {total_s:.0f}s "
+        f"({'quick' if plan.quick else 'full'} run)"
+    )
+    failed = [a for a in report.aggregate(bench.runs).values() if a.failed]
+    return 1 if failed else 0

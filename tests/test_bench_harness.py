@@ -1,0 +1,184 @@
+"""The benchmark harness's own logic on canned tool output: parsing hey and wrk, aggregating
+rounds, and the PASS/MISS verdicts. No load is generated and nothing is timed here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import loadgen, report
+
+HEY_OK = """
+Summary:
+  Total:	10.0004 secs
+  Slowest:	0.0129 secs
+  Fastest:	0.0001 secs
+  Average:	0.0005 secs
+  Requests/sec:	713.5000
+
+Latency distribution:
+  10% in 0.0003 secs
+  25% in 0.0004 secs
+  50% in 0.0050 secs
+  75% in 0.0060 secs
+  90% in 0.0080 secs
+  95% in 0.0090 secs
+  99% in 0.0120 secs
+
+Details (average, fastest, slowest):
+  DNS+dialup:	0.0000 secs, 0.0001 secs, 0.0129 secs
+
+Status code distribution:
+  [200]	7135 responses
+"""
+
+HEY_FAILING = """
+Summary:
+  Total:	2.0000 secs
+  Slowest:	0.9000 secs
+  Requests/sec:	50.0000
+
+Latency distribution:
+  10% in 0.0100 secs
+  50% in 0.0200 secs
+
+Status code distribution:
+  [200]	97 responses
+  [503]	3 responses
+
+Error distribution:
+  [2]	Post "http://127.0.0.1:9/rag": dial tcp 127.0.0.1:9: connect: connection refused
+"""
+
+WRK_OK = """Running 1s test @ http://127.0.0.1:48111
+  2 threads and 4 connections
+Requests/sec:   9587.41
+BENCH_JSON {"requests": 9592, "duration_us": 1000479, "bytes": 1314104, "non2xx": 4, "wrapped": 0, \
+"errors": {"connect": 0, "read": 1, "write": 0, "status": 4, "timeout": 2}, "latency_us": {"mean": 435.8, \
+"max": 4642, "p50": 396, "p90": 541, "p95": 622, "p99": 1630}, "stages_ms": {"search": {"n": 10, \
+"p50": 0.5, "p95": 0.9, "p99": 1.2}, "embed": null, "rerank": null}}
+"""
+
+
+def test_parse_hey_counts_statuses_and_percentiles() -> None:
+    r = loadgen.parse_hey(HEY_OK)
+    assert r.requests == 7135 and r.non2xx == 0 and r.errors == 0
+    assert r.rps == pytest.approx(7135 / 10.0004)
+    assert (r.p50_ms, r.p95_ms, r.p99_ms) == pytest.approx((5.0, 9.0, 12.0))
+
+
+def test_parse_hey_non2xx_errors_and_missing_percentiles() -> None:
+    r = loadgen.parse_hey(HEY_FAILING)
+    assert r.requests == 100 and r.non2xx == 3 and r.errors == 2
+    assert r.status_counts == {"200": 97, "503": 3}
+    assert "connection refused" in r.error_lines[0]
+    # hey printed no 95%/99% lines: the slowest response stands in for them
+    assert r.p50_ms == pytest.approx(20.0) and r.p99_ms == pytest.approx(900.0)
+
+
+def test_hey_command_is_the_readme_hot_query() -> None:
+    cmd = loadgen.hey_command("http://h:1/rag", 10)
+    assert cmd[:2] == ["hey", "-z"] and cmd[2] == "10s"
+    assert cmd[cmd.index("-c") + 1] == "20" and cmd[cmd.index("-m") + 1] == "POST"
+    assert cmd[cmd.index("-d") + 1] == '{"q":"test","k":50}'
+    assert cmd[cmd.index("-T") + 1] == "application/json"
+
+
+def test_parse_wrk_summary_line() -> None:
+    r = loadgen.parse_wrk(WRK_OK)
+    assert r.requests == 9592 and r.non2xx == 4 and r.errors == 3  # read + timeout; status is non2xx
+    assert r.rps == pytest.approx(9592 / 1.000479)
+    assert (r.p50_ms, r.p95_ms, r.p99_ms) == pytest.approx((0.396, 0.622, 1.63))
+    assert r.stages_ms == {"search": {"n": 10, "p50": 0.5, "p95": 0.9, "p99": 1.2}}
+    with pytest.raises(ValueError, match="BENCH_JSON"):
+        loadgen.parse_wrk("Running 1s test\n")
+
+
+def _run(
+    scenario: str, server: str, rps: float, p50: float = 10, p95: float = 20, p99: float = 25, **kw: Any
+) -> Any:
+    result = {
+        "requests": int(rps * 10),
+        "rps": rps,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "non2xx": kw.get("non2xx", 0),
+        "errors": 0,
+        "cpu_s": 1.0,
+        "rss_hwm_mb": kw.get("rss", 300.0),
+        "stages_ms": {},
+    }
+    return {"scenario": scenario, "server": server, "round": 1, "result": result}
+
+
+def _verdicts(runs: list[dict[str, Any]], sizes: list[int]) -> dict[str, report.Target]:
+    targets = report.evaluate(report.aggregate(runs), sizes, 100000)
+    return {t.name.split(" (")[0] if t.name.startswith("Peak") else t.name: t for t in targets}
+
+
+def test_targets_pass_and_miss_on_the_ratios() -> None:
+    runs = [
+        _run("S1", report.GATEWAY, 500, p50=10, p99=25),
+        _run("S1", report.FLOOR, 1000),
+        _run("S1", report.NAIVE, 100),
+        _run("S2", report.GATEWAY, 90, p95=100),
+        _run("S2", report.NAIVE, 40, p95=300),
+        _run("S4", report.s4_server(2000), 50, p50=10),
+        _run("S4", report.s4_server(100000), 40, p50=25),
+        _run("S5", report.GATEWAY, 500),
+        _run("S5", report.TRACED, 440),
+    ]
+    v = _verdicts(runs, [2000, 20000, 100000])
+    assert v["S1 RPS >= 40% of P0"].verdict == "PASS"  # 50%
+    assert v["S1 RPS >= 3x P1"].verdict == "PASS"  # 5x
+    assert v["S1 p99 <= 3x p50"].verdict == "PASS"  # 2.5x
+    assert v["S2 RPS >= 2x P1 at equal or better p95"].verdict == "PASS"  # 2.25x, 100 <= 300 ms
+    assert v["S4 /rag p50 at 100k <= 2x p50 at 2k"].verdict == "MISS"  # 2.5x
+    assert v["S5 tracing costs <= 15% of S1 RPS"].verdict == "PASS"  # 12%
+    assert v["Peak RSS of one gateway worker <= 400 MB"].verdict == "PASS"
+
+    runs[0] = _run("S1", report.GATEWAY, 350, p50=10, p99=31)
+    runs[3] = _run("S2", report.GATEWAY, 90, p95=301)
+    v = _verdicts(runs, [2000, 20000, 100000])
+    assert v["S1 RPS >= 40% of P0"].verdict == "MISS"  # 35%
+    assert v["S1 p99 <= 3x p50"].verdict == "MISS"  # 3.1x
+    assert v["S2 RPS >= 2x P1 at equal or better p95"].verdict == "MISS"  # p95 worse than P1
+
+
+def test_a_non2xx_answer_fails_the_scenario_and_its_targets() -> None:
+    runs = [
+        _run("S1", report.GATEWAY, 900, non2xx=1),
+        _run("S1", report.FLOOR, 1000),
+        _run("S1", report.NAIVE, 10),
+    ]
+    aggs = report.aggregate(runs)
+    assert aggs[("S1", report.GATEWAY)].failed
+    v = _verdicts(runs, [2000])
+    assert v["S1 RPS >= 3x P1"].verdict == "MISS" and "scenario failed" in v["S1 RPS >= 3x P1"].note
+    assert v["S4 /rag p50 at 100k <= 2x p50 at 2k"].verdict == "SKIP"
+
+
+def test_rounds_are_aggregated_by_median_and_rendered() -> None:
+    runs = [_run("S1", report.GATEWAY, r) for r in (100, 300, 200)] + [_run("S1", report.FLOOR, 1000)]
+    agg = report.aggregate(runs)[("S1", report.GATEWAY)]
+    assert (agg.runs, agg.rps, agg.rps_min, agg.rps_max) == (3, 200, 100, 300)
+    assert agg.cpu_s_per_1k == pytest.approx(3.0 / 6000 * 1000)
+    doc = {
+        "meta": {
+            "timestamp": "T",
+            "quick": True,
+            "machine": {"cpu_model": "cpu", "nproc": 2, "ram_gb": 8.0},
+            "note": "shared",
+            "rounds": 3,
+            "duration_s": 10,
+            "warmup_s": 3,
+            "sizes": [2000],
+            "full_size": 100000,
+        },
+        "runs": runs,
+    }
+    md = report.render(doc)
+    assert "| S1 | gateway | 200 (100–300) |" in md
+    assert "| S1 RPS >= 40% of P0 | 20% (200 vs 1000) | MISS |" in md
