@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.log_level:
         os.environ["RAG_LOGGING__LEVEL"] = args.log_level.upper()
+    from app.observability.metrics import multiprocess_for_workers
+
+    multiprocess_for_workers(args.workers)  # workers' metrics summed on /metrics
 
     import uvicorn
 

@@ -17,8 +17,10 @@ from app.clients.ratelimit import RateLimiter
 from app.clients.reranker import Reranker, reranker_from_settings
 from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.errors import DependencyError
+from app.observability.events import breaker_observer
+from app.observability.logging import redact_url
 from app.observability.metrics import Metrics
-from app.observability.tracing import get_tracer, setup_tracing
+from app.observability.tracing import get_tracer, instrument_clients, setup_tracing
 from app.pipeline import Guards, RagPipeline
 from app.resilience import BreakerConfig, CircuitBreaker, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
@@ -53,7 +55,7 @@ def make_guard(dependency: str, settings: Settings, metrics: Metrics, attempt_ti
             open_s=r.breaker_open_s,
             half_open_permits=r.breaker_half_open_permits,
         ),
-        on_state_change=lambda dep, state: metrics.set_breaker_state(dep, int(state)),
+        on_state_change=breaker_observer(metrics),
     )
     metrics.set_breaker_state(dependency, 0)
     return Guard(
@@ -69,6 +71,7 @@ def make_guard(dependency: str, settings: Settings, metrics: Metrics, attempt_ti
 @asynccontextmanager
 async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppState]:
     async with AsyncExitStack() as stack:
+        stack.callback(metrics.close)  # last out: a leaving worker's live gauges leave the sums
         provider = setup_tracing()
         if provider is not None:
             # bounded: a down collector must not hang shutdown
@@ -87,7 +90,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         redis_breaker = CircuitBreaker(
             "redis",
             BreakerConfig(window=10, min_calls=3, failure_rate=0.5, open_s=1.0, half_open_permits=1),
-            on_state_change=lambda dep, state: metrics.set_breaker_state(dep, int(state)),
+            on_state_change=breaker_observer(metrics),
         )
         cache = RerankCache.from_settings(settings.redis, redis_breaker)
         if cache is not None:
@@ -99,6 +102,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         auth.announce()
         limiter = RateLimiter.from_settings(settings.redis, settings.auth.rate_window_s)
         stack.push_async_callback(limiter.aclose)
+        instrument_clients(provider, embedder, store, reranker, cache, limiter)
         guards = Guards(
             embedder=make_guard("embedder", settings, metrics, settings.embedder.timeout_s),
             qdrant=make_guard("qdrant", settings, metrics, settings.qdrant.timeout_s),
@@ -144,7 +148,4 @@ async def _announce(settings: Settings, store: VectorStore, cache: RerankCache |
 
 def _redact(url: str | None) -> str | None:
     """Drop credentials from a URL before it is logged."""
-    if url and "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    return redact_url(url)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.responses import Response
 
 from app.api.deps import State
@@ -61,4 +61,6 @@ async def readyz(state: State) -> Response:
 
 @router.get("/metrics")
 async def metrics(state: State) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """This process's metrics, or every worker's summed in multiprocess mode, in the classic text
+    format (0.0.4) that every Prometheus version and agent reads."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -21,7 +21,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.observability.tracing import HEADER_GETTER, PROPAGATOR
+from app.observability.logging import REQUEST_ID
+from app.observability.tracing import HEADER_GETTER, PROPAGATOR, incoming_trace_id, untraced_context
 
 access_log = logging.getLogger("rag.access")
 UNTRACED = frozenset({"/livez", "/readyz", "/metrics"})
@@ -43,7 +44,10 @@ class GatewayMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        state: dict[str, Any] = scope.setdefault("state", {})
+        # a copy per request: servers are meant to copy the lifespan state into each request's
+        # scope, but not all do, and the request id, cache outcome and query are per request
+        state: dict[str, Any] = dict(scope.get("state") or {})
+        scope["state"] = state
         app_state = state["rag"]
         settings = app_state.settings
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -63,10 +67,13 @@ class GatewayMiddleware:
 
         span = None
         token = None
+        rid_token = REQUEST_ID.set(rid)
         tracer = app_state.pipeline.tracer
-        if path not in UNTRACED and not isinstance(tracer, trace.NoOpTracer):
+        if path in UNTRACED:
+            token = otel_context.attach(untraced_context())
+        elif not isinstance(tracer, trace.NoOpTracer):
             ctx = PROPAGATOR.extract(headers, getter=HEADER_GETTER)
-            span = tracer.start_span(f"{scope['method']} {path}", context=ctx, kind=SpanKind.SERVER)
+            span = tracer.start_span(scope["method"], context=ctx, kind=SpanKind.SERVER)
             token = otel_context.attach(trace.set_span_in_context(span))
 
         counted = False
@@ -114,19 +121,14 @@ class GatewayMiddleware:
             route = getattr(route_obj, "path", None) or UNMATCHED_ROUTE
             status = status_box[0] or 500
             app_state.metrics.observe_http(scope["method"], route, status, duration)
-            trace_id = ""
             if span is not None:
-                span.update_name(f"{scope['method']} {route}")
-                span.set_attribute("http.request.method", scope["method"])
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                span.set_attribute("rag.request_id", rid)
-                if status >= 500:
-                    span.set_status(StatusCode.ERROR)
+                self._finish_span(span, scope, state, route, status, rid)
                 trace_id = format(span.get_span_context().trace_id, "032x")
-                span.end()
-                if token is not None:
-                    otel_context.detach(token)
+            else:
+                trace_id = incoming_trace_id(headers)
+            if token is not None:
+                otel_context.detach(token)
+            REQUEST_ID.reset(rid_token)
             extra: dict[str, Any] = {
                 "request_id": rid,
                 "trace_id": trace_id,
@@ -138,7 +140,30 @@ class GatewayMiddleware:
             for key in ("cache", "degraded", "query"):
                 if key in state:
                     extra[key] = state[key]
+            if "cache" in extra:  # the pipeline answered: say "not degraded" explicitly
+                extra.setdefault("degraded", [])
             access_log.info("request", extra=extra)
+
+    @staticmethod
+    def _finish_span(
+        span: trace.Span, scope: Scope, state: dict[str, Any], route: str, status: int, rid: str
+    ) -> None:
+        method = scope["method"]
+        matched = route != UNMATCHED_ROUTE
+        span.update_name(f"{method} {route}" if matched else method)
+        span.set_attribute("http.request.method", method)
+        if matched:
+            span.set_attribute("http.route", route)
+        span.set_attribute("url.path", scope["path"])
+        span.set_attribute("http.response.status_code", status)
+        span.set_attribute("rag.request_id", rid)
+        if "cache" in state:
+            span.set_attribute("rag.cache", state["cache"])
+        if "degraded" in state:
+            span.set_attribute("rag.degraded", state["degraded"])
+        if status >= 500:
+            span.set_status(StatusCode.ERROR)
+        span.end()
 
     @staticmethod
     async def _read_body(headers: dict[str, str], receive: Receive, limit: int) -> bytes | str | None:

@@ -1,16 +1,46 @@
-"""JSON logs: one line per record, newlines in values escaped by the encoder, so one event is
-always one line. No query text unless `logging.log_query` is on; no secrets ever."""
+"""JSON logs: one line per record on stdout. The encoder escapes newlines in values, so one event is
+always one line, whatever a query or an exception message contains.
+
+Every record carries the request id and trace id of the request it was logged in (a context
+variable set by the middleware; the current span), so event lines join up with the access line.
+No query text unless `logging.log_query` is on; no secrets: credentials in URLs
+(`redis://user:password@host`) and `password=`/`token=`-style parameters are masked in the
+finished line, whichever field or exception text they came in.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message"}
+# uvicorn adds `color_message` (the event again, with terminal colour codes)
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "color_message"}
+REQUEST_ID: ContextVar[str] = ContextVar("rag_request_id", default="")
+# the character classes stop at quotes and backslashes, so masking never breaks the JSON line
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@\"\\]*@")
+_SECRET_PARAM = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)=)[^&\s\"\\]+", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """Mask URL credentials and secret-looking query parameters."""
+    if "@" in text:
+        text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+    if "=" in text:
+        text = _SECRET_PARAM.sub(r"\g<key>***", text)
+    return text
+
+
+def redact_url(url: str | None) -> str | None:
+    return None if url is None else redact(url)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,9 +55,15 @@ class JsonFormatter(logging.Formatter):
         for k, v in record.__dict__.items():
             if k not in _RESERVED and not k.startswith("_"):
                 out[k] = v
+        if "request_id" not in out and (rid := REQUEST_ID.get()):
+            out["request_id"] = rid
+        if "trace_id" not in out:
+            ctx = trace.get_current_span().get_span_context()
+            if ctx.is_valid:
+                out["trace_id"] = format(ctx.trace_id, "032x")
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return redact(orjson.dumps(out, default=str).decode())
 
 
 def setup_logging(level: str) -> None:
