@@ -18,6 +18,7 @@ from app.api.rag import router as rag_router
 from app.lifespan import STATE_KEY, open_state
 from app.observability.logging import setup_logging
 from app.observability.metrics import Metrics
+from app.schemas import document_filter_keys
 from app.settings import Settings
 
 
@@ -44,6 +45,13 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     app.include_router(rag_router)
     app.include_router(health_router)
     app.include_router(documents_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_filter_keys(FastAPI.openapi(app), settings.qdrant.filter_keys)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(GatewayMiddleware)
     return app
 

@@ -1,5 +1,5 @@
 """Request and response models of the HTTP API (DESIGN §2). Strict: no coercion of "50" to 50,
-no unknown fields."""
+no unknown fields (50.0 is 50: JSON has one number type, and JSON Schema says so too)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -22,9 +23,18 @@ MAX_K = 200
 MAX_FILTER_KEYS = 8
 MAX_FILTER_VALUES = 32
 
-FilterScalar = StrictStr | StrictInt | StrictBool
+
+def whole(v: Any) -> Any:
+    """5.0 -> 5 (an integer spelled as a float); 5.5, "5" and true stay what they are, and fail."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+# constraints go before the validator, so that the JSON schema shows them
+WholeInt = Annotated[StrictInt, BeforeValidator(whole)]
+FilterInt = Annotated[StrictInt, Field(ge=-(2**53 - 1), le=2**53 - 1), BeforeValidator(whole)]
+FilterScalar = StrictStr | FilterInt | StrictBool
 FilterValue = (
-    FilterScalar | Annotated[list[StrictStr | StrictInt], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+    FilterScalar | Annotated[list[StrictStr | FilterInt], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
 )
 
 
@@ -36,16 +46,25 @@ def normalize_query(q: str) -> str:
 class RagRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    q: StrictStr = Field(description=f"the query; 1..{MAX_Q_CHARS} characters after trimming")
-    k: StrictInt = Field(50, ge=1, le=MAX_K, description="candidates fetched and reranked")
-    top_n: StrictInt | None = Field(None, ge=1, le=MAX_K, description="passages returned; default k")
+    q: StrictStr = Field(
+        min_length=1,
+        max_length=MAX_Q_CHARS,
+        pattern=r"\S",  # not blank: the schema says so, not only the validator
+        description=f"the query; 1..{MAX_Q_CHARS} characters after trimming",
+    )
+    k: WholeInt = Field(50, ge=1, le=MAX_K, description="candidates fetched and reranked")
+    top_n: Annotated[StrictInt, Field(ge=1, le=MAX_K), BeforeValidator(whole)] | None = Field(
+        None, description="passages returned; default k"
+    )
     filter: dict[str, FilterValue] | None = Field(
         None,
         max_length=MAX_FILTER_KEYS,
         description="exact match on allow-listed payload keys: {field: value or [values]}",
     )
     rerank: StrictBool = True
-    ef: StrictInt | None = Field(None, ge=1, description="hnsw_ef override, clamped to the maximum")
+    ef: Annotated[StrictInt, Field(ge=1), BeforeValidator(whole)] | None = Field(
+        None, description="hnsw_ef override, clamped to the maximum"
+    )
 
     @field_validator("q")
     @classmethod
@@ -72,6 +91,14 @@ class RagRequest(BaseModel):
         for key, v in (self.filter or {}).items():
             out[key] = list(v) if isinstance(v, list) else [v]
         return out
+
+
+def document_filter_keys(openapi: dict[str, Any], keys: list[str]) -> None:
+    """Name the allow-listed `filter` keys (a setting, not a type) in the served OpenAPI schema."""
+    flt = openapi.get("components", {}).get("schemas", {}).get("RagRequest", {}).get("properties", {})
+    for variant in flt.get("filter", {}).get("anyOf", []):
+        if variant.get("type") == "object":
+            variant["propertyNames"] = {"enum": sorted(keys)}
 
 
 class Passage(BaseModel):

@@ -31,7 +31,13 @@ def get_deadline(
     state: State,
     x_request_timeout: Annotated[
         str | None,
-        Header(description="seconds; a client may ask for less than the server's deadline"),
+        Header(
+            alias="X-Request-Timeout",
+            pattern=r"^[0-9]{1,6}(\.[0-9]{1,6})?$",
+            # zero is refused below; the schema says so too
+            json_schema_extra={"not": {"pattern": r"^[0.]*$"}},
+            description="seconds; a client may ask for less than the server's deadline",
+        ),
     ] = None,
 ) -> Deadline:
     limit = state.settings.server.deadline_s

@@ -17,8 +17,10 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -30,7 +32,7 @@ from app.api.auth import Admin, rate_limit_headers
 from app.api.deps import State
 from app.clients.vectorstore import point_id
 from app.ingest import RESERVED, Document, content_hash, ingest
-from app.schemas import ErrorBody
+from app.schemas import ErrorBody, whole
 from app.settings import TENANT_PATTERN
 
 router = APIRouter(tags=["documents"])
@@ -39,14 +41,17 @@ log = logging.getLogger("rag.documents")
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
 MAX_DOCUMENTS = 256
 MAX_TEXT_CHARS = 16384
-MAX_EXTRA_KEYS = 16
+MAX_FIELDS = 19  # id, text, source and up to 16 payload fields
 MAX_VALUE_CHARS = 256
-EXTRA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-JSON_SAFE_INT = 2**53
+EXTRA_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+EXTRA_KEY = re.compile(EXTRA_KEY_PATTERN)
+JSON_SAFE_INT = 2**53 - 1
+# set by ingestion, never by the caller
+RESERVED_NAMES: list[JsonValue] = [name for name in sorted(RESERVED) if name != "text"]
 
 PayloadValue = (
     Annotated[StrictStr, Field(max_length=MAX_VALUE_CHARS)]
-    | Annotated[StrictInt, Field(ge=-JSON_SAFE_INT, le=JSON_SAFE_INT)]
+    | Annotated[StrictInt, Field(ge=-JSON_SAFE_INT, le=JSON_SAFE_INT), BeforeValidator(whole)]
     | StrictBool
 )
 
@@ -54,20 +59,28 @@ PayloadValue = (
 class DocumentIn(BaseModel):
     """One passage: `id`, `text`, optional `source`, and up to 16 flat payload fields."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        # what the validator below checks, said in the schema too
+        json_schema_extra={
+            "maxProperties": MAX_FIELDS,
+            "propertyNames": {"pattern": EXTRA_KEY_PATTERN, "not": {"enum": RESERVED_NAMES}},
+        },
+    )
     __pydantic_extra__: dict[str, PayloadValue] = Field(init=False)
 
     id: StrictStr = Field(pattern=DOC_ID_PATTERN, description="document id; unique within the tenant")
-    text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="passage text")
+    text: StrictStr = Field(
+        min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S", description="passage text"
+    )
     source: StrictStr = Field("", max_length=MAX_VALUE_CHARS, description="where the passage comes from")
 
     @model_validator(mode="after")
     def _extras(self) -> DocumentIn:
-        if not self.text.strip():
-            raise ValueError("text must not be blank")
         extra = self.__pydantic_extra__ or {}
-        if len(extra) > MAX_EXTRA_KEYS:
-            raise ValueError(f"at most {MAX_EXTRA_KEYS} payload fields per document")
+        if len(self.model_fields_set) + len(extra) > MAX_FIELDS:
+            raise ValueError(f"at most {MAX_FIELDS} fields per document (id, text, source and payload)")
         for key in extra:
             if key in RESERVED or not EXTRA_KEY.match(key):
                 raise ValueError(f"payload field {key[:64]!r} is reserved or not a plain identifier")
@@ -79,13 +92,6 @@ class DocumentsRequest(BaseModel):
 
     tenant: StrictStr = Field(pattern=TENANT_PATTERN, description="tenant the passages belong to")
     documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-    @model_validator(mode="after")
-    def _unique(self) -> DocumentsRequest:
-        ids = [d.id for d in self.documents]
-        if len(set(ids)) != len(ids):
-            raise ValueError("document ids must be unique within one request")
-        return self
 
 
 class DocumentOut(BaseModel):
@@ -130,7 +136,9 @@ def _json(request: Request, body: BaseModel) -> Response:
     responses=_errors({400: "malformed JSON", 413: "body too large"}),
 )
 async def upsert_documents(body: DocumentsRequest, request: Request, state: State, admin: Admin) -> Response:
-    """Embed and upsert passages for `tenant` (admin keys only); re-sending an id overwrites it."""
+    """Embed and upsert passages for `tenant` (admin keys only); re-sending an id overwrites it,
+    also within one request (the last copy wins)."""
+    last = {d.id: d for d in body.documents}
     docs = [
         Document(
             doc_id=d.id,
@@ -139,7 +147,7 @@ async def upsert_documents(body: DocumentsRequest, request: Request, state: Stat
             source=d.source,
             extra=dict(d.__pydantic_extra__ or {}),
         )
-        for d in body.documents
+        for d in last.values()
     ]
     n = await ingest(state.store, state.embedder, docs)
     log.info("documents upserted", extra={"tenant": body.tenant, "count": n, "key_id": admin.key_id})
