@@ -66,6 +66,8 @@ def test_two_workers_are_counted_together(tmp_path: Path, model_dir: Path) -> No
                 if len(per_worker) == 2 and all(per_worker.values()):
                     break
         assert set(statuses) == {503}
+        # a worker records the duration just after the response went out: give it that moment
+        wait_until(lambda: sum(_rag_requests_by_worker(mpdir).values()) >= sent, 10)
         per_worker = _rag_requests_by_worker(mpdir)
         assert len(per_worker) == 2 and all(per_worker.values()), per_worker
         assert sum(per_worker.values()) == sent
