@@ -47,9 +47,9 @@ class RagRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     q: StrictStr = Field(
-        min_length=1,
         max_length=MAX_Q_CHARS,
-        pattern=r"\S",  # not blank: the schema says so, not only the validator
+        # not blank: the validator below checks it (and says so); the schema says it too
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},
         description=f"the query; 1..{MAX_Q_CHARS} characters after trimming",
     )
     k: WholeInt = Field(50, ge=1, le=MAX_K, description="candidates fetched and reranked")
