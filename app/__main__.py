@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from pydantic import ValidationError
+
 from app.settings import Settings
 
 
@@ -31,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
     host = args.host or settings.server.host
     port = args.port or int(os.environ.get("PORT", settings.server.port))
     if args.workers > 1 and not settings.qdrant.url:

@@ -336,3 +336,13 @@ def test_app_refuses_workers_with_the_embedded_engine() -> None:
     assert "RAG_QDRANT__URL" in proc.stderr
     assert "--workers 1" in proc.stderr
     assert_no_traceback(proc)
+
+
+def test_python_m_app_with_invalid_settings_says_so_without_a_traceback() -> None:
+    env = {**os.environ, "RAG_SERVER__PORT": "0", "RAG_RERANKER__KIND": "http"}
+    out = subprocess.run([sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "invalid settings" in out.stderr
+    assert "server.port" in out.stderr
+    assert "reranker" in out.stderr
+    assert "Traceback" not in out.stderr
