@@ -9,6 +9,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 MODEL_DIR := $(DATA_DIR)/models/all-MiniLM-L6-v2
+# eval: a BEIR-format dataset directory, and extra flags for `python -m eval` (e.g. --sweep)
+DATA ?= ../shared/data/msmarco-5k
+EVAL_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HF_HUB_OFFLINE := 1
@@ -74,6 +77,9 @@ pytest: install-test model
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test: install-test model lint typecheck pytest ## install test needs, then ruff, mypy --strict, pytest
+
+eval: install model ## retrieval quality through /rag on a BEIR dataset: make eval [DATA=dir] [EVAL_ARGS=--sweep]
+	$(PY) -m eval --data $(DATA) --cache-dir $(DATA_DIR)/eval-cache $(EVAL_ARGS)
 
 .PHONY: bench
 # the first run also embeds the corpus and builds the S4 shards into bench/.cache (minutes, once)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
 
+from eval.collection import default_sessions
 from eval.run import Options, evaluate_dataset, render, write
 
 
@@ -44,8 +46,13 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--sweep", action="store_true", help="also sweep fusion weight x k and ef x k")
     p.add_argument("--cache-dir", type=Path, default=Path("data/eval-cache"), help="built collections")
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached collection")
-    p.add_argument("--batch-size", type=int, default=32, help="passages embedded per batch (default 32)")
-    p.add_argument("--embed-threads", type=int, help="onnxruntime threads for the build (default: settings)")
+    p.add_argument("--batch-size", type=int, default=16, help="passages embedded per batch (default 16)")
+    p.add_argument(
+        "--embed-sessions",
+        type=int,
+        default=default_sessions(),
+        help=f"single-threaded model sessions embedding in parallel (default {default_sessions()}: the CPUs)",
+    )
     p.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--no-write", action="store_true", help="print only; write no result files")
     a = p.parse_args(argv)
@@ -68,13 +75,16 @@ def parse(argv: list[str] | None) -> Options:
         cache_dir=a.cache_dir,
         rebuild=a.rebuild,
         batch_size=a.batch_size,
-        embed_threads=a.embed_threads,
+        embed_sessions=a.embed_sessions,
         results_dir=None if a.no_write else a.results_dir,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # each configuration starts the app, which warns that the rerank cache and API keys are off:
+    # the eval turns them off on purpose
+    logging.getLogger("rag").setLevel(logging.ERROR)
     opts = parse(argv)
     report = asyncio.run(evaluate_dataset(opts))
     print(render(report))

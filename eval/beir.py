@@ -15,7 +15,7 @@ from app.ingest import Document
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from qdrant_bootstrap import beir_docs
+from qdrant_bootstrap import beir_docs  # type: ignore[import-not-found]
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
     async def send(message: Message) -> None:
         await from_app.put(message)
 
-    task = asyncio.create_task(app(scope, receive, send))
+    task: asyncio.Task[None] = asyncio.ensure_future(app(scope, receive, send))
     await to_app.put({"type": "lifespan.startup"})
     msg = await _next_message(from_app, task)
     if msg["type"] != "lifespan.startup.complete":

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from app.settings import (
 )
 from eval import beir
 from eval.bm25 import BM25Index
-from eval.collection import COLLECTION, Built, build_or_load, private_copy
+from eval.collection import COLLECTION, Built, build_or_load, default_sessions, private_copy
 from eval.gateway import running_gateway
 from eval.metrics import METRICS, Qrels, Summary, evaluate, has_relevant, percentile
 
@@ -46,8 +46,8 @@ class Options:
     sweep: bool = False
     cache_dir: Path = Path("data/eval-cache")
     rebuild: bool = False
-    batch_size: int = 32
-    embed_threads: int | None = None  # None: the gateway's embedder.threads
+    batch_size: int = 16
+    embed_sessions: int = field(default_factory=default_sessions)
     results_dir: Path | None = Path(__file__).resolve().parent / "results"
     quiet: bool = False
 
@@ -211,19 +211,17 @@ async def evaluate_dataset(opts: Options, base: Settings | None = None) -> Repor
         f"({len(judged)} judged, {len(ds.queries) - len(judged)} without judgments: excluded)",
     )
 
-    embedder_settings = base.embedder
-    if opts.embed_threads is not None:
-        embedder_settings = _group(embedder_settings, threads=opts.embed_threads)
     t0 = time.perf_counter()
     built: Built = await build_or_load(
         name=ds.name,
         corpus_file=opts.data / "corpus.jsonl",
         docs=ds.docs,
-        embedder_settings=embedder_settings,
+        embedder_settings=base.embedder,
         qdrant_settings=base.qdrant,
         tenant=tenant,
         cache_dir=opts.cache_dir,
         batch_size=opts.batch_size,
+        sessions=opts.embed_sessions,
         rebuild=opts.rebuild,
         quiet=opts.quiet,
     )
@@ -316,7 +314,7 @@ async def run_sweep(
     settings_for: Callable[..., Settings],
     judged: dict[str, str],
     qrels: Qrels,
-    queries: Sequence[str],
+    queries: Iterable[str],
 ) -> dict[str, Any]:
     """nDCG@10 over a grid: fusion weight x candidate k (lexical reranker), and hnsw ef x k."""
 

@@ -80,8 +80,24 @@ _STOPWORDS = frozenset(
 )
 
 
+def fold_plural(t: str) -> str:
+    """Harman's "S" stemmer: -ies -> -y, -es -> -e, -s -> (none), except -eies/-aies, -aes/-ees/-oes,
+    -us/-ss; words of 3 letters or fewer are kept. A query's "causes" meets a passage's "cause";
+    on msmarco-5k it lifts BM25 over the full corpus from 0.699 to 0.724 nDCG@10 (docs/quality.md).
+    """
+    if len(t) <= 3 or not t.endswith("s"):
+        return t
+    if t.endswith("ies") and not t.endswith(("eies", "aies")):
+        return t[:-3] + "y"
+    if t.endswith("es") and not t.endswith(("aes", "ees", "oes")):
+        return t[:-1]
+    if t.endswith(("us", "ss")):
+        return t
+    return t[:-1]
+
+
 def tokenize(text: str) -> list[str]:
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
+    return [fold_plural(t) for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
 
 
 class Reranker(Protocol):
@@ -152,7 +168,8 @@ class LexicalReranker:
         self.weight = weight
         self.k1 = k1
         self.b = b
-        self.id = f"lexical-bm25@v1:w={weight:g}:k1={k1:g}:b={b:g}"
+        # v2: plural folding in the tokenizer (other scores than v1 for the same parameters)
+        self.id = f"lexical-bm25@v2:w={weight:g}:k1={k1:g}:b={b:g}"
         self._pool = _Pool(concurrency, "rerank")
 
     @classmethod

@@ -30,6 +30,13 @@ def test_tokenize_lowercases_splits_and_drops_stopwords() -> None:
     assert tokenize("COVID-19 in 2020") == ["covid", "19", "2020"]
 
 
+def test_tokenize_folds_plurals_so_singular_and_plural_match() -> None:
+    # Harman's S stemmer: -ies -> -y, -es -> -e, -s -> nothing; -us, -ss and short words stay
+    assert tokenize("causes flies cats shoes trees") == ["cause", "fly", "cat", "shoe", "tree"]
+    assert tokenize("status glass bus gas") == ["status", "glass", "bus", "gas"]
+    assert bm25_scores("symptoms of hypertrophies", ["a symptom of hypertrophy"], 0.9, 0.4)[0] > 0
+
+
 def test_bm25_matches_a_hand_computed_example() -> None:
     texts = [
         "cats chase mice",  # cats chase mice: 3 tokens
