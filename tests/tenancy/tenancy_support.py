@@ -58,7 +58,8 @@ def auth_settings(
     base: dict[str, Any] = {
         "embedder": {"model_dir": model_dir},
         "qdrant": {"path": qdrant_path},
-        "redis": {"url": redis_url},
+        # generous bounds: a loaded test machine must not turn a slow answer into a fallback
+        "redis": {"url": redis_url, "timeout_s": 1.0, "connect_timeout_s": 1.0},
         "auth": {"keys": [k.entry() for k in keys]},
     }
     for name, values in groups.items():

@@ -36,7 +36,7 @@ class Clock:
 async def limiter(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[tuple[RateLimiter, Clock]]:
     clock = Clock()
     url = redis_url if request.param == "redis" else None
-    lim = RateLimiter.from_settings(RedisSettings(url=url), window_s=10, clock=clock)
+    lim = RateLimiter.from_settings(RedisSettings(url=url, timeout_s=1.0), window_s=10, clock=clock)
     yield lim, clock
     await lim.aclose()
 
@@ -81,7 +81,7 @@ async def test_exact_sliding_window(limiter: tuple[RateLimiter, Clock]) -> None:
 
 async def test_the_script_survives_a_redis_script_flush(redis_server: Any, redis_url: str) -> None:
     clock = Clock()
-    lim = RateLimiter.from_settings(RedisSettings(url=redis_url), window_s=10, clock=clock)
+    lim = RateLimiter.from_settings(RedisSettings(url=redis_url, timeout_s=1.0), window_s=10, clock=clock)
     try:
         assert (await lim.hit("k", 2)).source == "redis"
         redis_server.cli("SCRIPT", "FLUSH")
