@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from app.schemas import RagRequest
 from app.settings import QdrantSettings
 
 CacheOutcome = Literal["hit", "miss", "bypass", "off"]
+log = logging.getLogger("rag.pipeline")
 
 
 @dataclass(slots=True)
@@ -52,39 +54,77 @@ class Guards:
     reranker: Guard
 
 
+class _Call:
+    __slots__ = ("abandoned", "task", "waiters")
+
+    def __init__(self, task: asyncio.Task[list[float]]) -> None:
+        self.task = task
+        self.waiters = 0
+        self.abandoned = False
+
+
 class SingleFlight:
-    """Concurrent calls with the same key share one execution (per process)."""
+    """Concurrent calls with the same key share one execution (per process).
+
+    The shared call runs in a task of its own: a waiter that leaves (client gone, or its own
+    deadline passed) does not cancel it for the others; when the last waiter leaves, it is
+    cancelled, so nobody's dependency call outlives every client that wanted it.
+    """
 
     def __init__(self) -> None:
-        self._inflight: dict[str, asyncio.Future[list[float]]] = {}
+        self._calls: dict[str, _Call] = {}
 
-    async def do(self, key: str, fn: Callable[[], Awaitable[list[float]]]) -> list[float]:
-        while (fut := self._inflight.get(key)) is not None:
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    async def do(
+        self, key: str, fn: Callable[[], Awaitable[list[float]]], timeout: float | None = None
+    ) -> list[float]:
+        """fn()'s result, shared with concurrent callers of the same key.
+
+        A caller that joins a call started by another waits at most `timeout`, then gets
+        TimeoutError (the call goes on for the others). The caller that starts the call is
+        bounded by fn itself (the Guard's deadline), so its outcome is never raced by a timer.
+        """
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        for _ in range(3):
+            call = self._calls.get(key)
+            mine = call is None or call.abandoned
+            if call is None or call.abandoned:
+                call = self._start(key, fn)
+            call.waiters += 1
             try:
-                # shield: one waiter being cancelled must not cancel the shared call
-                return await asyncio.shield(fut)
+                async with asyncio.timeout_at(None if mine else until):
+                    # shield: one waiter leaving must not cancel the shared call
+                    return await asyncio.shield(call.task)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if fut.cancelled() and task is not None and not task.cancelling():
-                    continue  # the leader's client left, not ours: take over the call
+                if call.task.cancelled() and task is not None and not task.cancelling():
+                    continue  # the call was abandoned under us, not by us: start again
                 raise
-        fut = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            result = await fn()
-        except BaseException as exc:
-            if not fut.done():
-                if isinstance(exc, asyncio.CancelledError):
-                    fut.cancel()
-                else:
-                    fut.set_exception(exc)
-                    fut.exception()  # mark retrieved: followers may be gone
-            raise
-        else:
-            fut.set_result(result)
-            return result
-        finally:
-            del self._inflight[key]
+            finally:
+                call.waiters -= 1
+                if call.waiters == 0 and not call.task.done():
+                    call.abandoned = True
+                    call.task.cancel()
+        raise RuntimeError(f"shared call for {key!r} was cancelled from outside, again and again")
+
+    def _start(self, key: str, fn: Callable[[], Awaitable[list[float]]]) -> _Call:
+        async def run() -> list[float]:
+            return await fn()
+
+        call = _Call(asyncio.ensure_future(run()))
+        self._calls[key] = call
+
+        def done(task: asyncio.Task[list[float]]) -> None:
+            if self._calls.get(key) is call:
+                del self._calls[key]
+            if not task.cancelled():
+                task.exception()  # retrieved: its waiters may all be gone
+
+        call.task.add_done_callback(done)
+        return call
 
 
 class RagPipeline:
@@ -180,12 +220,18 @@ class RagPipeline:
                     lambda: self.guards.reranker.call(
                         lambda: self._score(reranker, query, candidates), deadline
                     ),
+                    # a follower is bounded by its own deadline, not the leader's
+                    timeout=deadline.remaining(),
                 )
-            except (DependencyError, DeadlineExceeded) as exc:
+            except (DependencyError, DeadlineExceeded, TimeoutError) as exc:
                 reason = exc.reason if isinstance(exc, DependencyError) else "deadline"
-                result.degraded.append({"component": "reranker", "reason": reason})
-                self.metrics.count_degraded("reranker", reason)
+                self._degrade(result, reason)
                 return  # vector order stands; nothing is cached
+            except Exception:
+                # a bug on our side of the reranker call: still an answer, never a 500
+                log.exception("reranker call failed unexpectedly")
+                self._degrade(result, "error")
+                return
             if result.cache == "miss":
                 self._spawn(self._cache_set(key, scores))
         ranked = sorted(
@@ -195,6 +241,10 @@ class RagPipeline:
         )
         result.results = ranked
         result.reranked = True
+
+    def _degrade(self, result: RagResult, reason: str) -> None:
+        result.degraded.append({"component": "reranker", "reason": reason})
+        self.metrics.count_degraded("reranker", reason)
 
     async def _score(self, reranker: Reranker, query: str, candidates: list[Candidate]) -> list[float]:
         return check_scores(await reranker.score(query, candidates), len(candidates))

@@ -1,13 +1,15 @@
 """Resilience primitives: Deadline, CircuitBreaker, RetryBudget and the Guard that composes them
 around one dependency call (deadline -> circuit breaker -> retry with full jitter).
 
-No I/O here: clocks and sleeps are injected, so every boundary is testable with a fake clock.
+No I/O here: clocks, sleeps and the jitter's random source are injected, so every boundary is
+testable with a fake clock (tests/test_resilience_unit.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -16,7 +18,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_any, stop_base
-from tenacity.wait import wait_random_exponential
+from tenacity.wait import wait_base
 
 from app.errors import CircuitOpen, DeadlineExceeded, DependencyError, DependencyTimeout
 
@@ -56,6 +58,32 @@ class BreakerConfig:
     failure_rate: float = 0.5
     open_s: float = 5.0
     half_open_permits: int = 2
+    # a HALF_OPEN trial whose outcome was never reported (a caller bug) gives its permit back
+    # after this long, so the breaker can never get stuck refusing every call
+    trial_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.min_calls < 1 or self.half_open_permits < 1:
+            raise ValueError("breaker window, min_calls and half_open_permits must be >= 1")
+        if not 0 < self.failure_rate <= 1:
+            raise ValueError("breaker failure_rate must be in (0, 1]")
+        if self.open_s <= 0 or self.trial_timeout_s <= 0:
+            raise ValueError("breaker open_s and trial_timeout_s must be > 0")
+
+    @property
+    def effective_min_calls(self) -> int:
+        # as resilience4j: a minimum above the window size would never be reached
+        return min(self.min_calls, self.window)
+
+
+@dataclass(eq=False, slots=True)
+class Permit:
+    """Permission for one call, handed back with its outcome. A permit from an earlier state
+    (the breaker moved on while the call ran) is stale: its outcome is not counted."""
+
+    generation: int
+    trial: bool
+    taken_at: float
 
 
 class CircuitBreaker:
@@ -68,6 +96,7 @@ class CircuitBreaker:
     HALF_OPEN: at most `half_open_permits` trial calls at once; a failure reopens it, and
     `half_open_permits` successes close it with an empty window.
     Ignored outcomes (cancelled calls, 4xx) release their permit and count as nothing.
+    Outcomes of calls permitted before the last state change are stale and count as nothing.
     """
 
     def __init__(
@@ -82,10 +111,11 @@ class CircuitBreaker:
         self._clock = clock
         self._on_state_change = on_state_change
         self._state = BreakerState.CLOSED
+        self._generation = 0
         self._window: deque[bool] = deque(maxlen=config.window)  # True = failure
         self._failures = 0
         self._opened_at = 0.0
-        self._trials_in_flight = 0
+        self._trials: set[Permit] = set()
         self._trial_successes = 0
 
     @property
@@ -94,40 +124,68 @@ class CircuitBreaker:
             self._transition(BreakerState.HALF_OPEN)
         return self._state
 
-    def acquire(self) -> None:
+    @property
+    def failure_rate(self) -> float:
+        """Failure share in the current window (0 when empty)."""
+        return self._failures / len(self._window) if self._window else 0.0
+
+    def open_remaining(self) -> float:
+        """Seconds until an OPEN breaker half-opens (0 unless OPEN)."""
+        if self.state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self.config.open_s - self._clock())
+
+    def acquire(self) -> Permit:
         """Take permission for one call, or raise CircuitOpen (no call may be made)."""
         state = self.state
+        now = self._clock()
         if state is BreakerState.CLOSED:
-            return
-        if state is BreakerState.HALF_OPEN and self._trials_in_flight < self.config.half_open_permits:
-            self._trials_in_flight += 1
-            return
-        raise CircuitOpen(self.name, "circuit breaker is open")
+            return Permit(self._generation, trial=False, taken_at=now)
+        if state is BreakerState.HALF_OPEN:
+            edge = now - self.config.trial_timeout_s
+            for p in [p for p in self._trials if p.taken_at <= edge]:
+                self._trials.discard(p)
+            if len(self._trials) < self.config.half_open_permits:
+                permit = Permit(self._generation, trial=True, taken_at=now)
+                self._trials.add(permit)
+                return permit
+        raise CircuitOpen(self.name, f"circuit breaker is {state.name.lower()}")
 
-    def on_success(self) -> None:
+    def _current(self, permit: Permit) -> bool:
+        if permit.generation != self._generation:
+            return False
+        if permit.trial:
+            # reclaimed by the trial timeout: its outcome no longer counts
+            return permit in self._trials
+        return True
+
+    def on_success(self, permit: Permit) -> None:
+        if not self._current(permit):
+            return
         if self._state is BreakerState.HALF_OPEN:
-            self._trials_in_flight = max(0, self._trials_in_flight - 1)
+            self._trials.discard(permit)
             self._trial_successes += 1
             if self._trial_successes >= self.config.half_open_permits:
                 self._transition(BreakerState.CLOSED)
         elif self._state is BreakerState.CLOSED:
             self._record(failure=False)
 
-    def on_failure(self) -> None:
+    def on_failure(self, permit: Permit) -> None:
+        if not self._current(permit):
+            return
         if self._state is BreakerState.HALF_OPEN:
-            self._trials_in_flight = max(0, self._trials_in_flight - 1)
             self._transition(BreakerState.OPEN)
         elif self._state is BreakerState.CLOSED:
             self._record(failure=True)
             if (
-                len(self._window) >= self.config.min_calls
+                len(self._window) >= self.config.effective_min_calls
                 and self._failures / len(self._window) >= self.config.failure_rate
             ):
                 self._transition(BreakerState.OPEN)
 
-    def on_ignored(self) -> None:
-        if self._state is BreakerState.HALF_OPEN:
-            self._trials_in_flight = max(0, self._trials_in_flight - 1)
+    def on_ignored(self, permit: Permit) -> None:
+        if self._current(permit) and permit.trial:
+            self._trials.discard(permit)
 
     def _record(self, failure: bool) -> None:
         if len(self._window) == self._window.maxlen and self._window[0]:
@@ -137,9 +195,10 @@ class CircuitBreaker:
 
     def _transition(self, state: BreakerState) -> None:
         self._state = state
+        self._generation += 1
         self._window.clear()
         self._failures = 0
-        self._trials_in_flight = 0
+        self._trials.clear()
         self._trial_successes = 0
         if state is BreakerState.OPEN:
             self._opened_at = self._clock()
@@ -191,8 +250,30 @@ class RetryConfig:
     cap_s: float = 0.2
 
 
+class wait_full_jitter(wait_base):  # named like tenacity's own waits
+    """AWS "full jitter": the n-th retry (n = 0, 1, ...) sleeps uniform(0, min(cap, base * 2**n))."""
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.rng = rng or random.Random()
+
+    def bound(self, n: int) -> float:
+        return min(self.cap_s, self.base_s * 2.0 ** min(n, 64))
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        # attempt_number is 1 after the first failure: that is retry n = 0
+        return self.rng.uniform(0.0, self.bound(retry_state.attempt_number - 1))
+
+
 class Guard:
-    """deadline -> circuit breaker -> retry (full jitter, budgeted) around one dependency."""
+    """deadline -> circuit breaker -> retry (full jitter, budgeted) around one dependency.
+
+    One attempt is bounded by min(attempt_timeout_s, time left before the deadline). A timeout
+    counts as a breaker failure only when the attempt had at least `timeout_failure_fraction`
+    of its own timeout: a caller who asked for a tiny deadline must not open the breaker for
+    everyone else.
+    """
 
     def __init__(
         self,
@@ -203,21 +284,26 @@ class Guard:
         attempt_timeout_s: float,
         on_retry: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        timeout_failure_fraction: float = 0.5,
     ) -> None:
         self.dependency = dependency
         self.breaker = breaker
         self.retry = retry
         self.budget = budget
         self.attempt_timeout_s = attempt_timeout_s
+        self.timeout_failure_fraction = timeout_failure_fraction
         self._on_retry = on_retry
         self._sleep = sleep
+        self._wait = wait_full_jitter(retry.base_s, retry.cap_s, rng)
 
     async def call(self, op: Callable[[], Awaitable[T]], deadline: Deadline) -> T:
         """Run `op` under the breaker, retrying transient failures while time and budget last.
 
         Raises DependencyError (CircuitOpen, DependencyTimeout, ...) or DeadlineExceeded.
+        CancelledError passes straight through: never retried, never counted.
         """
-        self.budget.record_call()
+        first = [True]
 
         def count_retry(rs: RetryCallState) -> None:
             if self._on_retry is not None:
@@ -228,42 +314,65 @@ class Guard:
             # evaluated in order and short-circuited: budget is spent only for a real retry
             stop=stop_any(
                 stop_after_attempt(1 + self.retry.attempts),
+                _StopWhenOpen(self.breaker),
                 _StopBeforeDeadline(deadline),
                 _StopOutOfBudget(self.budget),
             ),
-            wait=wait_random_exponential(multiplier=self.retry.base_s, max=self.retry.cap_s),
+            wait=self._wait,
             sleep=self._sleep,
             before_sleep=count_retry,
             reraise=True,
         )
-        return await retrying(self._attempt, op, deadline)
+        return await retrying(self._attempt, op, deadline, first)
 
-    async def _attempt(self, op: Callable[[], Awaitable[T]], deadline: Deadline) -> T:
+    async def _attempt(self, op: Callable[[], Awaitable[T]], deadline: Deadline, first: list[bool]) -> T:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise DeadlineExceeded(f"deadline passed before calling {self.dependency}")
-        self.breaker.acquire()
+        permit = self.breaker.acquire()
+        if first[0]:
+            # only calls that reach the dependency earn retry budget
+            first[0] = False
+            self.budget.record_call()
         budget_s = min(self.attempt_timeout_s, remaining)
+        timeout = asyncio.timeout(budget_s)
         try:
-            async with asyncio.timeout(budget_s):
+            async with timeout:
                 result = await op()
         except TimeoutError as exc:
-            self.breaker.on_failure()
+            if not timeout.expired():
+                # the operation raised TimeoutError itself: a failure like any other
+                self.breaker.on_failure(permit)
+                raise DependencyTimeout(self.dependency, "timed out") from exc
+            if budget_s >= self.timeout_failure_fraction * self.attempt_timeout_s:
+                self.breaker.on_failure(permit)
+            else:
+                self.breaker.on_ignored(permit)  # cut short by the caller's deadline
             if deadline.expired:
                 raise DeadlineExceeded(f"deadline passed while calling {self.dependency}") from exc
             raise DependencyTimeout(self.dependency, f"no answer within {budget_s:.3f}s") from exc
         except DependencyError as exc:
             if exc.counts_as_failure:
-                self.breaker.on_failure()
+                self.breaker.on_failure(permit)
             else:
-                self.breaker.on_ignored()
+                self.breaker.on_ignored(permit)
             raise
         except BaseException:
             # cancellation (client gone) or a bug of ours: says nothing about the dependency
-            self.breaker.on_ignored()
+            self.breaker.on_ignored(permit)
             raise
-        self.breaker.on_success()
+        self.breaker.on_success(permit)
         return result
+
+
+class _StopWhenOpen(stop_base):
+    """Never retry into an open breaker: the retry would be refused anyway, after a sleep."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.breaker.state is BreakerState.OPEN
 
 
 class _StopBeforeDeadline(stop_base):

@@ -208,14 +208,24 @@ class GatewayMiddleware:
         if not cancel_on_disconnect:
             await self.app(scope, replay, send)
             return
-        handler = asyncio.ensure_future(self.app(scope, replay, send))
+        answered = False  # the last body chunk went out: a disconnect now cancels nothing
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal answered
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+
+        handler = asyncio.ensure_future(self.app(scope, replay, send_tracked))
 
         async def watch() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     disconnected.set()
-                    handler.cancel()
+                    # servers report "disconnect" once the response is complete, too
+                    if not answered:
+                        handler.cancel()
                     return
 
         watcher = asyncio.ensure_future(watch())

@@ -79,19 +79,22 @@ class RerankCache:
 
     async def _op(self, fn: Callable[[], Awaitable[T]]) -> T:
         try:
-            self.breaker.acquire()
+            permit = self.breaker.acquire()
         except CircuitOpen as exc:
             raise CacheUnavailable(DEPENDENCY, "redis circuit open") from exc
         try:
+            # redis-py's socket timeout is per read; this bounds the whole operation (connect,
+            # handshake, write, read). A cancelled command disconnects its connection
+            # (redis-py >= 5.0.1), so no reply is ever read by the next command.
             async with asyncio.timeout(self._s.timeout_s):
                 result = await fn()
         except (RedisError, OSError, TimeoutError) as exc:
-            self.breaker.on_failure()
+            self.breaker.on_failure(permit)
             raise CacheUnavailable(DEPENDENCY, f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
-            self.breaker.on_ignored()
+            self.breaker.on_ignored(permit)
             raise
-        self.breaker.on_success()
+        self.breaker.on_success(permit)
         return result
 
     async def get(self, key: str) -> list[float] | None:

@@ -1,7 +1,8 @@
 """httpx exception and status translation shared by the HTTP-speaking clients.
 
 Transient (retried, breaker failure): connection errors, timeouts, 502/503/504.
-Breaker failure, not retried: other 5xx. Neither (our request was refused): 4xx.
+Breaker failure, not retried: other 5xx, and answers httpx cannot use (bad encoding, redirect
+loops). Neither (our request was refused): 4xx.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def translate_http_errors(dependency: str) -> Iterator[None]:
         raise DependencyTimeout(dependency, f"timed out: {type(exc).__name__}") from exc
     except httpx.TransportError as exc:
         raise DependencyUnavailable(dependency, f"transport error: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        # it answered, but not in a way we can use (undecodable body, redirect loop, ...)
+        raise DependencyBadResponse(dependency, f"unusable answer: {type(exc).__name__}") from exc
 
 
 def raise_for_http_error(dependency: str, resp: httpx.Response) -> None:

@@ -1,0 +1,104 @@
+"""Fixtures for the fault tests: the reranker test server (one per session, reset per test),
+fault proxies (closed after each test) in front of Redis and the reranker, and settings for a
+gateway that reaches both through them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+
+from .proxy import FaultProxy
+from .reranker_server import RerankerServer
+from .support import free_port
+
+ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
+
+
+@pytest.fixture(scope="session")
+def root_conftest(request: pytest.FixtureRequest) -> Any:
+    """tests/conftest.py as pytest loaded it (looked up by path: several conftest modules exist)."""
+    for plugin in request.config.pluginmanager.get_plugins():
+        f = getattr(plugin, "__file__", None)
+        if f and Path(f).resolve() == ROOT_CONFTEST:
+            return plugin
+    raise LookupError("tests/conftest.py is not loaded")
+
+
+@pytest.fixture
+def running_app(root_conftest: Any) -> Any:
+    """tests/conftest.py's running_app: the app with its lifespan behind an ASGI httpx client."""
+    return root_conftest.running_app
+
+
+@pytest.fixture(scope="session")
+def reranker_server() -> Iterator[RerankerServer]:
+    server = RerankerServer().start(free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def reranker(reranker_server: RerankerServer) -> RerankerServer:
+    reranker_server.reset()
+    return reranker_server
+
+
+@pytest.fixture
+def proxies() -> Iterator[Callable[[int], FaultProxy]]:
+    made: list[FaultProxy] = []
+
+    def make(upstream_port: int) -> FaultProxy:
+        proxy = FaultProxy(upstream_port).start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for p in made:
+        p.stop()
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str, redis_server: Any, proxies: Callable[[int], FaultProxy]) -> FaultProxy:
+    return proxies(redis_server.port)
+
+
+@pytest.fixture
+def reranker_proxy(reranker: RerankerServer, proxies: Callable[[int], FaultProxy]) -> FaultProxy:
+    return proxies(reranker.port)
+
+
+def merge(base: dict[str, dict[str, Any]], groups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in base.items()}
+    for name, values in groups.items():
+        out[name] = {**out.get(name, {}), **values}
+    return out
+
+
+@pytest.fixture
+def fault_settings(
+    settings_factory: Any, redis_proxy: FaultProxy, reranker_proxy: FaultProxy
+) -> Callable[..., Settings]:
+    """Settings whose Redis and (http, TEI) reranker are reached through fault proxies; short
+    deadline, timeouts and breaker wait so that every fault plays out in about a second."""
+    defaults: dict[str, dict[str, Any]] = {
+        "server": {"deadline_s": 1.0},
+        "redis": {"url": f"redis://{redis_proxy.url}/0"},
+        "reranker": {"kind": "http", "url": f"http://{reranker_proxy.url}", "timeout_s": 0.3},
+        "resilience": {
+            "retry_attempts": 1,
+            "retry_base_s": 0.01,
+            "retry_cap_s": 0.05,
+            "breaker_open_s": 1.0,
+        },
+    }
+
+    def make(**groups: dict[str, Any]) -> Settings:
+        settings: Settings = settings_factory(**merge(defaults, groups))
+        return settings
+
+    return make
