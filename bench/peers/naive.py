@@ -8,9 +8,9 @@
   No tenant filter: every passage belongs to the one tenant, so the answer is the same, and a
   filter makes qdrant-client's local mode ~10x slower (135 vs 13 ms per search measured here);
   leaving it out keeps this peer as fast as it can honestly be.
-- The same lexical reranking (BM25 over the candidates fused with the vector score, weight 0.2,
-  k1 0.9, b 0.4) written inline, with its scores cached in Redis through the synchronous client
-  as stdlib JSON.
+- The same lexical reranking (BM25 over the candidates with plural folding, fused with the vector
+  score, weight 0.2, k1 0.9, b 0.4) written inline, with its scores cached in Redis through
+  the synchronous client as stdlib JSON.
 - A plain `def` handler: FastAPI runs it on its threadpool, which is what its docs advise for
   blocking libraries.
 
@@ -88,8 +88,21 @@ def packaged_model_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def fold_plural(t: str) -> str:
+    """The "S" stemmer the gateway's lexical reranker applies (-ies -> -y, -es -> -e, -s -> none)."""
+    if len(t) <= 3 or not t.endswith("s"):
+        return t
+    if t.endswith("ies") and not t.endswith(("eies", "aies")):
+        return t[:-3] + "y"
+    if t.endswith("es") and not t.endswith(("aes", "ees", "oes")):
+        return t[:-1]
+    if t.endswith(("us", "ss")):
+        return t
+    return t[:-1]
+
+
 def tokenize(text: str) -> list[str]:
-    return [t for t in TOKEN.findall(text.lower()) if t not in STOPWORDS]
+    return [fold_plural(t) for t in TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
 def minmax(values: list[float]) -> list[float]:
