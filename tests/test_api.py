@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import running_app
+from helpers import running_app
 from synthetic_corpus import SAMPLE_QUERIES
 
 

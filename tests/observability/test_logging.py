@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import free_port, running_app
+from helpers import free_port, running_app
 
 from app.observability.logging import JsonFormatter, redact
 

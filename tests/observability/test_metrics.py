@@ -12,7 +12,7 @@ from typing import Any
 import prometheus_client.metrics
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import free_port, running_app
+from helpers import free_port, running_app
 from obs_support import parse_samples, total
 from prometheus_client import CollectorRegistry
 

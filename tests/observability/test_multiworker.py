@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
 from obs_support import gateway_process, parse_samples, post_json, total, wait_until
 from prometheus_client.multiprocess import MultiProcessCollector
 
