@@ -9,9 +9,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 MODEL_DIR := $(DATA_DIR)/models/all-MiniLM-L6-v2
-# eval: a BEIR-format dataset directory, and extra flags for `python -m eval` (e.g. --sweep)
+# eval: a BEIR-format dataset directory, and flags for `python -m eval` (EVAL_ARGS= for no sweep)
 DATA ?= ../shared/data/msmarco-5k
-EVAL_ARGS ?=
+EVAL_ARGS ?= --sweep
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HF_HUB_OFFLINE := 1

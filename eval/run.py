@@ -106,9 +106,9 @@ def log(opts: Options, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _group(model: Any, **update: Any) -> Any:
+def _group(group: Any, /, **update: Any) -> Any:
     """A settings group with fields replaced, validated again."""
-    return type(model).model_validate({**model.model_dump(), **update})
+    return type(group).model_validate({**group.model_dump(), **update})
 
 
 def eval_settings(base: Settings, qdrant_path: Path, reranker: dict[str, Any]) -> Settings:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from helpers import free_port, wait_port
 
 from eval.__main__ import main, parse
 
@@ -67,6 +71,46 @@ Q1 = (2 + 1 / math.log2(5)) / (3 + 2 / math.log2(3) + 1 / 2)  # 0.51045
 Q3 = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))  # 0.85974
 
 
+@pytest.fixture
+def oracle_reranker() -> Iterator[str]:
+    """A TEI-style `POST /rerank` server on loopback that scores each passage with its judged
+    grade: through the gateway its ranking must be perfect, nDCG@10 = 1 for every query."""
+    by_text = {(f"{t}\n{x}" if t else x): pid for pid, (t, x) in PASSAGES.items()}
+    by_query = {q: qid for qid, q in QUERIES.items()}
+    grades = {(q, p): g for q, p, g in QRELS}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        req = json.loads(body)
+        qid = by_query[req["query"]]
+        out = [{"index": i, "score": grades.get((qid, by_text[t]), 0)} for i, t in enumerate(req["texts"])]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps(out).encode()})
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_port(port)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, dict[str, Any]]:
     """`python -m eval ARGS` in-process: the printed report and the JSON it wrote."""
     results = Path(args[args.index("--results-dir") + 1])
@@ -78,7 +122,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, dict[s
 
 
 def test_eval_end_to_end_on_a_tiny_dataset(
-    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    oracle_reranker: str,
 ) -> None:
     # the tool reads the gateway's RAG_* settings like the gateway does
     monkeypatch.setenv("RAG_EMBEDDER__MODEL_DIR", str(model_dir))
@@ -86,7 +134,7 @@ def test_eval_end_to_end_on_a_tiny_dataset(
     data = write_beir(tmp_path / "tiny", PASSAGES)
     common = ["--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results")]
 
-    text, report = run_cli(capsys, "--data", str(data), *common)
+    text, report = run_cli(capsys, "--data", str(data), "--http-reranker", oracle_reranker, *common)
 
     assert report["dataset"]["judged_queries"] == 3
     assert report["dataset"]["unjudged_queries"] == 1
@@ -94,7 +142,7 @@ def test_eval_end_to_end_on_a_tiny_dataset(
     assert report["build"]["cached"] is False
     assert report["build"]["points"] == 12
     assert not (tmp_path / "not-used").exists()  # the gateway's own collection is never touched
-    bm25, dense, lexical = report["rows"]
+    bm25, dense, lexical, oracle = report["rows"]
     assert bm25["run"] == {"q1": ["d01", "d02", "d04", "d03"], "q2": ["d05", "d06"], "q3": ["d08", "d07"]}
     assert bm25["per_query"]["q1"]["ndcg@10"] == pytest.approx(Q1)
     assert bm25["metrics"]["ndcg@10"] == pytest.approx((Q1 + 1 + Q3) / 3)
@@ -117,11 +165,18 @@ def test_eval_end_to_end_on_a_tiny_dataset(
     assert lexical["system"].startswith("lexical-bm25@")
     assert f"| {dense['name']} | {dense['metrics']['ndcg@10']:.3f} |" in text
 
+    # the http reranker row really is that reranker's order: the oracle's is perfect
+    assert oracle["system"] == f"http:tei:rerank@{oracle_reranker}"
+    assert (oracle["errors"], oracle["degraded"]) == (0, 0)
+    assert {q: m["ndcg@10"] for q, m in oracle["per_query"].items()} == {"q1": 1.0, "q2": 1.0, "q3": 1.0}
+    assert oracle["run"]["q1"][:3] == ["d12", "d01", "d03"]
+    assert oracle["metrics"]["recall@10"] == 1.0
+
     # a second run reuses the built collection and ranks the same
     _, again = run_cli(capsys, "--data", str(data), *common)
     assert again["build"]["cached"] is True
     assert again["build"]["entry"] == report["build"]["entry"]
-    assert [r["run"] for r in again["rows"]] == [r["run"] for r in report["rows"]]
+    assert [r["run"] for r in again["rows"]] == [r["run"] for r in report["rows"][:3]]
     assert not list((tmp_path / "cache").glob(".build-*"))
 
     # a changed corpus is a new cache entry, not a stale hit
