@@ -313,7 +313,10 @@ class ServerStore:
         if s.url == ":memory:":  # qdrant-client's local mode: for tests and demos only
             client = AsyncQdrantClient(location=":memory:")
         else:
-            client = AsyncQdrantClient(url=s.url, api_key=s.api_key, timeout=max(1, int(s.timeout_s)))
+            # no version probe at start-up: it is a blocking call that hangs on an unreachable server
+            client = AsyncQdrantClient(
+                url=s.url, api_key=s.api_key, timeout=max(1, int(s.timeout_s)), check_compatibility=False
+            )
         return cls(s, client)
 
     async def _call(self, coro: Any) -> Any:

@@ -5,9 +5,9 @@ gateway that reaches both through them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 
 from app.settings import Settings
@@ -16,23 +16,11 @@ from .proxy import FaultProxy
 from .reranker_server import RerankerServer
 from .support import free_port
 
-ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
-
-
-@pytest.fixture(scope="session")
-def root_conftest(request: pytest.FixtureRequest) -> Any:
-    """tests/conftest.py as pytest loaded it (looked up by path: several conftest modules exist)."""
-    for plugin in request.config.pluginmanager.get_plugins():
-        f = getattr(plugin, "__file__", None)
-        if f and Path(f).resolve() == ROOT_CONFTEST:
-            return plugin
-    raise LookupError("tests/conftest.py is not loaded")
-
 
 @pytest.fixture
-def running_app(root_conftest: Any) -> Any:
-    """tests/conftest.py's running_app: the app with its lifespan behind an ASGI httpx client."""
-    return root_conftest.running_app
+def running_app() -> Any:
+    """The app with its lifespan behind an ASGI httpx client (tests/helpers.py)."""
+    return helpers.running_app
 
 
 @pytest.fixture(scope="session")
