@@ -44,6 +44,10 @@ class Options:
     http_api: str = "tei"
     http_model: str = "rerank"
     sweep: bool = False
+    sweep_weights: tuple[float, ...] = SWEEP_WEIGHTS
+    sweep_k: tuple[int, ...] = SWEEP_K
+    sweep_ef: tuple[int, ...] = SWEEP_EF
+    sweep_ef_k: tuple[int, ...] = SWEEP_EF_K
     cache_dir: Path = Path("data/eval-cache")
     rebuild: bool = False
     batch_size: int = 16
@@ -319,28 +323,37 @@ async def run_sweep(
     """nDCG@10 over a grid: fusion weight x candidate k (lexical reranker), and hnsw ef x k."""
 
     weights: dict[str, dict[str, float]] = {}
-    for w in SWEEP_WEIGHTS:
+    ids: dict[str, str] = {}
+    for w in opts.sweep_weights:
         log(opts, f"sweep: fusion weight {w:g}")
         s = settings_for(kind="lexical", fusion_weight=w)
-        async with running_gateway(s) as (client, _):
+        async with running_gateway(s) as (client, state):
+            ids[f"{w:g}"] = state.reranker.id if state.reranker is not None else "none"
             row = {}
-            for k in SWEEP_K:
+            for k in opts.sweep_k:
                 run, *_ = await ask(client, judged, k=k, rerank=True, ef=opts.ef)
                 row[str(k)] = evaluate(run, qrels, queries).means["ndcg@10"]
         weights[f"{w:g}"] = row
     ef_grid: dict[str, dict[str, float]] = {}
     s = settings_for(kind="lexical")
     async with running_gateway(s) as (client, _):
-        for ef in SWEEP_EF:
+        for ef in opts.sweep_ef:
             log(opts, f"sweep: ef {ef}")
             row = {}
-            for k in SWEEP_EF_K:
+            for k in opts.sweep_ef_k:
                 run, *_ = await ask(client, judged, k=k, rerank=False, ef=ef)
                 row[f"dense k={k}"] = evaluate(run, qrels, queries).means["ndcg@10"]
             run, *_ = await ask(client, judged, k=opts.k, rerank=True, ef=ef)
             row[f"lexical k={opts.k}"] = evaluate(run, qrels, queries).means["ndcg@10"]
             ef_grid[str(ef)] = row
-    return {"metric": "ndcg@10", "fusion_weight_by_k": weights, "ef": ef_grid}
+    return {
+        "metric": "ndcg@10",
+        "fusion_weight_by_k": weights,
+        "rerankers": ids,
+        "ef": ef_grid,
+        "default_fusion_weight": f"{s.reranker.fusion_weight:g}",
+        "default_ef": str(s.qdrant.ef_default),
+    }
 
 
 # ---------------------------------------------------------------------------------- output
@@ -390,7 +403,7 @@ def render(report: Report) -> str:
         for c in report.comparisons:
             if "delta" in c:
                 out.append(
-                    f"| {c['a']} | {c['delta']:+.3f} | [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | "
+                    f"| {c['a']} | {c['delta']:+.4f} | [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] | "
                     f"{c['wins']} / {c['ties']} / {c['losses']} |"
                 )
     if report.sweep:
@@ -402,18 +415,25 @@ def render(report: Report) -> str:
 def render_sweep(sweep: dict[str, Any]) -> str:
     wk: dict[str, dict[str, float]] = sweep["fusion_weight_by_k"]
     ks = list(next(iter(wk.values())))
-    out = ["### Sweep: nDCG@10, lexical reranker, fusion weight x candidates k", ""]
+    out = [
+        "### Sweep: nDCG@10, lexical reranker, fusion weight x candidates k",
+        "",
+        "Weight 0 is the vector order (dense only), 1 is BM25 over the k candidates alone.",
+        "",
+    ]
     out.append("| fusion weight | " + " | ".join(f"k={k}" for k in ks) + " |")
     out.append("|---|" + "---|" * len(ks))
     for w, row in wk.items():
-        out.append(f"| {w} | " + " | ".join(_f(row[k]) for k in ks) + " |")
+        label = f"{w} (default)" if w == sweep.get("default_fusion_weight") else w
+        out.append(f"| {label} | " + " | ".join(_f(row[k]) for k in ks) + " |")
     ef: dict[str, dict[str, float]] = sweep["ef"]
     cols = list(next(iter(ef.values())))
-    out += ["", "### Sweep: nDCG@10 by hnsw ef", ""]
+    out += ["", "### Sweep: nDCG@10 by hnsw ef (the request's `ef`)", ""]
     out.append("| ef | " + " | ".join(cols) + " |")
     out.append("|---|" + "---|" * len(cols))
     for e, row in ef.items():
-        out.append(f"| {e} | " + " | ".join(_f(row[c]) for c in cols) + " |")
+        label = f"{e} (default)" if e == sweep.get("default_ef") else e
+        out.append(f"| {label} | " + " | ".join(_f(row[c]) for c in cols) + " |")
     return "\n".join(out)
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import uvicorn
-from helpers import free_port, wait_port
+from helpers import free_port, make_settings, wait_port
 
 from eval.__main__ import main, parse
+from eval.run import Options, evaluate_dataset, render
 
 PASSAGES = {
     "d01": ("", "Zebra migration across the Serengeti follows the rains every year."),
@@ -192,3 +193,37 @@ def test_cli_refuses_a_directory_that_is_not_beir(tmp_path: Path) -> None:
         parse(["--data", str(tmp_path)])
     opts = parse(["--data", str(write_beir(tmp_path / "d", PASSAGES)), "-k", "50", "--sweep", "--no-write"])
     assert (opts.k, opts.sweep, opts.results_dir) == (50, True, None)
+
+
+async def test_sweep_through_the_gateway(tmp_path: Path, model_dir: Path) -> None:
+    data = write_beir(tmp_path / "tiny", PASSAGES)
+    opts = Options(
+        data=data,
+        cache_dir=tmp_path / "cache",
+        results_dir=None,
+        quiet=True,
+        sweep=True,
+        sweep_weights=(0.0, 0.2, 1.0),
+        sweep_k=(5, 12),
+        sweep_ef=(4, 64),
+        sweep_ef_k=(5,),
+    )
+    report = await evaluate_dataset(opts, make_settings(model_dir, tmp_path / "unused", None))
+    dense = report.rows[1].summary.means["ndcg@10"]
+    grid = report.sweep["fusion_weight_by_k"]
+    assert set(grid) == {"0", "0.2", "1"}
+    # weight 0 is the vector order whatever k is; nDCG@10 of the vector order over all 12
+    # passages (k=12) is the dense row's
+    assert grid["0"]["12"] == pytest.approx(dense)
+    # each weight is its own gateway, whose reranker has that weight
+    assert report.sweep["rerankers"] == {
+        "0": "lexical-bm25@v2:w=0:k1=0.9:b=0.4",
+        "0.2": "lexical-bm25@v2:w=0.2:k1=0.9:b=0.4",
+        "1": "lexical-bm25@v2:w=1:k1=0.9:b=0.4",
+    }
+    assert all(0 < v <= 1 for row in grid.values() for v in row.values())
+    assert report.sweep["ef"]["64"]["dense k=5"] == pytest.approx(grid["0"]["5"])
+    assert set(report.sweep["ef"]["4"]) == {"dense k=5", "lexical k=100"}
+    text = render(report)
+    assert "| 0.2 (default) |" in text
+    assert "| 64 (default) |" in text
