@@ -81,7 +81,9 @@ class QdrantSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     url: str | None = Field("redis://127.0.0.1:6379/0", description="unset or empty = no cache")
-    timeout_s: float = Field(0.05, gt=0, description="bound on one cache operation")
+    timeout_s: float = Field(
+        0.1, gt=0, description="bound on one cache operation (event-loop lag under load counts too)"
+    )
     connect_timeout_s: float = Field(0.2, gt=0, description="bound on opening a connection")
     ttl_s: int = Field(86400, ge=1, description="lifetime of a cached rerank result")
     max_connections: int = Field(64, ge=1, description="connection pool size")
