@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -141,22 +142,55 @@ def _minmax(values: Sequence[float]) -> list[float]:
     return [(v - lo) / (hi - lo) for v in values]
 
 
+DocStats = tuple[int, Counter[str]]  # (length in tokens, term frequencies)
+
+
+def doc_stats(text: str) -> DocStats:
+    tokens = tokenize(text)
+    return len(tokens), Counter(tokens)
+
+
 def bm25_scores(query: str, texts: Sequence[str], k1: float, b: float) -> list[float]:
     """BM25 of `query` against each text, with document frequencies over `texts` themselves."""
-    docs = [tokenize(t) for t in texts]
-    terms = set(tokenize(query))
+    return bm25_from_stats(set(tokenize(query)), [doc_stats(t) for t in texts], k1, b)
+
+
+def bm25_from_stats(terms: set[str], docs: Sequence[DocStats], k1: float, b: float) -> list[float]:
     n = len(docs)
     if not terms or n == 0:
         return [0.0] * n
-    avgdl = sum(len(d) for d in docs) / n or 1.0
-    tfs = [Counter(d) for d in docs]
-    df = {t: sum(1 for tf in tfs if t in tf) for t in terms}
+    avgdl = sum(length for length, _ in docs) / n or 1.0
+    df = {t: sum(1 for _, tf in docs if t in tf) for t in terms}
     idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
     out = []
-    for d, tf in zip(docs, tfs, strict=True):
-        norm = k1 * (1 - b + b * len(d) / avgdl)
+    for length, tf in docs:
+        norm = k1 * (1 - b + b * length / avgdl)
         out.append(sum(idf[t] * tf[t] * (k1 + 1) / (tf[t] + norm) for t in terms if t in tf))
     return out
+
+
+class _StatsCache:
+    """Token statistics of passages by (point id, content hash): tokenizing the 50 candidates is
+    most of a rerank's cost and does not depend on the query. A changed passage has a new
+    content hash, so it is never scored with stale statistics. Bounded; emptied when full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: dict[tuple[str, str], DocStats] = {}
+        self._lock = threading.Lock()
+
+    def get(self, c: Candidate) -> DocStats:
+        key = (c.id, str(c.payload.get("content_hash") or c.text))
+        with self._lock:
+            hit = self._data.get(key)
+        if hit is not None:
+            return hit
+        stats = doc_stats(c.text)
+        with self._lock:
+            if len(self._data) >= self.size:
+                self._data.clear()
+            self._data[key] = stats
+        return stats
 
 
 class LexicalReranker:
@@ -164,13 +198,16 @@ class LexicalReranker:
 
     remote = False
 
-    def __init__(self, weight: float, k1: float, b: float, concurrency: int = 2) -> None:
+    def __init__(
+        self, weight: float, k1: float, b: float, concurrency: int = 2, stats_cache_size: int = 100_000
+    ) -> None:
         self.weight = weight
         self.k1 = k1
         self.b = b
         # v2: plural folding in the tokenizer (other scores than v1 for the same parameters)
         self.id = f"lexical-bm25@v2:w={weight:g}:k1={k1:g}:b={b:g}"
         self._pool = _Pool(concurrency, "rerank")
+        self._stats = _StatsCache(stats_cache_size)
 
     @classmethod
     def from_settings(cls, s: RerankerSettings) -> LexicalReranker:
@@ -179,7 +216,8 @@ class LexicalReranker:
     def score_sync(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
             return []
-        lexical = _minmax(bm25_scores(query, [c.text for c in candidates], self.k1, self.b))
+        stats = [self._stats.get(c) for c in candidates]
+        lexical = _minmax(bm25_from_stats(set(tokenize(query)), stats, self.k1, self.b))
         dense = _minmax([c.score for c in candidates])
         w = self.weight
         return [(1 - w) * d + w * x for d, x in zip(dense, lexical, strict=True)]

@@ -169,3 +169,24 @@ def test_id_names_every_parameter() -> None:
     }
     assert base.id not in others
     assert len(others) == 3
+
+
+def test_cached_token_statistics_score_like_fresh_ones_and_follow_the_content_hash() -> None:
+    r = LexicalReranker(weight=0.5, k1=0.9, b=0.4, stats_cache_size=4)
+    rows = [(0.9, "espresso grind size"), (0.8, "grind the beans finer"), (0.7, "milk foam for latte")]
+    cs = [Candidate(f"p{i}", s, {"text": t, "content_hash": f"h{i}"}) for i, (s, t) in enumerate(rows)]
+    fresh = LexicalReranker(weight=0.5, k1=0.9, b=0.4).score_sync("finer grind", cs)
+    assert r.score_sync("finer grind", cs) == fresh
+    assert r.score_sync("finer grind", cs) == fresh  # second time from the cache
+    # same point id, new text and hash (a re-index): the new text is what gets scored
+    changed = [cs[0], Candidate("p1", 0.8, {"text": "latte art with milk", "content_hash": "h1b"}), cs[2]]
+    expected = LexicalReranker(weight=0.5, k1=0.9, b=0.4).score_sync("finer grind", changed)
+    assert r.score_sync("finer grind", changed) == expected
+    assert expected != fresh
+    # the cache is bounded: more passages than its size still score correctly
+    many = [
+        Candidate(f"q{i}", 1.0 - i / 10, {"text": f"grind {i} finer", "content_hash": f"x{i}"})
+        for i in range(9)
+    ]
+    assert r.score_sync("finer", many) == LexicalReranker(0.5, 0.9, 0.4).score_sync("finer", many)
+    assert len(r._stats._data) <= 4
