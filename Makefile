@@ -78,7 +78,7 @@ pytest: install-test model
 
 test: install-test model lint typecheck pytest ## install test needs, then ruff, mypy --strict, pytest
 
-eval: install model ## retrieval quality through /rag on a BEIR dataset: make eval [DATA=dir] [EVAL_ARGS=--sweep]
+eval: install model ## retrieval quality through /rag on a BEIR dataset: make eval [DATA=dir] [EVAL_ARGS=flags]
 	$(PY) -m eval --data $(DATA) --cache-dir $(DATA_DIR)/eval-cache $(EVAL_ARGS)
 
 .PHONY: bench

@@ -44,7 +44,12 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--http-api", choices=["tei", "cohere"], default="tei", help="its API (default tei)")
     p.add_argument("--http-model", default="rerank", help="model name for a Cohere-style API")
     p.add_argument("--sweep", action="store_true", help="also sweep fusion weight x k and ef x k")
-    p.add_argument("--cache-dir", type=Path, default=Path("data/eval-cache"), help="built collections")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("data/eval-cache"),
+        help="where built collections are cached (default data/eval-cache)",
+    )
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached collection")
     p.add_argument("--batch-size", type=int, default=16, help="passages embedded per batch (default 16)")
     p.add_argument(
@@ -53,7 +58,12 @@ def parse(argv: list[str] | None) -> Options:
         default=default_sessions(),
         help=f"single-threaded model sessions embedding in parallel (default {default_sessions()}: the CPUs)",
     )
-    p.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help="where the .md and .json reports go (default eval/results)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only; write no result files")
     a = p.parse_args(argv)
     if not (a.data / "corpus.jsonl").is_file():
