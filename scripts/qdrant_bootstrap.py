@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenant", help="tenant of the loaded passages (default RAG_SERVER__DEFAULT_TENANT)")
     parser.add_argument("--recreate", action="store_true", help="drop the collection first")
     parser.add_argument("--if-empty", action="store_true", help="load only if the collection is empty")
-    parser.add_argument("--batch-size", type=int, default=64, help="passages embedded per batch (default 64)")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="passages embedded per batch (default 16: less padding)"
+    )
     args = parser.parse_args(argv)
     if args.beir and not (args.beir / "corpus.jsonl").is_file():
         parser.error(f"{args.beir} has no corpus.jsonl")
