@@ -84,7 +84,7 @@ _STOPWORDS = frozenset(
 def fold_plural(t: str) -> str:
     """Harman's "S" stemmer: -ies -> -y, -es -> -e, -s -> (none), except -eies/-aies, -aes/-ees/-oes,
     -us/-ss; words of 3 letters or fewer are kept. A query's "causes" meets a passage's "cause";
-    on msmarco-5k it lifts BM25 over the full corpus from 0.699 to 0.724 nDCG@10 (docs/quality.md).
+    on msmarco-5k it lifts BM25 over the full corpus from 0.699 to 0.724 nDCG@10 (README, "Quality").
     """
     if len(t) <= 3 or not t.endswith("s"):
         return t
