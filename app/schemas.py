@@ -33,9 +33,13 @@ def whole(v: Any) -> Any:
 WholeInt = Annotated[StrictInt, BeforeValidator(whole)]
 FilterInt = Annotated[StrictInt, Field(ge=-(2**53 - 1), le=2**53 - 1), BeforeValidator(whole)]
 FilterScalar = StrictStr | FilterInt | StrictBool
-FilterValue = (
-    FilterScalar | Annotated[list[StrictStr | FilterInt], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+# a list matches any of its values, which must share one type: Qdrant's match-any takes either
+# strings or integers, never a mix
+FilterList = (
+    Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+    | Annotated[list[FilterInt], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
 )
+FilterValue = FilterScalar | FilterList
 
 
 def normalize_query(q: str) -> str:

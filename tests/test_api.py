@@ -125,6 +125,7 @@ BAD_BODIES: list[tuple[Any, str]] = [
     ({"q": "x", "filter": {"tenant": "other"}}, "tenant"),
     ({"q": "x", "filter": {"topic": []}}, "filter"),
     ({"q": "x", "filter": {"topic": {"$ne": 1}}}, "filter"),
+    ({"q": "x", "filter": {"source": ["faq", 1]}}, "filter"),  # one type per list
     ({"q": "x", "filter": {f"k{i}": "v" for i in range(9)}}, "filter"),
     ([1, 2], "body"),
     ("just a string", "body"),
