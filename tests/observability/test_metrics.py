@@ -3,6 +3,7 @@ scan of random paths and methods; no metric object allocated per request; and pr
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import string
@@ -190,3 +191,25 @@ async def test_promtool_accepts_the_exposition(settings_factory: Any) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == "" and out.stderr.strip() == "", out.stdout + out.stderr
+
+
+async def test_breaker_gauge_shows_half_open_at_scrape_time_without_traffic(settings_factory: Any) -> None:
+    """OPEN turns HALF_OPEN when the wait is over; a scrape must show it even if no request
+    has asked the breaker since (an alert on `== 2` must stop firing)."""
+    settings = settings_factory(
+        reranker={"kind": "http", "url": f"http://127.0.0.1:{free_port()}", "timeout_s": 0.2},
+        resilience={
+            "breaker_window": 4,
+            "breaker_min_calls": 2,
+            "breaker_open_s": 0.3,
+            "retry_attempts": 0,
+        },
+    )
+    async with running_app(settings) as (client, _):
+        for q in ("espresso", "sourdough starter"):
+            assert (await client.post("/rag", json={"q": q, "k": 5})).status_code == 200
+        opened = parse_samples((await client.get("/metrics")).text)
+        assert total(opened, "rag_circuit_breaker_state", dependency="reranker") == 2
+        await asyncio.sleep(0.4)
+        later = parse_samples((await client.get("/metrics")).text)
+        assert total(later, "rag_circuit_breaker_state", dependency="reranker") == 1
