@@ -11,8 +11,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from app.clients.embedder import Embedder
 from app.clients.vectorstore import PointIn, VectorStore, point_id
+from app.search import verify_writes
 
 RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash"})
 
@@ -48,6 +52,7 @@ async def ingest(
     docs: Iterable[Document],
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    verify: bool = True,
 ) -> int:
     """Embed and upsert `docs`, then build the index. Returns how many points were written.
 
@@ -58,6 +63,7 @@ async def ingest(
     # similar lengths in one batch waste less compute on padding
     ordered = sorted(latest.values(), key=lambda d: len(d.text))
     written = 0
+    vectors_by_tenant: dict[str, dict[str, npt.NDArray[np.float32]]] = {}
     for i in range(0, len(ordered), batch_size):
         batch = ordered[i : i + batch_size]
         vectors = await embedder.embed_batch([d.text for d in batch])
@@ -65,8 +71,14 @@ async def ingest(
             PointIn(point_id(d.tenant, d.doc_id), vectors[j], to_payload(d)) for j, d in enumerate(batch)
         ]
         await store.upsert(points)
+        for p, d in zip(points, batch, strict=True):
+            vectors_by_tenant.setdefault(d.tenant, {})[p.id] = p.vector
         written += len(batch)
         if progress is not None:
             progress(len(batch))
     await store.optimize()
+    if verify:
+        # read your writes: every point is found by its own vector, or its tenant is searched
+        # exactly until it is (app/search.py)
+        await verify_writes(store, vectors_by_tenant)
     return written

@@ -126,6 +126,12 @@ async def _announce(settings: Settings, store: VectorStore, cache: RerankCache |
     """Say at start-up what the gateway serves from, so an operator sees it in the first lines."""
     where: dict[str, Any] = {"collection": store.collection}
     try:
+        added = await store.ensure_indexes()
+        if added:
+            log.warning(
+                "payload indexes added to an existing collection",
+                extra={"collection": store.collection, "keys": added},
+            )
         where["points"] = await store.count()
     except DependencyError as exc:
         log.warning("vector store not ready", extra={"error": exc.message})

@@ -26,9 +26,12 @@ from app.errors import DeadlineExceeded, DependencyError, InvalidRequest
 from app.observability.metrics import Metrics
 from app.resilience import Deadline, Guard
 from app.schemas import RagRequest
+from app.search import complete_search
 from app.settings import QdrantSettings
 
 CacheOutcome = Literal["hit", "miss", "bypass", "off"]
+# exact types: a bool is an int to isinstance(), and must not pass for an integer key
+_FILTER_TYPES: dict[str, type] = {"keyword": str, "integer": int, "bool": bool}
 log = logging.getLogger("rag.pipeline")
 
 
@@ -150,7 +153,7 @@ class RagPipeline:
         self.tracer = tracer or trace.get_tracer("rag-gateway")
         self._single_flight = SingleFlight()
         self._background: set[asyncio.Task[None]] = set()
-        self._filter_keys = frozenset(qdrant.filter_keys)
+        self._filter_keys = dict(qdrant.filter_keys)
 
     def resolve_ef(self, tenant: str, requested: int | None) -> int:
         ef = requested if requested is not None else self._q.tenant_ef.get(tenant, self._q.ef_default)
@@ -158,11 +161,15 @@ class RagPipeline:
 
     async def run(self, req: RagRequest, tenant: str, deadline: Deadline) -> RagResult:
         filters = req.filters()
-        bad = sorted(set(filters) - self._filter_keys)
+        bad = sorted(set(filters) - set(self._filter_keys))
         if bad:
             raise InvalidRequest(
                 f"filter keys not allowed: {', '.join(bad)} (allowed: {', '.join(sorted(self._filter_keys))})"
             )
+        for key, values in filters.items():
+            kind = self._filter_keys[key]
+            if not all(type(v) is _FILTER_TYPES[kind] for v in values):
+                raise InvalidRequest(f"filter key {key!r} takes {kind} values")
         ef = self.resolve_ef(tenant, req.ef)
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
@@ -175,8 +182,15 @@ class RagPipeline:
 
         with self.tracer.start_as_current_span("search") as span:
             t0 = time.perf_counter()
-            candidates = await self.guards.qdrant.call(
-                lambda: self.store.search(vector, req.k, ef, tenant, filters), deadline
+            candidates = await complete_search(
+                self.store,
+                vector,
+                req.k,
+                ef,
+                tenant,
+                filters,
+                run=lambda fn: self.guards.qdrant.call(fn, deadline),
+                on_fallback=self.metrics.count_exact_fallback,
             )
             timings["search"] = self._stage("search", t0)
             span.set_attribute("rag.k", req.k)

@@ -7,6 +7,7 @@ Nested groups map to `RAG_<GROUP>__<FIELD>` (pydantic-settings, `__` as the deli
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -54,6 +55,16 @@ class EmbedderSettings(BaseModel):
         return self
 
 
+FilterKeyType = Literal["keyword", "integer", "bool"]
+FILTER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# set by the gateway itself: `tenant` is always filtered from the API key, the rest are not filters
+RESERVED_FILTER_KEYS = frozenset({"tenant", "text", "content_hash"})
+
+
+def _default_filter_keys() -> dict[str, FilterKeyType]:
+    return {"source": "keyword", "doc_id": "keyword", "topic": "keyword", "lang": "keyword"}
+
+
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = embedded engine on `path`")
     api_key: str | None = Field(None, description="Qdrant server API key (use a Secret)")
@@ -67,10 +78,33 @@ class QdrantSettings(BaseModel):
     tenant_ef: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="per-tenant hnsw_ef policy"
     )
-    filter_keys: list[str] = Field(
-        default_factory=lambda: ["source", "doc_id", "topic", "lang"],
-        description="payload keys a request `filter` may use",
+    filter_keys: dict[str, FilterKeyType] = Field(
+        default_factory=_default_filter_keys,
+        description="payload keys a request `filter` may use, each with its payload-index type "
+        '(`keyword`, `integer` or `bool`): `{"source": "keyword", "year": "integer"}`; a JSON list '
+        "of names means all `keyword`. Every key gets a payload index",
     )
+    full_scan_threshold_kb: int = Field(
+        10_000,
+        ge=10,
+        description="Qdrant's full_scan_threshold (KB of vectors): a filter matching fewer points "
+        "is answered by an exact scan through the payload index instead of graph traversal",
+    )
+
+    @field_validator("filter_keys", mode="before")
+    @classmethod
+    def _keys_as_list(cls, v: object) -> object:
+        if isinstance(v, list | tuple):
+            return dict.fromkeys(v, "keyword")
+        return v
+
+    @field_validator("filter_keys")
+    @classmethod
+    def _key_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if name in RESERVED_FILTER_KEYS or not FILTER_KEY_RE.match(name):
+                raise ValueError(f"filter key {name!r} is reserved or not a plain payload key")
+        return v
 
     @model_validator(mode="after")
     def _ef_bounds(self) -> QdrantSettings:

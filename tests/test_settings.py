@@ -66,7 +66,16 @@ def test_json_values(env: pytest.MonkeyPatch) -> None:
     env.setenv("RAG_QDRANT__FILTER_KEYS", '["topic", "lang"]')
     s = Settings()
     assert s.qdrant.tenant_ef == {"hot": 16, "big": 256}
-    assert s.qdrant.filter_keys == ["topic", "lang"]
+    assert s.qdrant.filter_keys == {"topic": "keyword", "lang": "keyword"}  # a list: all keyword
+    env.setenv("RAG_QDRANT__FILTER_KEYS", '{"topic": "keyword", "year": "integer", "draft": "bool"}')
+    assert Settings().qdrant.filter_keys == {"topic": "keyword", "year": "integer", "draft": "bool"}
+
+
+@pytest.mark.parametrize("keys", ['["tenant"]', '["text"]', '{"a.b": "keyword"}', '{"topic": "float"}'])
+def test_filter_keys_refuse_reserved_names_and_unknown_types(env: pytest.MonkeyPatch, keys: str) -> None:
+    env.setenv("RAG_QDRANT__FILTER_KEYS", keys)
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 def test_empty_redis_url_means_no_cache(env: pytest.MonkeyPatch) -> None:

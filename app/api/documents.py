@@ -33,6 +33,7 @@ from app.api.deps import State
 from app.clients.vectorstore import point_id
 from app.ingest import RESERVED, Document, content_hash, ingest
 from app.schemas import ErrorBody, whole
+from app.search import forget_points
 from app.settings import TENANT_PATTERN
 
 router = APIRouter(tags=["documents"])
@@ -169,5 +170,6 @@ async def delete_document(
     """Delete one document of `tenant` by id (admin keys only); deleting a missing id is a no-op."""
     pid = point_id(tenant, doc_id)
     await state.store.delete([pid])
+    forget_points(state.store, tenant, [pid])
     log.info("document deleted", extra={"tenant": tenant, "key_id": admin.key_id})
     return _json(request, DeletedResponse(tenant=tenant, id=doc_id, point_id=pid))

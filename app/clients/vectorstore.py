@@ -5,7 +5,18 @@
 - ServerStore: a Qdrant server or cluster by URL through `qdrant-client`'s AsyncQdrantClient.
 
 Both create the collection idempotently with the DESIGN §4 schema (cosine, HNSW m/ef_construct,
-keyword index on `tenant` with is_tenant) and always filter searches by tenant.
+keyword index on `tenant` with is_tenant, and a payload index for every allow-listed filter key,
+typed as configured) and always filter searches by tenant.
+
+Why every filter key is indexed and full_scan_threshold is Qdrant's default: Qdrant plans a
+filtered search from payload-index cardinality. A filter whose points it can count below the
+threshold is answered exactly (payload index, then scoring); anything else walks the HNSW graph,
+only through points that pass the filter. With the old threshold of 10 KB (6 points at 384 dims)
+and no index on `source`/`topic`/`doc_id`, selective filters walked a graph whose filtered part
+is disconnected and came back short; and a small tenant's graph rebuilt by `optimize()` after one
+upsert was reachable from one point only (measured with qdrant-edge 0.9.0; exact search on the
+same shard saw all of them). The pipeline still checks counts and falls back to exact search
+(app/search.py): no engine defect may drop passages unseen.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import DependencyBadResponse, DependencyRejected, DependencyTimeout, DependencyUnavailable
-from app.settings import QdrantSettings
+from app.settings import FilterKeyType, QdrantSettings
 
 DEPENDENCY = "qdrant"
 FilterValue = str | int | bool
@@ -60,8 +71,16 @@ class VectorStore(Protocol):
     async def drop(self) -> None: ...
 
     async def search(
-        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        ef: int,
+        tenant: str,
+        filters: Filters,
+        exact: bool = False,
     ) -> list[Candidate]: ...
+
+    async def ensure_indexes(self) -> list[str]: ...
 
     async def upsert(self, points: list[PointIn]) -> None: ...
 
@@ -69,7 +88,7 @@ class VectorStore(Protocol):
 
     async def optimize(self) -> None: ...
 
-    async def count(self, tenant: str | None = None) -> int: ...
+    async def count(self, tenant: str | None = None, filters: Filters | None = None) -> int: ...
 
     async def info(self) -> dict[str, Any]: ...
 
@@ -86,6 +105,7 @@ class EdgeStore:
         self.collection = settings.collection
         self.path = settings.path / settings.collection
         self._shard: Any = None
+        self._stale_threshold = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._load_if_present()
 
@@ -97,7 +117,36 @@ class EdgeStore:
         from qdrant_edge import EdgeShard
 
         if (self.path / "edge_config.json").exists():
-            self._shard = EdgeShard.load(str(self.path))
+            dim = self._dim()
+            self._stale_threshold = self._built_threshold() != self._s.full_scan_threshold_kb
+            # loading with our config applies a changed full_scan_threshold; the next optimize()
+            # rebuilds the segments that were built with the old one
+            self._shard = (
+                EdgeShard.load(str(self.path), self._config(dim))
+                if dim is not None
+                else EdgeShard.load(str(self.path))
+            )
+
+    def _config(self, dim: int) -> Any:
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeOptimizersConfig,
+            EdgeVectorParams,
+            HnswIndexConfig,
+        )
+
+        return EdgeConfig(
+            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            hnsw_config=HnswIndexConfig(
+                m=self._s.hnsw_m,
+                ef_construct=self._s.hnsw_ef_construct,
+                full_scan_threshold=self._s.full_scan_threshold_kb,
+            ),
+            # index every segment, however small: the default threshold would leave a corpus
+            # of a few thousand points as a plain scan and never build the HNSW graph
+            optimizers=EdgeOptimizersConfig(indexing_threshold=1),
+        )
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -132,39 +181,66 @@ class EdgeStore:
         await self._run(shutil.rmtree, self.path, True)
 
     def _create(self, dim: int) -> bool:
-        from qdrant_edge import (
-            Distance,
-            EdgeConfig,
-            EdgeOptimizersConfig,
-            EdgeShard,
-            EdgeVectorParams,
-            HnswIndexConfig,
-            KeywordIndexParams,
-            UpdateOperation,
-        )
+        from qdrant_edge import EdgeShard, KeywordIndexParams, UpdateOperation
 
-        config = EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
-            hnsw_config=HnswIndexConfig(
-                m=self._s.hnsw_m, ef_construct=self._s.hnsw_ef_construct, full_scan_threshold=10
-            ),
-            # index every segment, however small: the default threshold would leave a corpus
-            # of a few thousand points as a plain scan and never build the HNSW graph
-            optimizers=EdgeOptimizersConfig(indexing_threshold=1),
-        )
         self.path.mkdir(parents=True, exist_ok=True)
-        shard = EdgeShard.create(str(self.path), config)
+        shard = EdgeShard.create(str(self.path), self._config(dim))
         shard.update(UpdateOperation.create_field_index("tenant", KeywordIndexParams(is_tenant=True)))
+        for name, kind in self._s.filter_keys.items():
+            shard.update(UpdateOperation.create_field_index(name, _edge_index_params(kind)))
         self._shard = shard
         return True
 
+    async def ensure_indexes(self) -> list[str]:
+        """Add the payload index of every allow-listed filter key the collection lacks (a
+        collection made by an older version); returns the keys indexed now."""
+        if self._shard is None:
+            return []
+        return list(await self._run(self._ensure_indexes))
+
+    def _ensure_indexes(self) -> list[str]:
+        from qdrant_edge import UpdateOperation
+
+        shard = self._shard_or_raise()
+        have = set(shard.info().payload_schema)
+        added = [name for name in self._s.filter_keys if name not in have]
+        for name in added:
+            kind = self._s.filter_keys[name]
+            shard.update(UpdateOperation.create_field_index(name, _edge_index_params(kind)))
+        if added or self._stale_threshold:
+            shard.optimize()  # rebuild segments with the indexes and the threshold in force
+            shard.flush()
+            self._stale_threshold = False
+        return added
+
+    def _built_threshold(self) -> int | None:
+        import json
+
+        try:
+            cfg = json.loads((self.path / "edge_config.json").read_text())
+            return int(cfg["hnsw_config"]["full_scan_threshold"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     async def search(
-        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        ef: int,
+        tenant: str,
+        filters: Filters,
+        exact: bool = False,
     ) -> list[Candidate]:
-        return list(await self._run(self._search, vector, k, ef, tenant, filters))
+        return list(await self._run(self._search, vector, k, ef, tenant, filters, exact))
 
     def _search(
-        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        ef: int,
+        tenant: str,
+        filters: Filters,
+        exact: bool,
     ) -> list[Candidate]:
         from qdrant_edge import Query, SearchParams, SearchRequest
 
@@ -174,7 +250,7 @@ class EdgeStore:
                 query=Query.Nearest(vector.tolist()),
                 limit=k,
                 filter=_edge_filter(tenant, filters),
-                params=SearchParams(hnsw_ef=ef),
+                params=SearchParams(hnsw_ef=ef, exact=exact),
                 with_payload=True,
             )
         )
@@ -200,10 +276,10 @@ class EdgeStore:
     async def optimize(self) -> None:
         await self._run(lambda: (self._shard_or_raise().optimize(), self._shard_or_raise().flush()))
 
-    async def count(self, tenant: str | None = None) -> int:
+    async def count(self, tenant: str | None = None, filters: Filters | None = None) -> int:
         from qdrant_edge import CountRequest
 
-        flt = _edge_filter(tenant, {}) if tenant is not None else None
+        flt = _edge_filter(tenant, filters or {})
         return int(await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=flt))))
 
     async def info(self) -> dict[str, Any]:
@@ -257,6 +333,26 @@ def _check_dim(collection: str, existing: int | None, wanted: int) -> None:
             f"collection {collection!r} holds {existing}-dim vectors but the embedder makes "
             f"{wanted}-dim ones; recreate it (bootstrap --recreate) or use another collection",
         )
+
+
+def _edge_index_params(kind: FilterKeyType) -> Any:
+    from qdrant_edge import BoolIndexParams, IntegerIndexParams, KeywordIndexParams
+
+    if kind == "integer":
+        return IntegerIndexParams(lookup=True, range=False)
+    if kind == "bool":
+        return BoolIndexParams()
+    return KeywordIndexParams()
+
+
+def _server_index_schema(kind: FilterKeyType) -> Any:
+    from qdrant_client import models
+
+    if kind == "integer":
+        return models.PayloadSchemaType.INTEGER
+    if kind == "bool":
+        return models.PayloadSchemaType.BOOL
+    return models.PayloadSchemaType.KEYWORD
 
 
 def _edge_filter(tenant: str | None, filters: Filters) -> Any:
@@ -374,9 +470,31 @@ class ServerStore:
                 self.collection,
                 "tenant",
                 field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+                wait=True,
             )
         )
+        await self._create_indexes(list(self._s.filter_keys))
         return True
+
+    async def _create_indexes(self, names: list[str]) -> None:
+        for name in names:
+            await self._call(
+                self._client.create_payload_index(
+                    self.collection,
+                    name,
+                    field_schema=_server_index_schema(self._s.filter_keys[name]),
+                    wait=True,
+                )
+            )
+
+    async def ensure_indexes(self) -> list[str]:
+        if not await self._call(self._client.collection_exists(self.collection)):
+            return []
+        info = await self._call(self._client.get_collection(self.collection))
+        have = set(info.payload_schema or {})
+        added = [name for name in self._s.filter_keys if name not in have]
+        await self._create_indexes(added)
+        return added
 
     async def drop(self) -> None:
         await self._call(self._client.delete_collection(self.collection))
@@ -396,7 +514,13 @@ class ServerStore:
         return models.Filter(must=must) if must else None
 
     async def search(
-        self, vector: npt.NDArray[np.float32], k: int, ef: int, tenant: str, filters: Filters
+        self,
+        vector: npt.NDArray[np.float32],
+        k: int,
+        ef: int,
+        tenant: str,
+        filters: Filters,
+        exact: bool = False,
     ) -> list[Candidate]:
         from qdrant_client import models
 
@@ -406,7 +530,7 @@ class ServerStore:
                 query=vector.tolist(),
                 limit=k,
                 query_filter=self._filter(tenant, filters),
-                search_params=models.SearchParams(hnsw_ef=ef),
+                search_params=models.SearchParams(hnsw_ef=ef, exact=exact),
                 with_payload=True,
             )
         )
@@ -429,15 +553,17 @@ class ServerStore:
         from qdrant_client import models
 
         await self._call(
-            self._client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)))
+            self._client.delete(
+                self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
+            )
         )
 
     async def optimize(self) -> None:
         return None  # the server indexes in the background
 
-    async def count(self, tenant: str | None = None) -> int:
+    async def count(self, tenant: str | None = None, filters: Filters | None = None) -> int:
         resp = await self._call(
-            self._client.count(self.collection, count_filter=self._filter(tenant, {}), exact=True)
+            self._client.count(self.collection, count_filter=self._filter(tenant, filters or {}), exact=True)
         )
         return int(resp.count)
 

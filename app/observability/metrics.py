@@ -97,6 +97,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.exact_fallback = Counter(
+            "rag_search_exact_fallback_total",
+            "Searches answered by exact search because the index answer could not be trusted: "
+            "`short` (fewer hits than matching points) or `unverified_write` (the tenant's last "
+            "write was not found by its own vector)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("short", "unverified_write"):
+            self.exact_fallback.labels(reason)
         self.in_flight = Gauge(
             "rag_requests_in_flight", "In-flight /rag requests", registry=r, multiprocess_mode="livesum"
         )
@@ -126,6 +136,9 @@ class Metrics:
         if child is None:
             child = self._degraded[key] = self.degraded.labels(component, reason)
         child.inc()
+
+    def count_exact_fallback(self, reason: str) -> None:
+        self.exact_fallback.labels(reason).inc()
 
     def count_retry(self, dependency: str) -> None:
         child = self._retries.get(dependency)
