@@ -119,7 +119,9 @@ async def verify_writes(
         todo.setdefault(tenant, {}).update(points)
     missed: dict[str, int] = {}
     for tenant, points in todo.items():
-        lost = {pid: vec for pid, vec in points.items() if not await _finds(store, tenant, pid, vec)}
+        ids = list(points)
+        found = await store.nearest_ids(np.stack([points[i] for i in ids]), VERIFY_LIMIT, VERIFY_EF, tenant)
+        lost = {pid: points[pid] for pid, hits in zip(ids, found, strict=True) if not _finds(pid, hits)}
         if lost:
             integrity.unverified[tenant] = lost
             missed[tenant] = len(lost)
@@ -129,12 +131,11 @@ async def verify_writes(
     return missed
 
 
-async def _finds(store: VectorStore, tenant: str, pid: str, vector: npt.NDArray[np.float32]) -> bool:
-    hits = await store.search(vector, VERIFY_LIMIT, VERIFY_EF, tenant, {})
-    if any(h.id == pid for h in hits):
+def _finds(pid: str, hits: list[tuple[str, float]]) -> bool:
+    if any(hid == pid for hid, _ in hits):
         return True
     # exact duplicates of the point can fill every place ahead of it: a tie, not a miss
-    return len(hits) == VERIFY_LIMIT and hits[-1].score >= SAME_VECTOR
+    return len(hits) == VERIFY_LIMIT and hits[-1][1] >= SAME_VECTOR
 
 
 def forget_points(store: VectorStore, tenant: str, ids: list[str]) -> None:

@@ -37,6 +37,7 @@ from app.settings import FilterKeyType, QdrantSettings
 DEPENDENCY = "qdrant"
 FilterValue = str | int | bool
 Filters = Mapping[str, Sequence[FilterValue]]
+NEAREST_BATCH = 64
 POINT_NAMESPACE = uuid.UUID("6f1c1c0e-3a53-4c0b-9a36-6b2f8d1d2a10")
 
 
@@ -81,6 +82,10 @@ class VectorStore(Protocol):
     ) -> list[Candidate]: ...
 
     async def ensure_indexes(self) -> list[str]: ...
+
+    async def nearest_ids(
+        self, vectors: npt.NDArray[np.float32], k: int, ef: int, tenant: str
+    ) -> list[list[tuple[str, float]]]: ...
 
     async def upsert(self, points: list[PointIn]) -> None: ...
 
@@ -255,6 +260,36 @@ class EdgeStore:
             )
         )
         return [Candidate(str(h.id), float(h.score), h.payload or {}) for h in hits]
+
+    async def nearest_ids(
+        self, vectors: npt.NDArray[np.float32], k: int, ef: int, tenant: str
+    ) -> list[list[tuple[str, float]]]:
+        """(id, score) of the top k of each vector under the tenant filter, as one planned batch
+        through the index (no payloads): what write verification asks."""
+        return list(await self._run(self._nearest_ids, vectors, k, ef, tenant))
+
+    def _nearest_ids(
+        self, vectors: npt.NDArray[np.float32], k: int, ef: int, tenant: str
+    ) -> list[list[tuple[str, float]]]:
+        from qdrant_edge import Query, QueryBatchRequest, QueryRequest, SearchParams
+
+        shard = self._shard_or_raise()
+        flt = _edge_filter(tenant, {})
+        out: list[list[tuple[str, float]]] = []
+        for i in range(0, len(vectors), NEAREST_BATCH):
+            requests = [
+                QueryRequest(
+                    limit=k,
+                    query=Query.Nearest(v.tolist()),
+                    filter=flt,
+                    params=SearchParams(hnsw_ef=ef),
+                    with_payload=False,
+                )
+                for v in vectors[i : i + NEAREST_BATCH]
+            ]
+            for hits in shard.query_batch(QueryBatchRequest(requests)):
+                out.append([(str(h.id), float(h.score)) for h in hits])
+        return out
 
     async def upsert(self, points: list[PointIn]) -> None:
         await self._run(self._upsert, points)
@@ -535,6 +570,28 @@ class ServerStore:
             )
         )
         return [Candidate(str(p.id), float(p.score), p.payload or {}) for p in resp.points]
+
+    async def nearest_ids(
+        self, vectors: npt.NDArray[np.float32], k: int, ef: int, tenant: str
+    ) -> list[list[tuple[str, float]]]:
+        from qdrant_client import models
+
+        flt = self._filter(tenant, {})
+        out: list[list[tuple[str, float]]] = []
+        for i in range(0, len(vectors), NEAREST_BATCH):
+            requests = [
+                models.QueryRequest(
+                    query=v.tolist(),
+                    limit=k,
+                    filter=flt,
+                    params=models.SearchParams(hnsw_ef=ef),
+                    with_payload=False,
+                )
+                for v in vectors[i : i + NEAREST_BATCH]
+            ]
+            resps = await self._call(self._client.query_batch_points(self.collection, requests=requests))
+            out.extend([(str(p.id), float(p.score)) for p in r.points] for r in resps)
+        return out
 
     async def upsert(self, points: list[PointIn]) -> None:
         from qdrant_client import models

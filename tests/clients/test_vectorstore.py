@@ -183,7 +183,11 @@ async def test_schema_hnsw_and_tenant_index(store: VectorStore, backend: str) ->
         keyword = {"data_type": "keyword", "params": {"type": "keyword"}}
         # every allow-listed filter key is indexed (issue: selective filters came back short)
         assert info["payload_schema"] == {
-            "tenant": {"data_type": "keyword", "params": {"type": "keyword", "is_tenant": True}, "points": 40},
+            "tenant": {
+                "data_type": "keyword",
+                "params": {"type": "keyword", "is_tenant": True},
+                "points": 40,
+            },
             "source": {**keyword, "points": 40},
             "doc_id": {**keyword, "points": 40},
             "topic": {**keyword, "points": 40},
@@ -194,7 +198,9 @@ async def test_schema_hnsw_and_tenant_index(store: VectorStore, backend: str) ->
         calls = store._client.calls
         assert [c[0] for c in calls] == ["create_collection"] + ["create_payload_index"] * 5
         indexed = {c[1][1]: c[2]["field_schema"] for c in calls[2:]}
-        assert indexed == dict.fromkeys(["source", "doc_id", "topic", "lang"], models.PayloadSchemaType.KEYWORD)
+        assert indexed == dict.fromkeys(
+            ["source", "doc_id", "topic", "lang"], models.PayloadSchemaType.KEYWORD
+        )
         create = calls[0][2]
         assert create["vectors_config"] == models.VectorParams(size=DIM, distance=models.Distance.COSINE)
         assert create["hnsw_config"].m == 32
