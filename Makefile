@@ -19,7 +19,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAG_EMBEDDER__MODEL_DIR ?= $(MODEL_DIR)
 export RAG_QDRANT__PATH ?= $(DATA_DIR)/qdrant
 
-.PHONY: help run test lint typecheck pytest install install-test deploy-tools model bootstrap system-deps clean
+.PHONY: help run test test-repeat lint typecheck pytest install install-test deploy-tools model bootstrap system-deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,10 @@ pytest: install-test model
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test: install-test model lint typecheck pytest ## install test needs, then ruff, mypy --strict, pytest
+
+N ?= 3
+test-repeat: ## flake check: the whole suite N times (default 3) on a fresh clone of HEAD
+	VENV=$(VENV) bash scripts/test_repeat.sh $(N)
 
 eval: install model ## retrieval quality through /rag on a BEIR dataset: make eval [DATA=dir] [EVAL_ARGS=flags]
 	$(PY) -m eval --data $(DATA) --cache-dir $(DATA_DIR)/eval-cache $(EVAL_ARGS)
