@@ -4,11 +4,12 @@ Everything built here is cached under bench/.cache/ (gitignored), keyed by size,
 embedding model revision, so only the first run pays for it:
 
 - `embeddings-n<N>-s<seed>-<rev>.npy`: the real ONNX embeddings of the synthetic corpus.
-- `shards/n<N>-s<seed>-<rev>/`: an embedded Qdrant (qdrant-edge) collection with the gateway's
-  payload (app.ingest.to_payload) and HNSW built by optimize(). Sizes above the corpus are
-  grown with perturbed copies of the real vectors (same text and payload, new doc id), because
-  embedding 100k passages with the model on two cores takes far too long; the copies keep the
-  clustered structure of real embeddings, which is what HNSW cost depends on.
+- `shards/v2-n<N>-s<seed>-<rev>/`: an embedded Qdrant (qdrant-edge) collection of N distinct
+  synthetic passages with their real embeddings, the gateway's payload (app.ingest.to_payload)
+  and HNSW built by optimize(). Every size is real text embedded by the model (the 100k corpus
+  takes minutes to embed, once). Earlier shards grew past 2k with perturbed copies of the 2k
+  vectors: near-duplicate islands that HNSW cannot reach, so their recall meant nothing
+  (bench/recall.py measures it).
 - `naive-n<N>-s<seed>-<rev>/`: the same passages and vectors in qdrant-client's local mode for
   the naive peer.
 
@@ -46,8 +47,6 @@ from app.settings import QdrantSettings  # noqa: E402
 COLLECTION = "rag_docs"
 TENANT = "default"
 CORPUS_SEED = 0
-# perturbed copies: cosine to their source vector ~0.9, like near-duplicate passages
-NOISE_SIGMA = 0.025
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
 
 
@@ -97,23 +96,12 @@ def load_corpus(n: int, model_dir: Path, seed: int = CORPUS_SEED) -> Corpus:
     return Corpus(passages, vectors, rev)
 
 
-def grown(
-    corpus: Corpus, size: int, seed: int
-) -> Iterator[tuple[int, dict[str, str], npt.NDArray[np.float32]]]:
-    """`size` (index, passage, vector) rows: the corpus itself, then perturbed copies."""
-    rng = np.random.default_rng(seed)
-    for i in range(min(size, corpus.n)):
+def grown(corpus: Corpus, size: int) -> Iterator[tuple[int, dict[str, str], npt.NDArray[np.float32]]]:
+    """The first `size` (index, passage, vector) rows of the corpus: real passages only."""
+    if size > corpus.n:
+        raise ValueError(f"a {size}-point shard needs a corpus of at least {size} passages, not {corpus.n}")
+    for i in range(size):
         yield i, corpus.passages[i], corpus.vectors[i]
-    batch = 4096
-    for start in range(corpus.n, size, batch):
-        m = min(batch, size - start)
-        src = rng.integers(0, corpus.n, size=m)
-        v = corpus.vectors[src] + rng.normal(0, NOISE_SIGMA, (m, corpus.vectors.shape[1])).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        for j in range(m):
-            p = dict(corpus.passages[int(src[j])])
-            p["id"] = f"syn-{start + j:06d}"
-            yield start + j, p, v[j]
 
 
 def _document(p: dict[str, str]) -> Document:
@@ -123,7 +111,7 @@ def _document(p: dict[str, str]) -> Document:
 
 def shard_root(corpus: Corpus, size: int, seed: int = CORPUS_SEED) -> Path:
     """The RAG_QDRANT__PATH of a built shard of `size` points (built on first use)."""
-    root = CACHE / "shards" / f"n{size}-s{seed}-{corpus.revision}"
+    root = CACHE / "shards" / f"v2-n{size}-s{seed}-{corpus.revision}"
     done = root / ".complete"
     if done.exists():
         return root
@@ -141,7 +129,7 @@ async def _build_shard(root: Path, corpus: Corpus, size: int, seed: int) -> None
     try:
         await store.ensure_collection(corpus.vectors.shape[1])
         batch: list[PointIn] = []
-        for _, p, v in grown(corpus, size, seed):
+        for _, p, v in grown(corpus, size):
             batch.append(PointIn(point_id(TENANT, p["id"]), v, to_payload(_document(p))))
             if len(batch) == 1024:
                 await store.upsert(batch)
@@ -173,7 +161,7 @@ def naive_root(corpus: Corpus, seed: int = CORPUS_SEED) -> Path:
             models.PointStruct(
                 id=point_id(TENANT, p["id"]), vector=v.tolist(), payload=to_payload(_document(p))
             )
-            for _, p, v in grown(corpus, corpus.n, seed)
+            for _, p, v in grown(corpus, corpus.n)
         ]
         for i in range(0, len(points), 512):
             client.upsert(COLLECTION, points=points[i : i + 512])

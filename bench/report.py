@@ -31,6 +31,9 @@ SCENARIOS = {
 RSS_LIMIT_MB = 400.0
 
 
+RECALL_TARGET = 0.98
+
+
 def s4_server(size: int) -> str:
     return f"gateway @{size_label(size)}"
 
@@ -115,7 +118,9 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
 
 
-def evaluate(aggs: dict[tuple[str, str], Agg], sizes: list[int], full_size: int) -> list[Target]:
+def evaluate(
+    aggs: dict[tuple[str, str], Agg], sizes: list[int], full_size: int, recall: dict[str, Any] | None = None
+) -> list[Target]:
     """The issue's target lines, each PASS, MISS or SKIP (not measured). A target that rests on
     a failed scenario (any non-2xx or transport error) is a MISS whatever its numbers say."""
     t: list[Target] = []
@@ -223,10 +228,35 @@ def evaluate(aggs: dict[tuple[str, str], Agg], sizes: list[int], full_size: int)
                     big_rss <= RSS_LIMIT_MB,
                 )
             )
+    if recall:
+        biggest = max(recall, key=int)
+        for ef, rows in recall[biggest].items():
+            for name, r in rows.items():
+                t.append(
+                    Target(
+                        f"S4 recall@10 >= {RECALL_TARGET} at {size_label(int(biggest))}, {name}, ef={ef}",
+                        f"{r['recall_mean']:.4f} (worst query {r['recall_min']:.2f})",
+                        r["recall_mean"] >= RECALL_TARGET,
+                    )
+                )
     return t
 
 
 # ---------------------------------------------------------------- rendering
+
+
+def recall_queries(recall: dict[str, Any]) -> int:
+    for by_ef in recall.values():
+        for rows in by_ef.values():
+            for r in rows.values():
+                return int(r["queries"])
+    return 0
+
+
+def recall_lines(recall: dict[str, Any]) -> list[str]:
+    from bench.recall import render
+
+    return render(recall)
 
 
 def _f(v: float, digits: int = 1) -> str:
@@ -283,6 +313,14 @@ def render(doc: dict[str, Any]) -> str:
                 f"| {n:,} | {_f(a.p50_ms)} | {_f(a.p99_ms)} | {_f(srch.get('p50', 0), 2)} "
                 f"| {_f(srch.get('p99', 0), 2)} | {_f(a.rps, 0)} | {a.rss_hwm_mb:.0f} |"
             )
+    if meta.get("recall"):
+        lines += [
+            "",
+            "S4 recall@10 against exact search on the same shards (bench/recall.py: the gateway's "
+            "default ef, " + str(recall_queries(meta["recall"])) + " distinct queries per row):",
+            "",
+            *recall_lines(meta["recall"]),
+        ]
     if meta.get("skipped"):
         lines += ["", *[f"Skipped: {s}" for s in meta["skipped"]]]
     if meta.get("otlp"):
@@ -296,7 +334,7 @@ def render(doc: dict[str, Any]) -> str:
             + ", ".join(f"{a.scenario} {a.server}" for a in wraps),
         ]
     lines += ["", "| target | measured | verdict |", "|---|---|---|"]
-    for t in evaluate(aggs, sizes, meta["full_size"]):
+    for t in evaluate(aggs, sizes, meta["full_size"], meta.get("recall")):
         verdict = t.verdict if not t.note else f"{t.verdict} ({t.note})"
         lines.append(f"| {t.name} | {t.measured} | {verdict} |")
     return "\n".join(lines) + "\n"
@@ -306,7 +344,7 @@ def targets_dicts(doc: dict[str, Any]) -> list[dict[str, Any]]:
     aggs = aggregate(doc["runs"])
     return [
         {**asdict(t), "verdict": t.verdict}
-        for t in evaluate(aggs, doc["meta"]["sizes"], doc["meta"]["full_size"])
+        for t in evaluate(aggs, doc["meta"]["sizes"], doc["meta"]["full_size"], doc["meta"].get("recall"))
     ]
 
 

@@ -31,7 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import data, loadgen, report, servers
+from app.settings import QdrantSettings
+from bench import data, loadgen, recall, report, servers
 from bench.data import log
 
 ROOT = data.ROOT
@@ -128,15 +129,27 @@ class Bench:
         self._queries: Iterator[str] = iter(())
         self._bodies = itertools.count()
         self.sink = servers.OtlpSink()
+        self.recall: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------ setup
 
     def prepare(self) -> dict[int, Path]:
         corpus = data.load_corpus(CORPUS_N, self.model_dir)
         self._queries = data.distinct_queries(corpus.passages, QUERY_SEED)
-        shards = {size: data.shard_root(corpus, size) for size in self.plan.sizes}
+        sized = {n: corpus if n == CORPUS_N else data.load_corpus(n, self.model_dir) for n in self.plan.sizes}
+        shards = {n: data.shard_root(c, n) for n, c in sized.items()}
         shards[CORPUS_N] = shards.get(CORPUS_N) or data.shard_root(corpus, CORPUS_N)
         self.naive_path = data.naive_root(corpus)
+        if "S4" in self.plan.scenarios:
+            # before any server opens a shard: one process owns an embedded shard directory
+            stream = data.distinct_queries(corpus.passages, QUERY_SEED + 1)
+            vectors = recall.embed_queries(self.model_dir, [next(stream) for _ in range(recall.QUERIES)])
+            ef = QdrantSettings().ef_default
+            for n, c in sized.items():
+                log(f"recall@10 of the {n}-point shard against exact search (ef={ef})")
+                self.recall[str(n)] = {
+                    str(ef): recall.measure(shards[n], data.COLLECTION, data.TENANT, c.passages, vectors, ef)
+                }
         return shards
 
     def start(self, shards: dict[int, Path]) -> None:
@@ -332,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             "tools": tool_versions(),
             "revision": git_revision(),
             "prepare_s": round(prep_s, 1),
+            "recall": bench.recall,
             "total_s": round(total_s, 1),
             "servers": {
                 name: {

@@ -182,3 +182,20 @@ def test_rounds_are_aggregated_by_median_and_rendered() -> None:
     md = report.render(doc)
     assert "| S1 | gateway | 200 (100–300) |" in md
     assert "| S1 RPS >= 40% of P0 | 20% (200 vs 1000) | MISS |" in md
+
+
+def test_recall_targets_use_the_biggest_shard_and_render_every_row() -> None:
+    def row(mean: float) -> dict[str, Any]:
+        return {"recall_mean": mean, "recall_min": 0.5, "below_0_9": 3, "queries": 200, "search_p50_ms": 0.9}
+
+    recall = {
+        "2000": {"64": {"tenant": row(1.0)}},
+        "100000": {"64": {"tenant": row(0.975), "tenant+topic": row(0.99)}},
+    }
+    targets = {t.name: t for t in report.evaluate({}, [2000, 100000], 100000, recall) if "recall" in t.name}
+    assert {name: t.ok for name, t in targets.items()} == {
+        "S4 recall@10 >= 0.98 at 100k, tenant, ef=64": False,
+        "S4 recall@10 >= 0.98 at 100k, tenant+topic, ef=64": True,
+    }
+    lines = report.recall_lines(recall)
+    assert len(lines) == 2 + 3 and "| 100,000 | tenant | 64 | 0.9750 | 0.50 | 3 of 200 | 0.90 |" in lines
