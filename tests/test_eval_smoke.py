@@ -217,9 +217,9 @@ async def test_sweep_through_the_gateway(tmp_path: Path, model_dir: Path) -> Non
     assert grid["0"]["12"] == pytest.approx(dense)
     # each weight is its own gateway, whose reranker has that weight
     assert report.sweep["rerankers"] == {
-        "0": "lexical-bm25@v2:w=0:k1=0.9:b=0.4",
-        "0.2": "lexical-bm25@v2:w=0.2:k1=0.9:b=0.4",
-        "1": "lexical-bm25@v2:w=1:k1=0.9:b=0.4",
+        "0": "lexical-bm25@v3:w=0:k1=0.9:b=0.4",
+        "0.2": "lexical-bm25@v3:w=0.2:k1=0.9:b=0.4",
+        "1": "lexical-bm25@v3:w=1:k1=0.9:b=0.4",
     }
     assert all(0 < v <= 1 for row in grid.values() for v in row.values())
     assert report.sweep["ef"]["64"]["dense k=5"] == pytest.approx(grid["0"]["5"])

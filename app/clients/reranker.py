@@ -17,6 +17,7 @@ import hashlib
 import math
 import re
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -97,8 +98,63 @@ def fold_plural(t: str) -> str:
     return t[:-1]
 
 
+def _marks() -> str:
+    """A regex class of every combining mark in the BMP (Unicode category M*): inside a word they
+    belong to it (Arabic harakat, Devanagari vowel signs, decomposed accents)."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(0x300, 0x10000):
+        if unicodedata.category(chr(cp)).startswith("M"):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(f"\\u{a:04x}-\\u{b:04x}" if a != b else f"\\u{a:04x}" for a, b in ranges)
+
+
+# a word: letters and digits of any script with their combining marks (no underscore)
+_WORD = re.compile(f"(?:[^\\W_]|[{_marks()}])+")
+# scripts written without spaces between words: Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan
+_UNSPACED = re.compile(
+    "[\\u0e00-\\u0eff\\u0f00-\\u0fff\\u1000-\\u109f\\u1780-\\u17ff\\u3040-\\u30ff"
+    "\\u3400-\\u4dbf\\u4e00-\\u9fff\\uf900-\\ufaff]+"
+)
+
+
+# Arabic as Lucene's ArabicNormalizer writes it: hamza forms of alef -> alef, alef maksura ->
+# yeh, teh marbuta -> heh, tatweel and harakat (short-vowel marks) removed; most text omits them
+_ARABIC = str.maketrans(
+    {"\u0622": "\u0627", "\u0623": "\u0627", "\u0625": "\u0627", "\u0649": "\u064a", "\u0629": "\u0647"}
+    | dict.fromkeys([0x0640, *range(0x064B, 0x0660), 0x0670])
+)
+
+
+def _unicode_words(text: str) -> list[str]:
+    out: list[str] = []
+    for word in _WORD.findall(unicodedata.normalize("NFKC", text).casefold().translate(_ARABIC)):
+        if word.isascii():
+            if word not in _STOPWORDS:
+                out.append(fold_plural(word))  # English plural folding: ASCII words only
+            continue
+        pos = 0
+        for run in _UNSPACED.finditer(word):
+            if run.start() > pos:
+                out.append(word[pos : run.start()])
+            chars = run.group()
+            # no spaces to split on: overlapping character bigrams (a lone character as itself)
+            out.extend([chars] if len(chars) == 1 else [chars[i : i + 2] for i in range(len(chars) - 1)])
+            pos = run.end()
+        if pos < len(word):
+            out.append(word[pos:])
+    return out
+
+
 def tokenize(text: str) -> list[str]:
-    return [fold_plural(t) for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
+    """Lexical terms of `text`: NFKC, casefolded words of every script (Arabic normalised);
+    English stopwords dropped and plurals folded on ASCII words only; character bigrams for
+    scripts without spaces."""
+    if text.isascii():  # the common case, and the fast path: the same terms as the slow one
+        return [fold_plural(t) for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
+    return _unicode_words(text)
 
 
 class Reranker(Protocol):
@@ -206,7 +262,7 @@ class LexicalReranker:
         self.k1 = k1
         self.b = b
         # v2: plural folding in the tokenizer (other scores than v1 for the same parameters)
-        self.id = f"lexical-bm25@v2:w={weight:g}:k1={k1:g}:b={b:g}"
+        self.id = f"lexical-bm25@v3:w={weight:g}:k1={k1:g}:b={b:g}"
         self._pool = _Pool(concurrency, "rerank")
         self._stats = _StatsCache(stats_cache_size)
 

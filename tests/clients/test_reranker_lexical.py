@@ -37,6 +37,39 @@ def test_tokenize_folds_plurals_so_singular_and_plural_match() -> None:
     assert bm25_scores("symptoms of hypertrophies", ["a symptom of hypertrophy"], 0.9, 0.4)[0] > 0
 
 
+def test_tokenize_keeps_words_of_every_script() -> None:
+    # accents, ligatures and full-width forms: NFKC, then casefold
+    assert tokenize("Café Müller, Straße") == ["café", "müller", "strasse"]
+    assert tokenize("ﬁnancial ＡＢＣ１２３") == ["financial", "abc123"]
+    assert tokenize("nai\u0308ve") == tokenize("naïve") == ["naïve"]  # decomposed = composed
+    # Cyrillic: whole words, no English plural folding, no English stopwords
+    assert tokenize("Кошки и собаки, как всегда!") == ["кошки", "и", "собаки", "как", "всегда"]
+    # Arabic normalised as Lucene does: harakat and tatweel gone, alef/yeh/teh marbuta folded
+    assert tokenize("كَتَبَ الطالبُ في المدرسة إلى أحمد") == ["كتب", "الطالب", "في", "المدرسه", "الي", "احمد"]
+    assert tokenize("كتب") == tokenize("كَتَبَ")
+    # Devanagari vowel signs are combining marks: they stay inside the word
+    assert tokenize("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]
+    # no spaces to split on: overlapping character bigrams
+    assert tokenize("東京大学") == ["東京", "京大", "大学"]
+    assert tokenize("猫") == ["猫"]
+    assert tokenize("iPhone東京") == ["iphone", "東京"]
+
+
+def test_tokenize_folds_plurals_and_drops_stopwords_on_english_words_only() -> None:
+    # a text with one non-ASCII character takes the Unicode path: its English words are
+    # treated exactly as on the ASCII path
+    assert tokenize("The causes of rivers — café") == ["cause", "river", "café"]
+    assert tokenize("The causes of rivers") == ["cause", "river"]
+    assert tokenize("собаки dogs") == ["собаки", "dog"]
+
+
+def test_lexical_evidence_works_beyond_english() -> None:
+    passages = ["Москва — столица России.", "Париж — столица Франции.", "قطة سوداء"]
+    scores = bm25_scores("столица Франции", passages, 0.9, 0.4)
+    assert scores[1] > scores[0] > scores[2] == 0
+    assert bm25_scores("قِطَّة", passages, 0.9, 0.4)[2] > 0
+
+
 def test_bm25_matches_a_hand_computed_example() -> None:
     texts = [
         "cats chase mice",  # cats chase mice: 3 tokens
@@ -169,6 +202,9 @@ def test_id_names_every_parameter() -> None:
     }
     assert base.id not in others
     assert len(others) == 3
+    # the tokenizer's version is in the id: scores cached under the ASCII-only tokenizer (v2)
+    # are never reused
+    assert base.id.startswith("lexical-bm25@v3:")
 
 
 def test_cached_token_statistics_score_like_fresh_ones_and_follow_the_content_hash() -> None:
