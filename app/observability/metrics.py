@@ -105,8 +105,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        for reason in ("short", "unverified_write"):
-            self.exact_fallback.labels(reason)
+        self._exact_fallback = {r: self.exact_fallback.labels(r) for r in ("short", "unverified_write")}
         self.in_flight = Gauge(
             "rag_requests_in_flight", "In-flight /rag requests", registry=r, multiprocess_mode="livesum"
         )
@@ -138,7 +137,7 @@ class Metrics:
         child.inc()
 
     def count_exact_fallback(self, reason: str) -> None:
-        self.exact_fallback.labels(reason).inc()
+        self._exact_fallback[reason].inc()
 
     def count_retry(self, dependency: str) -> None:
         child = self._retries.get(dependency)

@@ -31,6 +31,7 @@ DESIGN = {
     "rag_upstream_retries": ("counter", {"dependency"}),
     "rag_circuit_breaker_state": ("gauge", {"dependency"}),
     "rag_requests_in_flight": ("gauge", set()),
+    "rag_search_exact_fallback": ("counter", {"reason"}),
 }
 
 
