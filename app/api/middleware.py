@@ -17,12 +17,13 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import RATE_LIMIT_HEADERS
@@ -37,15 +38,14 @@ CLIENT_CLOSED = 499  # nginx's convention for "client went away before the answe
 REQUEST_TIMEOUT = 408
 
 
-def route_template(scope: Scope) -> str:
+def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
     """The route template of the request (`/documents/{doc_id}`), also when the answer came before
     routing (overload, body limit, timeout, client gone) or the method is wrong; else UNMATCHED."""
     found = getattr(scope.get("route"), "path", None)
     if found:
         return str(found)
-    app = scope.get("app")
     partial = None
-    for route in getattr(getattr(app, "router", None), "routes", ()):
+    for route in routes:
         match, _ = route.matches(scope)
         if match is Match.FULL:
             return str(getattr(route, "path", UNMATCHED_ROUTE))
@@ -59,8 +59,9 @@ def _valid_request_id(v: str) -> bool:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
+        self.routes = routes  # the app's routes, to name the route of answers given before routing
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,7 +165,7 @@ class GatewayMiddleware:
                 self.in_flight -= 1
                 app_state.metrics.in_flight.dec()
             duration = time.perf_counter() - start
-            route = route_template(scope)
+            route = route_template(scope, self.routes)
             status = status_box[0] or 500
             app_state.metrics.observe_http(scope["method"], route, status, duration)
             if span is not None:
