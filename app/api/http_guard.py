@@ -18,6 +18,10 @@ Here, per connection:
 - uvicorn's own "invalid HTTP request" answer (smuggling shapes, garbage) is a JSON error body
   like every other error of the gateway.
 
+After a 408 or 431 the connection is half-closed and what the client still sends is read and
+dropped for at most LINGER_S (nothing is buffered), so that the client reads the answer instead
+of a connection reset.
+
 Run it with `uvicorn --http app.api.http_guard:GuardedHttpToolsProtocol` (`python -m app` does).
 The limits come from the environment (`RAG_SERVER__*`), read once per process, unless
 `configure` set them (tests serving in-process).
@@ -36,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 log = logging.getLogger("rag.http")
 HEADERS_END = b"\r\n\r\n"
+LINGER_S = 2.0
 
 
 @functools.cache
@@ -73,6 +78,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # bytes of the current request's head seen so far
         self._tail = b""  # last bytes of the head so far: an end split across reads
         self._timer: asyncio.TimerHandle | None = None
+        self._refused = False  # answered 408/431: the rest of the input is dropped
 
     # the timer
 
@@ -89,11 +95,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing() or not self._in_headers:
             return
-        if self._header_bytes:
-            message = f"the request headers did not arrive within {self._header_timeout_s:g}s"
-            self.transport.write(_answer(408, "request_timeout", message))
         log.info("connection closed: headers too slow", extra={"bytes": self._header_bytes})
-        self.transport.close()
+        if not self._header_bytes:
+            self.transport.close()  # it never said anything: nothing to answer
+            return
+        message = f"the request headers did not arrive within {self._header_timeout_s:g}s"
+        self._refuse(_answer(408, "request_timeout", message))
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer, half-close, drop further input, close after LINGER_S."""
+        self._disarm()
+        self._refused = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     # protocol interface
 
@@ -106,6 +122,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._in_headers and not self.transport.is_closing():
             self._arm()
             seen = self._tail + data
@@ -113,11 +131,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             new = end + len(HEADERS_END) - len(self._tail) if end >= 0 else len(data)
             head_bytes = self._header_bytes + new
             if head_bytes > self._max_header_bytes:
-                self._disarm()
                 message = f"request line and headers exceed {self._max_header_bytes} bytes"
-                self.transport.write(_answer(431, "headers_too_large", message))
                 log.info("connection closed: headers too large", extra={"bytes": head_bytes})
-                self.transport.close()
+                self._refuse(_answer(431, "headers_too_large", message))
                 return
             self._header_bytes = head_bytes
             self._tail = seen[-(len(HEADERS_END) - 1) :]
