@@ -23,8 +23,8 @@ dropped for at most LINGER_S (nothing is buffered), so that the client reads the
 of a connection reset.
 
 Run it with `uvicorn --http app.api.http_guard:GuardedHttpToolsProtocol` (`python -m app` does).
-The limits come from the environment (`RAG_SERVER__*`), read once per process, unless
-`configure` set them (tests serving in-process).
+The limits come from the environment (`RAG_SERVER__*`), read once per process (uvicorn builds the
+protocol by name, in every worker), unless a subclass sets `limits`.
 """
 
 from __future__ import annotations
@@ -65,11 +65,6 @@ def _answer(status: int, type_: str, message: str) -> bytes:
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[tuple[float, int] | None] = None  # (header timeout s, max header bytes)
-
-    @classmethod
-    def configure(cls, header_timeout_s: float, max_header_bytes: int) -> type[GuardedHttpToolsProtocol]:
-        """A subclass with these limits (for a server run in-process)."""
-        return type(cls.__name__, (cls,), {"limits": (header_timeout_s, max_header_bytes)})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
