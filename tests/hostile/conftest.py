@@ -1,5 +1,5 @@
-"""One gateway process for the hostile-client tests (started once; every test leaves it as it
-found it: breakers closed, nothing in flight), and an httpx client to it."""
+"""A gateway process per hostile-client test module (every test leaves it as it found it: breakers
+closed, nothing in flight; stopped when the module is done), and an httpx client to it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers import free_port
 from hostile_support import Gateway, start_gateway
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gateway(
     model_dir: Path, built_collection: Path, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
