@@ -1,4 +1,5 @@
-"""`python -m app`: run the gateway with uvicorn (uvloop + httptools).
+"""`python -m app`: run the gateway with uvicorn (uvloop + httptools, with the header-read
+timeout and header-size limit of app/api/http_guard.py).
 
 Every other setting is an environment variable (RAG_*, see README); the flags here only
 override where it listens and how many workers run.
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http="app.api.http_guard:GuardedHttpToolsProtocol",
         access_log=False,
         log_config=None,
         proxy_headers=False,

@@ -2,7 +2,7 @@
 them to HTTP in one table.
 
     RagError
-    ├── InvalidRequest            bad input the schema could not catch (400)
+    ├── InvalidRequest            bad input the schema could not catch (422)
     ├── Unauthorized              missing, malformed, wrong or revoked API key (401)
     ├── Forbidden                 authenticated, but the key may not do this (403)
     ├── RateLimited               the key's request rate limit is used up (429)
@@ -16,7 +16,9 @@ them to HTTP in one table.
         ├── DependencyBadResponse the dependency answered, but not usefully (malformed,
         │                         non-finite scores); a breaker failure, never retried
         └── DependencyRejected    the dependency refused our request (4xx); neither a breaker
-                                  success nor failure, never retried
+            │                     success nor failure, never retried
+            └── InputRejected     ...because of a value the caller sent (the caller's fault:
+                                  422 with a stable message, the dependency's text only logged)
 """
 
 from __future__ import annotations
@@ -81,6 +83,15 @@ class DependencyRejected(DependencyError):
     transient = False
     counts_as_failure = False
     reason = "rejected"
+
+
+class InputRejected(DependencyRejected):
+    """The dependency could not take a value of the caller's request (a string it cannot encode,
+    a number out of its range, a 400 from a server). The caller's fault: answered 422, never
+    retried, and neither a success nor a failure for the breaker, so that one caller's garbage
+    cannot open a breaker shared by everyone."""
+
+    reason = "rejected_input"
 
 
 class Unauthorized(RagError):

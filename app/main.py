@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import BaseRoute, Route
 
 from app.api import errors
 from app.api.documents import router as documents_router
@@ -52,7 +53,10 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(GatewayMiddleware)
+    # FastAPI's own routes (/docs, /openapi.json) and ours, whose templates label every answer
+    routes: list[BaseRoute] = [r for r in app.routes if isinstance(r, Route)]
+    routes += [r for router in (rag_router, health_router, documents_router) for r in router.routes]
+    app.add_middleware(GatewayMiddleware, routes=routes)
     return app
 
 

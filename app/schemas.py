@@ -7,6 +7,7 @@ import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +23,8 @@ MAX_Q_CHARS = 2048
 MAX_K = 200
 MAX_FILTER_KEYS = 8
 MAX_FILTER_VALUES = 32
+# not blank, and at most MAX_Q_CHARS characters from the first to the last non-space
+Q_PATTERN = rf"^\s*\S([\s\S]{{0,{MAX_Q_CHARS - 2}}}\S)?\s*$"
 
 
 def whole(v: Any) -> Any:
@@ -29,14 +32,28 @@ def whole(v: Any) -> Any:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+def unicode_text(v: str) -> str:
+    """Refuse a lone surrogate (`"\ud800"` is valid JSON, but no UTF-8 encoder takes it): Qdrant,
+    Redis and the reranker would each fail on it, and that failure must never count against them."""
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return v
+
+
+# a string that every dependency can encode; use it for every string that leaves the process
+Text = Annotated[StrictStr, AfterValidator(unicode_text)]
+
 # constraints go before the validator, so that the JSON schema shows them
 WholeInt = Annotated[StrictInt, BeforeValidator(whole)]
 FilterInt = Annotated[StrictInt, Field(ge=-(2**53 - 1), le=2**53 - 1), BeforeValidator(whole)]
-FilterScalar = StrictStr | FilterInt | StrictBool
+FilterScalar = Text | FilterInt | StrictBool
 # a list matches any of its values, which must share one type: Qdrant's match-any takes either
 # strings or integers, never a mix
 FilterList = (
-    Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+    Annotated[list[Text], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
     | Annotated[list[FilterInt], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
 )
 FilterValue = FilterScalar | FilterList
@@ -51,16 +68,16 @@ class RagRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     q: StrictStr = Field(
-        max_length=MAX_Q_CHARS,
-        # not blank: the validator below checks it (and says so); the schema says it too
-        json_schema_extra={"minLength": 1, "pattern": r"\S"},
+        # 1..MAX_Q_CHARS characters once leading and trailing whitespace is trimmed, not blank:
+        # the validator below checks it (and says so); the schema says it with a pattern
+        json_schema_extra={"minLength": 1, "pattern": Q_PATTERN},
         description=f"the query; 1..{MAX_Q_CHARS} characters after trimming",
     )
     k: WholeInt = Field(50, ge=1, le=MAX_K, description="candidates fetched and reranked")
     top_n: Annotated[StrictInt, Field(ge=1, le=MAX_K), BeforeValidator(whole)] | None = Field(
         None, description="passages returned; default k"
     )
-    filter: dict[str, FilterValue] | None = Field(
+    filter: dict[Text, FilterValue] | None = Field(
         None,
         max_length=MAX_FILTER_KEYS,
         description="exact match on allow-listed payload keys: {field: value or [values]}",
@@ -73,12 +90,13 @@ class RagRequest(BaseModel):
     @field_validator("q")
     @classmethod
     def _q(cls, v: str) -> str:
-        v = normalize_query(v)
-        if not v:
+        unicode_text(v)
+        trimmed = v.strip()
+        if not trimmed:
             raise ValueError("q must not be blank")
-        if len(v) > MAX_Q_CHARS:
-            raise ValueError(f"q must be at most {MAX_Q_CHARS} characters")
-        return v
+        if len(trimmed) > MAX_Q_CHARS:  # the length of what is asked, not of its padding
+            raise ValueError(f"q must be at most {MAX_Q_CHARS} characters after trimming")
+        return normalize_query(trimmed)
 
     @model_validator(mode="after")
     def _top_n(self) -> RagRequest:

@@ -10,6 +10,12 @@ Verification derives the hash with the key's own salt and compares it with
 `hmac.compare_digest`. scrypt is slow on purpose, so outcomes (good and bad) are cached for a
 short time under HMAC-SHA256(process secret, token): the plain token is never a cache key, and
 the fingerprint is worthless outside this process.
+
+An unknown or revoked key id costs the same as a wrong secret: a derivation against a dummy hash
+with the configured keys' parameters, so the answer time does not tell which ids exist. Failed
+derivations are bounded per client address (`auth.failed_per_client` per `auth.failed_window_s`):
+past that, the address gets 429 without any derivation until the window moves on, so random
+secrets cannot spend the gateway's CPU (or the derivation slots legitimate keys need).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import time
@@ -28,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.errors import Unauthorized
+from app.errors import RateLimited, Unauthorized
 
 if TYPE_CHECKING:
     from app.settings import ApiKeySettings, AuthSettings, Settings
@@ -45,6 +52,7 @@ KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MIN_SECRET_CHARS = 16
 MAX_TOKEN_CHARS = 512
 CACHE_MAX_ENTRIES = 4096
+CLIENTS_MAX_ENTRIES = 4096
 
 
 def _b64(data: bytes) -> str:
@@ -188,6 +196,14 @@ class Authenticator:
             self._keys[k.id] = _Key(k, parsed, Principal(k.id, k.tenant, k.admin, limit))
         self.enabled = bool(self._keys)
         self.open_principal = Principal(None, settings.server.default_tenant, True, None)
+        # an unknown id is checked against this, with the parameters of the configured keys
+        model = next(iter(self._keys.values())).hash if self._keys else None
+        n, r, p = (model.n, model.r, model.p) if model is not None else (DEFAULT_N, DEFAULT_R, DEFAULT_P)
+        dklen = len(model.digest) if model is not None else DKLEN
+        self._dummy = KeyHash(n, r, p, secrets.token_bytes(SALT_BYTES), secrets.token_bytes(dklen))
+        self._failed_limit = auth.failed_per_client
+        self._failed_window_s = float(auth.failed_window_s)
+        self._failed: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address -> (window start, count)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
@@ -236,8 +252,34 @@ class Authenticator:
         while len(self._cache) > CACHE_MAX_ENTRIES:
             self._cache.popitem(last=False)
 
-    async def authenticate(self, token: str | None) -> Principal:
-        """The caller's Principal, or Unauthorized. `token` is the Bearer credential."""
+    def _failures(self, client: str) -> tuple[float, int]:
+        """(window start, failed derivations) of `client` in its current window."""
+        now = self._clock()
+        start, count = self._failed.get(client, (now, 0))
+        if now - start >= self._failed_window_s:
+            start, count = now, 0
+        return start, count
+
+    def _check_failure_budget(self, client: str) -> None:
+        start, count = self._failures(client)
+        if count >= self._failed_limit:
+            retry = max(1, math.ceil(start + self._failed_window_s - self._clock()))
+            log.info("auth refused: failure budget spent", extra={"client": client})
+            raise RateLimited(
+                f"too many failed authentications from this address; retry in {retry}s",
+                {"Retry-After": str(retry)},
+            )
+
+    def _record_failure(self, client: str) -> None:
+        start, count = self._failures(client)
+        self._failed[client] = (start, count + 1)
+        self._failed.move_to_end(client)
+        while len(self._failed) > CLIENTS_MAX_ENTRIES:
+            self._failed.popitem(last=False)
+
+    async def authenticate(self, token: str | None, client: str = "") -> Principal:
+        """The caller's Principal, or Unauthorized (or RateLimited: `client`, the caller's address,
+        failed too many derivations). `token` is the Bearer credential."""
         if not self.enabled:
             return self.open_principal
         if not token:
@@ -246,18 +288,22 @@ class Authenticator:
         if parts is None:
             raise Unauthorized("malformed API key", error="invalid_token")
         key = self._keys.get(parts[0])
-        if key is None or key.config.revoked:
-            # ids are not secret; an unknown or revoked id costs no key derivation
-            log.info("auth failed", extra={"reason": "revoked" if key else "unknown_key"})
-            raise Unauthorized("invalid or revoked API key", error="invalid_token")
+        known = key is not None and not key.config.revoked
         fp = self._fingerprint(token)
         found, principal = self._cached(fp)
         if not found:
+            # an unknown or revoked id costs what a wrong secret costs: no oracle for key ids
+            self._check_failure_budget(client)
+            check = key.hash if known and key is not None else self._dummy
             async with self._slots:  # scrypt is CPU and memory heavy: bound how many run at once
-                ok = await asyncio.to_thread(key.hash.verify, token)
-            principal = key.principal if ok else None
+                ok = await asyncio.to_thread(check.verify, token)
+            principal = key.principal if ok and known and key is not None else None
             self._remember(fp, principal)
+            if principal is None:
+                self._record_failure(client)
         if principal is None:
-            log.info("auth failed", extra={"reason": "wrong_secret", "key_id": key.config.id})
+            reason = "wrong_secret" if known else ("revoked" if key is not None else "unknown_key")
+            extra = {"reason": reason, "key_id": parts[0]} if key is not None else {"reason": reason}
+            log.info("auth failed", extra=extra)
             raise Unauthorized("invalid or revoked API key", error="invalid_token")
         return principal

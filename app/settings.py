@@ -24,6 +24,18 @@ class ServerSettings(BaseModel):
     max_documents_body_bytes: int = Field(
         4 * 1024 * 1024, ge=256, description="body limit of POST /documents (ingestion); larger gets 413"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="time to send the request line and headers; then 408, closed"
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="request line and headers limit; larger gets 431"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="time to send the whole request body; then 408, connection closed"
+    )
+    readyz_detail: bool = Field(
+        False, description="/readyz names why a dependency fails (addresses, errors); off: only which one"
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
     docs_enabled: bool = Field(True, description="serve /docs and /openapi.json")
     default_tenant: str = Field(
@@ -212,6 +224,10 @@ class AuthSettings(BaseModel):
     rate_window_s: int = Field(60, ge=1, le=86400, description="rate-limit sliding window, seconds")
     cache_ttl_s: float = Field(30.0, ge=0, description="how long a verified key is remembered; 0 = never")
     verify_concurrency: int = Field(2, ge=1, description="key hash verifications running at once")
+    failed_per_client: int = Field(
+        20, ge=1, description="failed key verifications per client address per window; then 429"
+    )
+    failed_window_s: int = Field(60, ge=1, le=86400, description="window of `failed_per_client`, seconds")
 
 
 class Settings(BaseSettings):

@@ -21,6 +21,7 @@ from app.security import Principal
 from app.settings import Settings
 
 RATE_LIMIT_HEADERS = "rate_limit_headers"
+PRINCIPAL = "principal"  # set once the caller is authenticated (and counted)
 
 # auto_error=False: a missing or non-Bearer header is answered by us, with the JSON error body
 bearer = HTTPBearer(
@@ -39,8 +40,10 @@ async def principal(
     assert state.limiter is not None
     if auth.enabled and credentials is None and request.headers.get("authorization"):
         raise Unauthorized("malformed Authorization header: expected `Bearer <key>`", error="invalid_request")
-    who = await auth.authenticate(credentials.credentials if credentials is not None else None)
+    client = request.client.host if request.client is not None else ""
+    who = await auth.authenticate(credentials.credentials if credentials is not None else None, client)
     if who.rate_limit is None or who.key_id is None:
+        request.scope["state"][PRINCIPAL] = who
         return who
     decision = await state.limiter.hit(who.key_id, who.rate_limit)
     headers = decision.headers()
@@ -51,6 +54,7 @@ async def principal(
             headers,
         )
     request.scope["state"][RATE_LIMIT_HEADERS] = headers
+    request.scope["state"][PRINCIPAL] = who
     return who
 
 

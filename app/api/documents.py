@@ -32,7 +32,7 @@ from app.api.auth import Admin, rate_limit_headers
 from app.api.deps import State
 from app.clients.vectorstore import point_id
 from app.ingest import RESERVED, Document, content_hash, ingest
-from app.schemas import ErrorBody, whole
+from app.schemas import ErrorBody, Text, whole
 from app.search import forget_points
 from app.settings import TENANT_PATTERN
 
@@ -51,7 +51,7 @@ JSON_SAFE_INT = 2**53 - 1
 RESERVED_NAMES: list[JsonValue] = [name for name in sorted(RESERVED) if name != "text"]
 
 PayloadValue = (
-    Annotated[StrictStr, Field(max_length=MAX_VALUE_CHARS)]
+    Annotated[Text, Field(max_length=MAX_VALUE_CHARS)]
     | Annotated[StrictInt, Field(ge=-JSON_SAFE_INT, le=JSON_SAFE_INT), BeforeValidator(whole)]
     | StrictBool
 )
@@ -72,15 +72,14 @@ class DocumentIn(BaseModel):
     __pydantic_extra__: dict[str, PayloadValue] = Field(init=False)
 
     id: StrictStr = Field(pattern=DOC_ID_PATTERN, description="document id; unique within the tenant")
-    text: StrictStr = Field(
-        min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S", description="passage text"
-    )
-    source: StrictStr = Field("", max_length=MAX_VALUE_CHARS, description="where the passage comes from")
+    text: Text = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S", description="passage text")
+    source: Text = Field("", max_length=MAX_VALUE_CHARS, description="where the passage comes from")
 
     @model_validator(mode="after")
     def _extras(self) -> DocumentIn:
         extra = self.__pydantic_extra__ or {}
-        if len(self.model_fields_set) + len(extra) > MAX_FIELDS:
+        # model_fields_set already holds the extra fields that were set: count each field once
+        if len(self.model_fields_set | set(extra)) > MAX_FIELDS:
             raise ValueError(f"at most {MAX_FIELDS} fields per document (id, text, source and payload)")
         for key in extra:
             if key in RESERVED or not EXTRA_KEY.match(key):

@@ -1,5 +1,11 @@
 """The one place errors become HTTP: the table below, the JSON error body and the FastAPI
-exception handlers. The middleware uses `error_response` for what it answers itself."""
+exception handlers. The middleware uses `error_response` for what it answers itself.
+
+Client-visible messages are the gateway's own, stable text: a dependency's or a library's
+error text (engine errors, addresses, pydantic's internal type names) goes to the log line of
+the request (same request id as the body), never to the client. Any text that echoes client
+input (a filter key, say) is escaped first, so an error body can always be encoded.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.errors import (
+    CircuitOpen,
     DeadlineExceeded,
     DependencyError,
     Forbidden,
+    InputRejected,
     InvalidRequest,
     Overloaded,
     PayloadTooLarge,
@@ -34,15 +42,50 @@ ERROR_TABLE: tuple[tuple[type[RagError], int, str], ...] = (
     (PayloadTooLarge, 413, "payload_too_large"),
     (Overloaded, 503, "overloaded"),
     (DeadlineExceeded, 504, "deadline_exceeded"),
+    # a dependency could not take a value the caller sent: the caller's fault, not an outage
+    (InputRejected, 422, "invalid_request"),
     (DependencyError, 503, "upstream_unavailable"),
 )
 RETRY_AFTER_S = 1
-HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+HTTP_TYPES = {
+    400: "malformed_json",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+MALFORMED_JSON = "request body is not valid JSON"
+INPUT_REJECTED = "a value of the request cannot be processed"
+# what a client is told about a failed dependency, by reason; the dependency's own text is logged
+DEPENDENCY_MESSAGES = {
+    "unavailable": "unavailable",
+    "timeout": "did not answer in time",
+    "bad_response": "failed",
+    "rejected": "refused the request",
+}
+# pydantic names the members of a union in the error location (`function-before[whole(), ...]`,
+# `list[str]`, `constrained-int`): implementation detail, dropped from the client's message
+_SCHEMA_TAGS = frozenset(
+    {"str", "int", "bool", "float", "list", "dict", "none", "constrained-int", "constrained-str", "nullable"}
+)
+_MSG_PREFIXES = ("Value error, ", "Assertion failed, ")
+_MAX_ECHO_CHARS = 120
+
+
+def printable(text: str, limit: int = _MAX_ECHO_CHARS) -> str:
+    """`text` safe to echo in an error body or a log: lone surrogates (which no UTF-8 encoder
+    takes) and control characters escaped, and cut to `limit` characters."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def error_response(
     status: int, type_: str, message: str, request_id: str, retry_after: int | None = None
 ) -> Response:
+    message = printable(message, limit=1000)
     body = orjson.dumps({"error": {"type": type_, "message": message, "request_id": request_id}})
     headers = {}  # X-Request-ID is added by the middleware to every response
     if retry_after is not None:
@@ -69,31 +112,118 @@ def _retry_after(request: Request) -> int:
 async def rag_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RagError)
     status, type_ = classify(exc)
+    message = exc.message
     if isinstance(exc, DependencyError):
-        log.warning("dependency failed", extra={"dependency": exc.dependency, "reason": exc.reason})
+        # the detail (engine or library text) is logged under the request id, never sent
+        log.warning(
+            "dependency failed" if status >= 500 else "dependency refused a request value",
+            extra={"dependency": exc.dependency, "reason": exc.reason, "detail": exc.message},
+        )
+        if isinstance(exc, InputRejected):
+            message = INPUT_REJECTED
+        elif not isinstance(exc, CircuitOpen):  # the breaker's message is the gateway's own
+            message = f"{exc.dependency}: {DEPENDENCY_MESSAGES.get(exc.reason, 'failed')}"
     retry_after = _retry_after(request) if status == 503 else None
-    resp = error_response(status, type_, exc.message, request_id_of(request), retry_after)
+    resp = error_response(status, type_, message, request_id_of(request), retry_after)
     # WWW-Authenticate (401), Retry-After and X-RateLimit-* (429) travel with the error
     resp.headers.update(getattr(exc, "headers", None) or {})
     return resp
+
+
+# routes whose callers must authenticate: a body FastAPI cannot parse is refused before its
+# dependencies run, so these authenticate the caller first (below)
+AUTHENTICATED_ROUTES = frozenset({"/rag", "/documents", "/documents/{doc_id}"})
+
+
+async def _authenticate_first(request: Request) -> Response | None:
+    """An error answer to a body that could not be parsed comes before authentication; run it now,
+    so that an unauthenticated caller learns nothing about the body (401 first) and an
+    authenticated one is counted and gets its X-RateLimit-* headers like any other answer."""
+    from app.api.auth import PRINCIPAL, admin_principal, bearer, principal
+
+    route = getattr(request.scope.get("route"), "path", None)
+    if route not in AUTHENTICATED_ROUTES or PRINCIPAL in request.scope.get("state", {}):
+        return None
+    try:
+        who = await principal(request, await bearer(request))
+        if route.startswith("/documents"):
+            await admin_principal(who)
+    except RagError as exc:
+        return await rag_error_handler(request, exc)
+    return None
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return error_response(400, "malformed_json", "request body is not valid JSON", request_id_of(request))
-    parts = []
-    for e in errors[:10]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        refused = await _authenticate_first(request)
+        if refused is not None:
+            return refused
+        return error_response(400, "malformed_json", MALFORMED_JSON, request_id_of(request))
+    raw = exc.body
+    if isinstance(raw, bytes | bytearray) and raw and not _is_json(request.headers.get("content-type")):
+        # FastAPI hands a body of another media type over as bytes, and pydantic then says it is
+        # "not a valid dictionary"; the honest answer is the media type
+        return error_response(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+            request_id_of(request),
+        )
+    by_location: dict[str, list[tuple[str, str]]] = {}
+    for e in errors:
+        loc = _location(e.get("loc", ()))
+        msg = _message(str(e.get("msg", "invalid")))
+        by_location.setdefault(loc, []).append((str(e.get("type", "")), msg))
+    parts: list[str] = []
+    for loc, found in by_location.items():
+        # a union says why each member failed; when one member failed on our own rule (a value
+        # error), that is the reason worth telling
+        ours = [msg for type_, msg in found if type_ == "value_error"]
+        for msg in ours or [msg for _, msg in found]:
+            part = f"{loc}: {msg}"
+            if part not in parts:
+                parts.append(part)
+    parts = parts[:10]
     return error_response(422, "invalid_request", "; ".join(parts), request_id_of(request))
+
+
+def _location(loc: tuple[object, ...] | list[object]) -> str:
+    names: list[str] = []
+    for p in loc:
+        if p == "body" and not names:
+            continue
+        if isinstance(p, str) and (p in _SCHEMA_TAGS or "[" in p or "(" in p):
+            continue  # a union member's tag, not a field
+        names.append(printable(str(p), limit=64))
+    return ".".join(names) or "body"
+
+
+def _message(msg: str) -> str:
+    for prefix in _MSG_PREFIXES:
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     type_ = HTTP_TYPES.get(exc.status_code, "http_error")
-    resp = error_response(exc.status_code, type_, str(exc.detail), request_id_of(request))
+    # FastAPI answers 400 when it cannot parse the body (invalid UTF-8, a compressed body, an
+    # integer beyond Python's digit limit, nesting beyond the recursion limit); its text says
+    # which library failed how, so the client gets the stable message
+    message = MALFORMED_JSON if exc.status_code == 400 else str(exc.detail)
+    if exc.status_code == 400:
+        refused = await _authenticate_first(request)
+        if refused is not None:
+            return refused
+    resp = error_response(exc.status_code, type_, message, request_id_of(request))
     if exc.headers:
         resp.headers.update(exc.headers)
     return resp

@@ -1,8 +1,9 @@
-"""GET /livez (the process answers), GET /readyz (each dependency pinged), GET /metrics."""
+"""GET (and HEAD) /livez (the process answers), GET /readyz (each dependency pinged), GET /metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -14,6 +15,7 @@ from app.api.deps import State
 from app.errors import RagError
 
 router = APIRouter()
+log = logging.getLogger("rag.health")
 PING_TIMEOUT_S = 1.0
 
 
@@ -23,6 +25,12 @@ def _json(body: object, status: int = 200) -> Response:
 
 @router.get("/livez")
 async def livez() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.head("/livez", include_in_schema=False)
+async def livez_head() -> Response:
+    """Load balancers that probe with HEAD: the same answer, without the body."""
     return _json({"status": "ok"})
 
 
@@ -55,6 +63,12 @@ async def readyz(state: State) -> Response:
     results = await asyncio.gather(*(run(fn) for _, fn in checks.values()))
     ok = [name for name, err in zip(checks, results, strict=True) if err is None]
     failing = {name: err for name, err in zip(checks, results, strict=True) if err is not None}
+    if failing:
+        # the reasons name addresses and library errors; /readyz is unauthenticated, so they go
+        # to the log, and to the body only where RAG_SERVER__READYZ_DETAIL allows it
+        log.warning("not ready", extra={"failing": failing})
+        if not state.settings.server.readyz_detail:
+            failing = {name: "failing" for name in failing}
     critical_failing = [name for name in failing if checks[name][0]]
     return _json({"ok": ok, "failing": failing}, 503 if critical_failing else 200)
 

@@ -1,10 +1,14 @@
 """Pure ASGI middleware around every HTTP request.
 
 Owns: the request id (`X-Request-ID` echoed or generated), the body-size limit (413 before the
-handler, also for chunked bodies), the in-flight cap on /rag (503 `overloaded` without touching
-a dependency), cancelling /rag work when the client disconnects, the server span (incoming
-`traceparent` honoured; probes and /metrics untraced), the request duration histogram
-labelled by route template, and one JSON access-log line per request.
+handler, also for chunked bodies), the body-read timeout (408 and the connection closed), the
+in-flight cap on /rag (503 `overloaded` without touching a dependency; a slot is taken only once
+the whole body is in, so a client still sending its body holds none), cancelling /rag work when
+the client disconnects (499, as for a client leaving while it sends its body), the server span
+(incoming `traceparent` honoured; probes and /metrics untraced), the request duration histogram
+labelled by route template (also for answers given before routing: 503, 413, 408, 499), the
+rate-limit headers on every answer to an authenticated request, and one JSON access-log line per
+request.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.auth import RATE_LIMIT_HEADERS
 from app.api.errors import error_response
 from app.observability.logging import REQUEST_ID
 from app.observability.tracing import HEADER_GETTER, PROPAGATOR, incoming_trace_id, untraced_context
@@ -28,6 +35,23 @@ access_log = logging.getLogger("rag.access")
 UNTRACED = frozenset({"/livez", "/readyz", "/metrics"})
 UNMATCHED_ROUTE = "unmatched"
 CLIENT_CLOSED = 499  # nginx's convention for "client went away before the answer"
+REQUEST_TIMEOUT = 408
+
+
+def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
+    """The route template of the request (`/documents/{doc_id}`), also when the answer came before
+    routing (overload, body limit, timeout, client gone) or the method is wrong; else UNMATCHED."""
+    found = getattr(scope.get("route"), "path", None)
+    if found:
+        return str(found)
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", UNMATCHED_ROUTE))
+        if match is Match.PARTIAL and partial is None:
+            partial = getattr(route, "path", None)
+    return str(partial) if partial else UNMATCHED_ROUTE
 
 
 def _valid_request_id(v: str) -> bool:
@@ -35,8 +59,9 @@ def _valid_request_id(v: str) -> bool:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
+        self.routes = routes  # the app's routes, to name the route of answers given before routing
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,7 +87,15 @@ class GatewayMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                extra_headers = [(b"x-request-id", rid.encode())]
+                # an authenticated request was counted by the rate limiter: every answer says how
+                # much is left, errors too (a 429 carries its own)
+                limits: dict[str, str] = state.get(RATE_LIMIT_HEADERS) or {}
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                for k, v in limits.items():
+                    if k.lower().encode() not in present:
+                        extra_headers.append((k.lower().encode(), v.encode()))
+                message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
         span = None
@@ -78,6 +111,32 @@ class GatewayMiddleware:
 
         counted = False
         try:
+            limit = settings.server.max_body_bytes
+            if path == "/documents":
+                limit = settings.server.max_documents_body_bytes  # ingestion has its own limit
+            try:
+                async with asyncio.timeout(settings.server.body_timeout_s):
+                    body_or_error = await self._read_body(headers, receive, limit)
+            except TimeoutError:
+                # a client that trickles its body holds a connection and memory: cut it off
+                resp = error_response(
+                    REQUEST_TIMEOUT,
+                    "request_timeout",
+                    f"the request body did not arrive within {settings.server.body_timeout_s:g}s",
+                    rid,
+                )
+                resp.headers["Connection"] = "close"
+                await resp(scope, receive, send_wrapper)
+                return
+            if isinstance(body_or_error, str):
+                await error_response(413, "payload_too_large", body_or_error, rid)(
+                    scope, receive, send_wrapper
+                )
+                return
+            if body_or_error is None:
+                status_box[0] = CLIENT_CLOSED  # client left while sending the body
+                return
+            # the slot is taken once the body is in: a client still sending holds none
             if is_rag and self.in_flight >= settings.server.max_in_flight:
                 resp = error_response(
                     503,
@@ -92,17 +151,6 @@ class GatewayMiddleware:
                 self.in_flight += 1
                 counted = True
                 app_state.metrics.in_flight.inc()
-            limit = settings.server.max_body_bytes
-            if path == "/documents":
-                limit = settings.server.max_documents_body_bytes  # ingestion has its own limit
-            body_or_error = await self._read_body(headers, receive, limit)
-            if isinstance(body_or_error, str):
-                await error_response(413, "payload_too_large", body_or_error, rid)(
-                    scope, receive, send_wrapper
-                )
-                return
-            if body_or_error is None:
-                return  # client left while sending the body
             await self._run(
                 scope, body_or_error, receive, send_wrapper, status_box, cancel_on_disconnect=is_rag
             )
@@ -117,8 +165,7 @@ class GatewayMiddleware:
                 self.in_flight -= 1
                 app_state.metrics.in_flight.dec()
             duration = time.perf_counter() - start
-            route_obj = scope.get("route")
-            route = getattr(route_obj, "path", None) or UNMATCHED_ROUTE
+            route = route_template(scope, self.routes)
             status = status_box[0] or 500
             app_state.metrics.observe_http(scope["method"], route, status, duration)
             if span is not None:

@@ -31,7 +31,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from app.errors import DependencyBadResponse, DependencyRejected, DependencyTimeout, DependencyUnavailable
+from app.errors import (
+    DependencyBadResponse,
+    DependencyRejected,
+    DependencyTimeout,
+    DependencyUnavailable,
+    InputRejected,
+)
 from app.settings import FilterKeyType, QdrantSettings
 
 DEPENDENCY = "qdrant"
@@ -159,6 +165,10 @@ class EdgeStore:
             return await loop.run_in_executor(self._pool, fn, *args)
         except (DependencyUnavailable, DependencyBadResponse):
             raise
+        except (TypeError, UnicodeError, OverflowError) as exc:
+            # the binding could not convert a value (a lone surrogate, an integer out of range):
+            # the request's fault, not the engine's; it must not count against the breaker
+            raise InputRejected(DEPENDENCY, f"embedded engine refused a value: {exc}") from exc
         except Exception as exc:  # the engine raises plain Exceptions with a message
             raise DependencyBadResponse(DEPENDENCY, f"embedded engine error: {exc}") from exc
 
@@ -463,6 +473,8 @@ class ServerStore:
                 raise DependencyUnavailable(DEPENDENCY, f"collection {self.collection!r} not found") from exc
             if code in (429, 502, 503, 504):
                 raise DependencyUnavailable(DEPENDENCY, f"answered {code}") from exc
+            if code in (400, 422):  # the server refused a value of the request: the caller's fault
+                raise InputRejected(DEPENDENCY, f"answered {code}: {exc.reason_phrase}") from exc
             raise DependencyBadResponse(DEPENDENCY, f"answered {code}: {exc.reason_phrase}") from exc
         except ResourceExhaustedResponse as exc:
             raise DependencyUnavailable(DEPENDENCY, "rate limited (429)") from exc
@@ -478,6 +490,8 @@ class ServerStore:
             raise DependencyTimeout(DEPENDENCY, "timed out") from exc
         except (OSError, httpx.TransportError) as exc:
             raise DependencyUnavailable(DEPENDENCY, f"connection failed: {exc!r}") from exc
+        except UnicodeError as exc:  # a request value the client cannot encode: the caller's fault
+            raise InputRejected(DEPENDENCY, f"client could not encode a value: {exc}") from exc
         except ValueError as exc:
             # local mode (":memory:") says a missing collection with a ValueError
             if "not found" in str(exc):

@@ -1,5 +1,6 @@
 """JSON logs: one line per record on stdout. The encoder escapes newlines in values, so one event is
-always one line, whatever a query or an exception message contains.
+always one line, whatever a query or an exception message contains; text no UTF-8 encoder takes
+(a lone surrogate a client sent) is written escaped (`\\ud800`) instead of failing the record.
 
 Every record carries the request id and trace id of the request it was logged in (a context
 variable set by the middleware; the current span), so event lines join up with the access line.
@@ -63,7 +64,29 @@ class JsonFormatter(logging.Formatter):
                 out["trace_id"] = format(ctx.trace_id, "032x")
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return redact(orjson.dumps(out, default=str).decode())
+        try:
+            line = orjson.dumps(out, default=str)
+        except TypeError:  # a lone surrogate, an integer beyond 64 bits: escape and try again
+            line = orjson.dumps(_encodable(out), default=lambda v: _encodable(str(v)))
+        return redact(line.decode())
+
+
+def _encodable(value: Any, depth: int = 0) -> Any:
+    """`value` with every string UTF-8-encodable (lone surrogates escaped) and every integer
+    within 64 bits (else its text); containers copied, nesting cut at 32 levels."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth >= 32:
+        return _encodable(repr(value), depth)
+    if isinstance(value, dict):
+        return {_encodable(str(k), depth + 1): _encodable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_encodable(v, depth + 1) for v in value]
+    return _encodable(str(value), depth)
 
 
 def setup_logging(level: str) -> None:

@@ -1,0 +1,180 @@
+"""The gateway as a hostile client meets it: `python -m app` in its own process (uvicorn, the
+production HTTP protocol), with API keys for two tenants and an admin, a real Redis, and raw
+sockets to send what no well-behaved HTTP client would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.security import hash_token, new_token
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_SCRYPT_N = 2**10  # the production default is 2**14; the checks are the same
+HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    tenant: str
+    token: str
+    admin: bool = False
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "hash": hash_token(self.token, n=TEST_SCRYPT_N),
+            "admin": self.admin,
+            "rate_limit": 1_000_000,
+        }
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def header_line(self) -> bytes:
+        return f"Authorization: Bearer {self.token}\r\n".encode()
+
+
+def make_key(key_id: str, tenant: str, admin: bool = False) -> Key:
+    return Key(key_id, tenant, new_token(key_id), admin)
+
+
+MALLORY = make_key("mallory-1", "acme")  # the hostile tenant
+ALICE = make_key("alice-1", "default")  # another tenant, with the corpus
+ADMIN = make_key("admin-1", "default", admin=True)
+
+
+@dataclass
+class Gateway:
+    """A running `python -m app` process."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(encoding="utf-8", errors="strict").splitlines()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def start_gateway(port: int, env_overrides: dict[str, str], log_path: Path) -> Gateway:
+    env = {
+        **os.environ,
+        "RAG_AUTH__KEYS": json.dumps([k.entry() for k in (MALLORY, ALICE, ADMIN)]),
+        "RAG_SERVER__HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "RAG_SERVER__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "RAG_LOGGING__LEVEL": "INFO",
+        **env_overrides,
+    }
+    out = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    out.close()
+    gw = Gateway(proc, port, log_path, env)
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited: {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{gw.url}/livez", timeout=1).status_code == 200:
+                return gw
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    gw.stop()
+    raise TimeoutError("gateway did not start")
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
+    text = (await client.get("/metrics")).text
+    return samples(text).get((name, frozenset(labels.items())), 0.0)
+
+
+async def request_count(client: httpx.AsyncClient, method: str, route: str, status: int) -> float:
+    return await metric(
+        client,
+        "http_server_request_duration_seconds_count",
+        method=method,
+        route=route,
+        status=str(status),
+    )
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send `data` on a fresh connection, half-close nothing, and read until the server closes
+    the connection (or `timeout`)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of the first HTTP response in `raw`."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = body[: int(headers["content-length"])]
+    return status, headers, body
+
+
+def rag_request(body: bytes, key: Key | None = None, content_type: bytes = b"application/json") -> bytes:
+    auth = key.header_line if key is not None else b""
+    return (
+        b"POST /rag HTTP/1.1\r\nHost: gateway\r\n" + auth + b"Content-Type: " + content_type + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
