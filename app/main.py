@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document_filter_keys(FastAPI.openapi(app), list(settings.qdrant.filter_keys))
+            document_filter_keys(FastAPI.openapi(app), settings.qdrant.filter_keys)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ no unknown fields (50.0 is 50: JSON has one number type, and JSON Schema says so
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -115,12 +116,24 @@ class RagRequest(BaseModel):
         return out
 
 
-def document_filter_keys(openapi: dict[str, Any], keys: list[str]) -> None:
-    """Name the allow-listed `filter` keys (a setting, not a type) in the served OpenAPI schema."""
+def document_filter_keys(openapi: dict[str, Any], keys: Mapping[str, str]) -> None:
+    """Name the allow-listed `filter` keys (a setting, not a type) in the served OpenAPI schema,
+    each with the values its payload-index type takes (keyword: strings, integer: integers,
+    bool: booleans; a list where Qdrant's match-any allows one)."""
+    wanted = {"keyword": ("string",), "integer": ("integer",), "bool": ("boolean",)}
     flt = openapi.get("components", {}).get("schemas", {}).get("RagRequest", {}).get("properties", {})
     for variant in flt.get("filter", {}).get("anyOf", []):
-        if variant.get("type") == "object":
-            variant["propertyNames"] = {"enum": sorted(keys)}
+        if variant.get("type") != "object":
+            continue
+        values = variant.get("additionalProperties", {}).get("anyOf", [])
+
+        def of(kind: str, values: list[dict[str, Any]] = values) -> list[dict[str, Any]]:
+            types = wanted[kind]
+            return [v for v in values if v.get("type") in types or v.get("items", {}).get("type") in types]
+
+        variant["propertyNames"] = {"enum": sorted(keys)}
+        variant["properties"] = {name: {"anyOf": of(kind)} for name, kind in sorted(keys.items())}
+        variant["additionalProperties"] = False
 
 
 class Passage(BaseModel):

@@ -134,3 +134,27 @@ async def test_start_up_logs_the_indexes_it_adds(
             pass
     added = [r for r in caplog.records if r.getMessage() == "payload indexes added to an existing collection"]
     assert len(added) == 1 and added[0].keys == ["source", "doc_id", "topic", "lang"]  # type: ignore[attr-defined]
+
+
+async def test_the_served_schema_types_each_filter_key(settings_factory: Any) -> None:
+    keys = {"topic": "keyword", "year": "integer", "draft": "bool"}
+    async with running_app(settings_factory(qdrant={"filter_keys": keys})) as (client, _):
+        schema = (await client.get("/openapi.json")).json()
+        r = await client.post("/rag", json={"q": "x", "filter": {"year": "2020"}})
+        assert r.status_code == 422 and "integer" in r.json()["error"]["message"]
+        r = await client.post("/rag", json={"q": "x", "filter": {"year": [2020, 2021], "draft": False}})
+        assert r.status_code == 200, r.text
+    variant = next(
+        v
+        for v in schema["components"]["schemas"]["RagRequest"]["properties"]["filter"]["anyOf"]
+        if v.get("type") == "object"
+    )
+    assert variant["additionalProperties"] is False
+    assert variant["propertyNames"] == {"enum": ["draft", "topic", "year"]}
+
+    def types(key: str) -> set[tuple[str, str | None]]:
+        return {(v["type"], v.get("items", {}).get("type")) for v in variant["properties"][key]["anyOf"]}
+
+    assert types("topic") == {("string", None), ("array", "string")}
+    assert types("year") == {("integer", None), ("array", "integer")}
+    assert types("draft") == {("boolean", None)}
