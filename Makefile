@@ -9,8 +9,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 MODEL_DIR := $(DATA_DIR)/models/all-MiniLM-L6-v2
-# eval: a BEIR-format dataset directory, and flags for `python -m eval` (EVAL_ARGS= for no sweep)
-DATA ?= ../shared/data/msmarco-5k
+# eval: BEIR-format dataset directories (comma-separated, or a directory of them; default every
+# judged set in ../shared/data), and flags for `python -m eval` (EVAL_ARGS= for no sweep)
+DATA ?= ../shared/data
 EVAL_ARGS ?= --sweep
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -82,7 +83,7 @@ N ?= 3
 test-repeat: ## flake check: the whole suite N times (default 3) on a fresh clone of HEAD
 	VENV=$(VENV) bash scripts/test_repeat.sh $(N)
 
-eval: install model ## retrieval quality through /rag on a BEIR dataset: make eval [DATA=dir] [EVAL_ARGS=flags]
+eval: install model ## retrieval quality through /rag on BEIR datasets: make eval [DATA=dir[,dir]] [EVAL_ARGS=flags]
 	$(PY) -m eval --data $(DATA) --cache-dir $(DATA_DIR)/eval-cache $(EVAL_ARGS)
 
 .PHONY: bench

@@ -1,6 +1,6 @@
 """Retrieval quality of the gateway on a BEIR-format dataset.
 
-    python -m eval --data DIR [--sweep] [--cross-encoder MODEL_DIR] [--http-reranker URL]
+    python -m eval --data DIR[,DIR...] [--sweep] [--cross-encoder MODEL_DIR] [--http-reranker URL]
 
 Builds (or reuses from the cache) an embedded collection of DIR/corpus.jsonl with the ingest
 code, runs every judged query of DIR/queries.jsonl through POST /rag of the real app, and
@@ -8,7 +8,11 @@ prints a table of nDCG@10, Recall@10, Recall@50, MRR@10 and per-query latency fo
 the full corpus (the baseline, computed here), dense only (rerank: false), the lexical
 reranker (the default /rag), and a cross-encoder or an http reranker when given. The gateway's
 RAG_* settings apply (e.g. RAG_RERANKER__FUSION_WEIGHT, RAG_QDRANT__EF_DEFAULT). Results are
-also written to eval/results/<UTC timestamp>.json and .md.
+also written to eval/results/<UTC timestamp>-<dataset>.json and .md.
+
+--data may name several datasets (comma-separated, or a directory of dataset directories): each
+is evaluated in turn, then a summary table compares the default with dense-only on every one,
+with a worst-case row.
 """
 
 from __future__ import annotations
@@ -21,17 +25,28 @@ import sys
 from pathlib import Path
 
 from eval.collection import default_sessions
-from eval.run import Options, evaluate_dataset, render, write
+from eval.multi import dataset_dirs, render_summary
+from eval.run import Options, Report, evaluate_dataset, render, write
 
 
 def parse(argv: list[str] | None) -> Options:
+    return parse_all(argv)[0]
+
+
+def parse_all(argv: list[str] | None) -> list[Options]:
+    """One Options per dataset named by --data."""
     p = argparse.ArgumentParser(
         prog="python -m eval",
         description=__doc__.split("\n")[0],
         epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="BEIR-format dataset directory")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="BEIR-format dataset directory; several comma-separated, or a directory of them",
+    )
     p.add_argument("--split", default="test", help="qrels split: DIR/qrels/<split>.tsv (default test)")
     p.add_argument("-k", "--k", type=int, default=100, help="candidates fetched and reranked (default 100)")
     p.add_argument("--ef", type=int, help="hnsw_ef sent with each query (default: the gateway's policy)")
@@ -66,12 +81,18 @@ def parse(argv: list[str] | None) -> Options:
     )
     p.add_argument("--no-write", action="store_true", help="print only; write no result files")
     a = p.parse_args(argv)
-    if not (a.data / "corpus.jsonl").is_file():
-        p.error(f"{a.data} has no corpus.jsonl: not a BEIR-format dataset")
+    try:
+        dirs = dataset_dirs(a.data)
+    except ValueError as exc:
+        p.error(f"{exc}: not a BEIR-format dataset")
     if not 1 <= a.k <= 200:
         p.error("--k must be in 1..200 (the API's limit)")
+    return [_options(a, d) for d in dirs]
+
+
+def _options(a: argparse.Namespace, data: Path) -> Options:
     return Options(
-        data=a.data,
+        data=data,
         split=a.split,
         k=a.k,
         ef=a.ef,
@@ -95,12 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     # each configuration starts the app, which warns that the rerank cache and API keys are off:
     # the eval turns them off on purpose
     logging.getLogger("rag").setLevel(logging.ERROR)
-    opts = parse(argv)
-    report = asyncio.run(evaluate_dataset(opts))
-    print(render(report))
-    if opts.results_dir is not None:
-        js, md = write(report, opts.results_dir)
-        print(f"\nwritten: {md} and {js.name}", file=sys.stderr)
+    reports: list[Report] = []
+    for opts in parse_all(argv):
+        report = asyncio.run(evaluate_dataset(opts))
+        reports.append(report)
+        print(render(report) + "\n")
+        if opts.results_dir is not None:
+            js, md = write(report, opts.results_dir)
+            print(f"written: {md} and {js.name}", file=sys.stderr)
+    if len(reports) > 1:
+        print(render_summary(reports))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -440,7 +441,8 @@ def render_sweep(sweep: dict[str, Any]) -> str:
 def write(report: Report, results_dir: Path) -> tuple[Path, Path]:
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    js, md = results_dir / f"{stamp}.json", results_dir / f"{stamp}.md"
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", str(report.dataset["name"]))
+    js, md = results_dir / f"{stamp}-{name}.json", results_dir / f"{stamp}-{name}.md"
     js.write_text(json.dumps(report.as_dict(), indent=1) + "\n")
     md.write_text(render(report) + "\n")
     return js, md

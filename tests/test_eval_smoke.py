@@ -227,3 +227,32 @@ async def test_sweep_through_the_gateway(tmp_path: Path, model_dir: Path) -> Non
     text = render(report)
     assert "| 0.2 (default) |" in text
     assert "| 64 (default) |" in text
+
+
+def test_several_datasets_in_one_run_with_a_summary_and_a_worst_case(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eval.multi import dataset_dirs
+
+    monkeypatch.setenv("RAG_EMBEDDER__MODEL_DIR", str(model_dir))
+    root = tmp_path / "sets"
+    a = write_beir(root / "alpha", PASSAGES)
+    b = write_beir(root / "beta", {**PASSAGES, "d13": ("", "Glaciers carve valleys.")})
+    (root / "notes").mkdir()  # not a dataset: skipped in a directory of datasets
+    assert dataset_dirs(str(root)) == [a, b]
+    assert dataset_dirs(f"{a},{b}") == [a, b]
+    with pytest.raises(ValueError, match="holds none"):
+        dataset_dirs(str(root / "notes"))
+
+    common = ["--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results")]
+    assert main(["--data", str(root), *common]) == 0
+    out = capsys.readouterr().out
+    assert out.count("## alpha: 12 passages") == 1 and out.count("## beta: 13 passages") == 1
+    summary = out[out.index("## Summary across datasets") :].splitlines()
+    rows = [line for line in summary if line.startswith("| alpha") or line.startswith("| beta")]
+    assert len(rows) == 2
+    deltas = [float(r.split("|")[9]) for r in rows]
+    worst = [line for line in summary if line.startswith("| **worst case**")]
+    assert len(worst) == 1 and f"**{min(deltas):+.4f}**" in worst[0]
+    written = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "results").glob("*.json"))
+    assert written == ["alpha.json", "beta.json"]  # one report per dataset, none overwritten
