@@ -114,6 +114,10 @@ DASHBOARD_EXPECTED: dict[str, list[tuple[dict[str, str], float]]] = {
     "Degraded ratio of /rag answers [A]": [({}, 0.1)],
     "Upstream retries by dependency [A]": [({"dependency": "reranker"}, 1.0)],
     "In-flight /rag requests [A]": [({}, 5)],
+    "Searches answered by exact fallback, by reason [A]": [
+        ({"reason": "short"}, 3 / 60),
+        ({"reason": "unverified_write"}, 0),
+    ],
 }
 
 # Alerts expected to fire on the slow service (labels besides alertname), none on the healthy one.
