@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from app.clients.embedder import Embedder
 from app.clients.vectorstore import PointIn, VectorStore, point_id
-from app.search import verify_writes
+from app.search import VERIFY_EF, verify_writes
 
 RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash"})
 
@@ -53,6 +53,8 @@ async def ingest(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     verify: bool = True,
+    verify_ef: int = VERIFY_EF,
+    on_missed: Callable[[dict[str, int]], None] | None = None,
 ) -> int:
     """Embed and upsert `docs`, then build the index. Returns how many points were written.
 
@@ -80,5 +82,7 @@ async def ingest(
     if verify:
         # read your writes: every point is found by its own vector, or its tenant is searched
         # exactly until it is (app/search.py)
-        await verify_writes(store, vectors_by_tenant)
+        missed = await verify_writes(store, vectors_by_tenant, verify_ef)
+        if missed and on_missed is not None:
+            on_missed(missed)
     return written

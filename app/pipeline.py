@@ -182,15 +182,19 @@ class RagPipeline:
 
         with self.tracer.start_as_current_span("search") as span:
             t0 = time.perf_counter()
-            candidates = await complete_search(
-                self.store,
-                vector,
-                req.k,
-                ef,
-                tenant,
-                filters,
-                run=lambda fn: self.guards.qdrant.call(fn, deadline),
-                on_fallback=self.metrics.count_exact_fallback,
+            # one guarded call: the index search, the count and an exact fallback share one
+            # breaker permit and one outcome
+            candidates = await self.guards.qdrant.call(
+                lambda: complete_search(
+                    self.store,
+                    vector,
+                    req.k,
+                    ef,
+                    tenant,
+                    filters,
+                    on_fallback=self.metrics.count_exact_fallback,
+                ),
+                deadline,
             )
             timings["search"] = self._stage("search", t0)
             span.set_attribute("rag.k", req.k)

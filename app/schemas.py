@@ -24,8 +24,14 @@ MAX_Q_CHARS = 2048
 MAX_K = 200
 MAX_FILTER_KEYS = 8
 MAX_FILTER_VALUES = 32
+# Whitespace spelled out: exactly what Python's str.isspace() (and so str.split(), which trims
+# q) calls whitespace. `\s` differs between Python and the ECMA regexes of JSON Schema (\x85 and
+# \x1c-\x1f are whitespace only to Python, \ufeff only to ECMA), and a client validating against
+# the schema must get the answer the server gives.
+WS = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"[^{WS}]"
 # not blank, and at most MAX_Q_CHARS characters from the first to the last non-space
-Q_PATTERN = rf"^\s*\S([\s\S]{{0,{MAX_Q_CHARS - 2}}}\S)?\s*$"
+Q_PATTERN = rf"^[{WS}]*[^{WS}]([\s\S]{{0,{MAX_Q_CHARS - 2}}}[^{WS}])?[{WS}]*$"
 
 
 def whole(v: Any) -> Any:
@@ -134,6 +140,16 @@ def document_filter_keys(openapi: dict[str, Any], keys: Mapping[str, str]) -> No
         variant["propertyNames"] = {"enum": sorted(keys)}
         variant["properties"] = {name: {"anyOf": of(kind)} for name, kind in sorted(keys.items())}
         variant["additionalProperties"] = False
+    # a document's payload field that is a filter key takes the key's type (POST /documents)
+    doc = openapi.get("components", {}).get("schemas", {}).get("DocumentIn", {})
+    payload = doc.get("additionalProperties", {}).get("anyOf", [])
+    props = doc.get("properties")
+    if payload and isinstance(props, dict):
+        reserved = doc.get("propertyNames", {}).get("not", {}).get("enum", [])
+        for name, kind in sorted(keys.items()):
+            # `source` is a field of its own; `doc_id` is reserved (the `id` field)
+            if name not in props and name not in reserved:
+                props[name] = {"anyOf": [v for v in payload if v.get("type") in wanted[kind]]}
 
 
 class Passage(BaseModel):

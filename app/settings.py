@@ -100,7 +100,8 @@ class QdrantSettings(BaseModel):
         10_000,
         ge=10,
         description="Qdrant's full_scan_threshold (KB of vectors): a filter matching fewer points "
-        "is answered by an exact scan through the payload index instead of graph traversal",
+        "is answered by an exact scan through the payload index instead of graph traversal; applied "
+        "to the collection at creation and at start-up (both backends)",
     )
 
     @field_validator("filter_keys", mode="before")

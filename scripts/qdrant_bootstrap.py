@@ -132,8 +132,26 @@ async def run(args: argparse.Namespace) -> int:
             print("collection is not empty; nothing loaded (--if-empty)", file=sys.stderr)
         else:
             unique = len({(d.tenant, d.doc_id) for d in docs})
-            n = await ingest(store, embedder, docs, args.batch_size, Progress(unique, "embedding"))
+            missed: dict[str, int] = {}
+            n = await ingest(
+                store,
+                embedder,
+                docs,
+                args.batch_size,
+                Progress(unique, "embedding"),
+                verify_ef=qdrant.ef_default,
+                on_missed=missed.update,
+            )
             print(f"loaded {n} passages", file=sys.stderr)
+            if missed:
+                # the gateway that will serve this collection runs in another process: it cannot
+                # know which points the index missed, so say it here
+                print(
+                    f"warning: the index did not find {sum(missed.values())} of the loaded passages by "
+                    f"their own vectors ({missed}); searches may miss them until the collection is "
+                    "rebuilt (see RUNBOOK, RagGatewaySearchExactFallback)",
+                    file=sys.stderr,
+                )
         print(json.dumps({"result": await store.info(), "status": "ok"}, indent=2))
     finally:
         await store.aclose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -31,8 +32,9 @@ from starlette.responses import Response
 from app.api.auth import Admin, rate_limit_headers
 from app.api.deps import State
 from app.clients.vectorstore import point_id
+from app.errors import InvalidRequest
 from app.ingest import RESERVED, Document, content_hash, ingest
-from app.schemas import ErrorBody, Text, whole
+from app.schemas import NOT_BLANK, ErrorBody, Text, whole
 from app.search import forget_points
 from app.settings import TENANT_PATTERN
 
@@ -72,7 +74,7 @@ class DocumentIn(BaseModel):
     __pydantic_extra__: dict[str, PayloadValue] = Field(init=False)
 
     id: StrictStr = Field(pattern=DOC_ID_PATTERN, description="document id; unique within the tenant")
-    text: Text = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S", description="passage text")
+    text: Text = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK, description="passage text")
     source: Text = Field("", max_length=MAX_VALUE_CHARS, description="where the passage comes from")
 
     @model_validator(mode="after")
@@ -130,6 +132,22 @@ def _json(request: Request, body: BaseModel) -> Response:
     )
 
 
+# exact types: a bool is an int to isinstance(), and must not pass for an integer key
+_KEY_TYPES: dict[str, type] = {"keyword": str, "integer": int, "bool": bool}
+
+
+def _check_filter_types(docs: Iterable[DocumentIn], keys: Mapping[str, str]) -> None:
+    """A payload field that is a filter key must have the key's type: a `year` stored as "2020"
+    under an integer index could never be matched, silently."""
+    for d in docs:
+        fields = {"source": d.source, **(d.__pydantic_extra__ or {})}
+        for key, kind in keys.items():
+            if key in fields and type(fields[key]) is not _KEY_TYPES[kind]:
+                raise InvalidRequest(
+                    f"document {d.id!r}: payload field {key!r} is a filter key of type {kind}"
+                )
+
+
 @router.post(
     "/documents",
     response_model=DocumentsResponse,
@@ -139,6 +157,7 @@ async def upsert_documents(body: DocumentsRequest, request: Request, state: Stat
     """Embed and upsert passages for `tenant` (admin keys only); re-sending an id overwrites it,
     also within one request (the last copy wins)."""
     last = {d.id: d for d in body.documents}
+    _check_filter_types(last.values(), state.settings.qdrant.filter_keys)
     docs = [
         Document(
             doc_id=d.id,
@@ -149,7 +168,7 @@ async def upsert_documents(body: DocumentsRequest, request: Request, state: Stat
         )
         for d in last.values()
     ]
-    n = await ingest(state.store, state.embedder, docs)
+    n = await ingest(state.store, state.embedder, docs, verify_ef=state.settings.qdrant.ef_default)
     log.info("documents upserted", extra={"tenant": body.tenant, "count": n, "key_id": admin.key_id})
     out = [
         DocumentOut(id=d.doc_id, point_id=point_id(d.tenant, d.doc_id), content_hash=content_hash(d.text))
@@ -169,6 +188,6 @@ async def delete_document(
     """Delete one document of `tenant` by id (admin keys only); deleting a missing id is a no-op."""
     pid = point_id(tenant, doc_id)
     await state.store.delete([pid])
-    forget_points(state.store, tenant, [pid])
+    await forget_points(state.store, tenant, [pid])
     log.info("document deleted", extra={"tenant": tenant, "key_id": admin.key_id})
     return _json(request, DeletedResponse(tenant=tenant, id=doc_id, point_id=pid))

@@ -22,6 +22,7 @@ same shard saw all of them). The pipeline still checks counts and falls back to 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ from app.errors import (
 from app.settings import FilterKeyType, QdrantSettings
 
 DEPENDENCY = "qdrant"
+log = logging.getLogger("rag.vectorstore")
 FilterValue = str | int | bool
 Filters = Mapping[str, Sequence[FilterValue]]
 NEAREST_BATCH = 64
@@ -93,6 +95,8 @@ class VectorStore(Protocol):
         self, vectors: npt.NDArray[np.float32], k: int, ef: int, tenant: str
     ) -> list[list[tuple[str, float]]]: ...
 
+    async def existing(self, ids: list[str]) -> set[str]: ...
+
     async def upsert(self, points: list[PointIn]) -> None: ...
 
     async def delete(self, ids: list[str]) -> None: ...
@@ -116,7 +120,6 @@ class EdgeStore:
         self.collection = settings.collection
         self.path = settings.path / settings.collection
         self._shard: Any = None
-        self._stale_threshold = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._load_if_present()
 
@@ -129,7 +132,6 @@ class EdgeStore:
 
         if (self.path / "edge_config.json").exists():
             dim = self._dim()
-            self._stale_threshold = self._built_threshold() != self._s.full_scan_threshold_kb
             # loading with our config applies a changed full_scan_threshold; the next optimize()
             # rebuilds the segments that were built with the old one
             self._shard = (
@@ -222,20 +224,11 @@ class EdgeStore:
         for name in added:
             kind = self._s.filter_keys[name]
             shard.update(UpdateOperation.create_field_index(name, _edge_index_params(kind)))
-        if added or self._stale_threshold:
-            shard.optimize()  # rebuild segments with the indexes and the threshold in force
-            shard.flush()
-            self._stale_threshold = False
+        # once per start: rebuilds the segments built without these indexes or with another
+        # full_scan_threshold (whatever opened the shard before); a no-op when nothing is stale
+        shard.optimize()
+        shard.flush()
         return added
-
-    def _built_threshold(self) -> int | None:
-        import json
-
-        try:
-            cfg = json.loads((self.path / "edge_config.json").read_text())
-            return int(cfg["hnsw_config"]["full_scan_threshold"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
 
     async def search(
         self,
@@ -300,6 +293,12 @@ class EdgeStore:
             for hits in shard.query_batch(QueryBatchRequest(requests)):
                 out.append([(str(h.id), float(h.score)) for h in hits])
         return out
+
+    async def existing(self, ids: list[str]) -> set[str]:
+        """Which of `ids` are points of the collection now."""
+        point_ids: list[Any] = list(ids)
+        records = await self._run(lambda: self._shard_or_raise().retrieve(point_ids, False, False))
+        return {str(r.id) for r in records}
 
     async def upsert(self, points: list[PointIn]) -> None:
         await self._run(self._upsert, points)
@@ -408,7 +407,10 @@ def _edge_filter(tenant: str | None, filters: Filters) -> Any:
         must.append(FieldCondition(key="tenant", match=MatchValue(tenant)))
     for key, values in filters.items():
         if len(values) == 1:
-            must.append(FieldCondition(key=key, match=MatchValue(values[0])))
+            # qdrant-edge 0.9.0 turns a Python bool into the integer 1 or 0, which matches
+            # integers and no boolean; numpy's bool reaches the engine as a boolean
+            value = np.bool_(values[0]) if isinstance(values[0], bool) else values[0]
+            must.append(FieldCondition(key=key, match=MatchValue(value)))  # type: ignore[arg-type]
         else:
             must.append(FieldCondition(key=key, match=MatchAny(list(values))))  # type: ignore[arg-type]
     return Filter(must=must) if must else None
@@ -511,7 +513,11 @@ class ServerStore:
             self._client.create_collection(
                 self.collection,
                 vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-                hnsw_config=models.HnswConfigDiff(m=self._s.hnsw_m, ef_construct=self._s.hnsw_ef_construct),
+                hnsw_config=models.HnswConfigDiff(
+                    m=self._s.hnsw_m,
+                    ef_construct=self._s.hnsw_ef_construct,
+                    full_scan_threshold=self._s.full_scan_threshold_kb,
+                ),
             )
         )
         await self._call(
@@ -540,9 +546,25 @@ class ServerStore:
         if not await self._call(self._client.collection_exists(self.collection)):
             return []
         info = await self._call(self._client.get_collection(self.collection))
-        have = set(info.payload_schema or {})
+        have = info.payload_schema or {}
+        for name, kind in self._s.filter_keys.items():
+            got = getattr(getattr(have.get(name), "data_type", None), "value", None)
+            if got is not None and got != _server_index_schema(kind).value:
+                log.warning(
+                    "payload index of another type",
+                    extra={"collection": self.collection, "key": name, "index": got, "configured": kind},
+                )
         added = [name for name in self._s.filter_keys if name not in have]
         await self._create_indexes(added)
+        if info.config.hnsw_config.full_scan_threshold != self._s.full_scan_threshold_kb:
+            from qdrant_client import models
+
+            await self._call(
+                self._client.update_collection(
+                    self.collection,
+                    hnsw_config=models.HnswConfigDiff(full_scan_threshold=self._s.full_scan_threshold_kb),
+                )
+            )
         return added
 
     async def drop(self) -> None:
@@ -606,6 +628,12 @@ class ServerStore:
             resps = await self._call(self._client.query_batch_points(self.collection, requests=requests))
             out.extend([(str(p.id), float(p.score)) for p in r.points] for r in resps)
         return out
+
+    async def existing(self, ids: list[str]) -> set[str]:
+        records = await self._call(
+            self._client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=False)
+        )
+        return {str(r.id) for r in records}
 
     async def upsert(self, points: list[PointIn]) -> None:
         from qdrant_client import models

@@ -187,8 +187,10 @@ async def test_torch_path_scores_each_pair(tiny: Models) -> None:
         scores = await r.score(QUERY, CANDS)
         assert len(scores) == len(CANDS)
         assert all(isinstance(s, float) and math.isfinite(s) for s in scores)
-        # batched with padding, the scores are those of each pair on its own
-        assert scores == pytest.approx(tiny.reference, abs=1e-5)
+        # batched with padding, the scores are those of each pair on its own, to float32
+        # accuracy: padding changes the matrix shapes, so the kernels sum in another order
+        # (a full run under load saw 1.35e-5 on a logit of -2.84, 4.7e-6 relative: ~40 ulps)
+        assert scores == pytest.approx(tiny.reference, rel=1e-5, abs=1e-5)
         # one candidate at a time gives the same score as in the batch
         assert r.score_sync(QUERY, CANDS[3:4]) == pytest.approx(scores[3:4], abs=1e-5)
         assert await r.score(QUERY, []) == []

@@ -37,6 +37,8 @@ from app.clients.vectorstore import Filters, PointIn, VectorStore, point_id, vec
 from app.search import complete_search, forget_points, verify_writes
 from app.settings import QdrantSettings
 
+FILTER_KEYS = dict(QdrantSettings().filter_keys)
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning"),
     pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning"),
@@ -75,6 +77,7 @@ class SearchMachine(RuleBasedStateMachine):
             hnsw_m=8,
             hnsw_ef_construct=40,
             full_scan_threshold_kb=self.threshold_kb,
+            filter_keys={**FILTER_KEYS, "year": "integer", "draft": "bool"},
         )
         self.store: VectorStore = vectorstore_from_settings(self.settings)
         # the truth: tenant -> point id -> (vector, payload)
@@ -108,6 +111,8 @@ class SearchMachine(RuleBasedStateMachine):
             "topic": TOPICS[int(self.rng.integers(len(TOPICS)))],
             "source": SOURCES[int(self.rng.integers(len(SOURCES)))],
             "text": f"passage {doc_id}",
+            "year": int(self.rng.integers(2018, 2022)),
+            "draft": bool(self.rng.integers(2)),
         }
         return PointIn(point_id(tenant, doc_id), self._vector(), payload)
 
@@ -132,10 +137,13 @@ class SearchMachine(RuleBasedStateMachine):
             assert got and (got[0].id == p.id or got[0].score >= 0.9999), (p.id, got)
 
     def _matching(self, tenant: str, filters: Filters) -> dict[str, npt.NDArray[np.float32]]:
+        def match(value: Any, wanted: Any) -> bool:  # strict: True is not 1
+            return type(value) is type(wanted) and value == wanted
+
         return {
             pid: vec
             for pid, (vec, payload) in self.model[tenant].items()
-            if all(payload.get(k) in vs for k, vs in filters.items())
+            if all(any(match(payload.get(k), v) for v in vs) for k, vs in filters.items())
         }
 
     async def _search(
@@ -143,12 +151,17 @@ class SearchMachine(RuleBasedStateMachine):
     ) -> Any:
         return await complete_search(self.store, vector, limit, EF, tenant, filters)
 
+    async def _forget(self, tenant: str, ids: list[str]) -> None:
+        await forget_points(self.store, tenant, ids)
+
     def _pick_filter(self, kind: str, tenant: str) -> Filters:
         ids = list(self.model[tenant])
         if kind == "none" or not ids:
             return {}
         if kind == "one":
             return {"topic": [TOPICS[int(self.rng.integers(len(TOPICS)))]]}
+        if kind == "typed":  # an integer key and a bool key
+            return {"year": [int(self.rng.integers(2018, 2022))], "draft": [bool(self.rng.integers(2))]}
         if kind == "list":
             n = min(len(ids), 5)
             chosen = self.rng.choice(len(ids), size=n, replace=False)
@@ -165,8 +178,9 @@ class SearchMachine(RuleBasedStateMachine):
         if matching:
             ids = list(matching)
             scores = np.stack([matching[i] for i in ids]) @ vector
-            exact = {ids[i] for i in np.argsort(-scores)[: min(10, len(ids))]}
-            self.recalls.append(len(exact & {h.id for h in hits[:10]}) / len(exact) if limit >= 10 else 1.0)
+            window = min(10, limit, len(ids))
+            exact = {ids[i] for i in np.argsort(-scores)[:window]}
+            self.recalls.append(len(exact & {h.id for h in hits[:window]}) / window)
 
     # --- rules ----------------------------------------------------------------------------
 
@@ -184,7 +198,7 @@ class SearchMachine(RuleBasedStateMachine):
         victims = list(self.model[tenant])[:n]
         if victims:
             self.await_(self.store.delete(victims))
-            forget_points(self.store, tenant, victims)  # as DELETE /documents does
+            self.await_(self._forget(tenant, victims))  # as DELETE /documents does
             for pid in victims:
                 del self.model[tenant][pid]
 
@@ -203,7 +217,7 @@ class SearchMachine(RuleBasedStateMachine):
 
     @rule(
         tenant=st.sampled_from(list(TENANTS)),
-        kind=st.sampled_from(["none", "one", "list", "two"]),
+        kind=st.sampled_from(["none", "one", "list", "two", "typed"]),
         limit=st.sampled_from(LIMITS),
     )
     def search(self, tenant: str, kind: str, limit: int) -> None:

@@ -68,11 +68,15 @@ async def test_hot_path_allocates_no_metric_objects(
 ) -> None:
     """After the first request of each kind, serving requests never calls `.labels()` (the
     lookup that finds or creates a labelled child): the children are cached."""
-    async with running_app(settings_factory()) as (client, app):
+    # a loaded machine must not turn a slow Redis answer into a bypass (no hit to count)
+    redis = {"timeout_s": 2.0, "connect_timeout_s": 2.0}
+    async with running_app(settings_factory(redis=redis)) as (client, app):
         metrics: Metrics = app.state.rag.metrics
 
         async def one_of_each() -> None:
             assert (await client.post("/rag", json={"q": "espresso grind", "k": 10})).status_code == 200
+            # the cache write runs in the background: wait for it, so the next /rag is a hit
+            await app.state.rag.pipeline.drain()
             assert (await client.get("/no/such/path")).status_code == 404
             assert (await client.get("/livez")).status_code == 200
             assert (await client.request("BREW", "/rag")).status_code == 405

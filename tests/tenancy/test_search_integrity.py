@@ -145,3 +145,22 @@ def test_the_log_says_it_at_most_once_a_minute_per_reason(caplog: pytest.LogCapt
         now[0] += 0.2
         integrity.note("short")
     assert [r.reason for r in caplog.records] == ["short", "unverified_write", "short"]  # type: ignore[attr-defined]
+
+
+async def test_a_document_field_that_is_a_filter_key_must_have_its_type(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    settings = _settings(
+        model_dir, tmp_path / "qdrant", qdrant={"filter_keys": {"topic": "keyword", "year": "integer"}}
+    )
+    async with serve(settings) as (client, _):
+        for bad in ({"topic": 5}, {"year": "2020"}, {"year": True}):
+            doc = {"id": "d1", "text": "a passage", **bad}
+            r = await client.post(
+                "/documents", json={"tenant": "acme", "documents": [doc]}, headers=ADMIN.headers
+            )
+            assert r.status_code == 422, (bad, r.text)
+        ok = {"id": "d1", "text": "a passage", "topic": "t", "year": 2020}
+        r = await client.post("/documents", json={"tenant": "acme", "documents": [ok]}, headers=ADMIN.headers)
+        assert r.status_code == 200, r.text
+        assert len(await rag(client, ACME, q="a passage", filter={"year": 2020})) == 1
