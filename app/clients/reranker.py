@@ -365,14 +365,24 @@ def _first_existing(d: Path, names: list[str]) -> Path:
 
 
 class HttpReranker:
-    """TEI `POST /rerank` or Cohere-compatible `POST /v1/rerank`."""
+    """TEI `POST /rerank` or Cohere-compatible `POST /v1/rerank`.
+
+    A server takes at most so many texts per request (TEI refuses more than its
+    `max_client_batch_size` with 413): the candidates go out in requests of at most that many,
+    at once, and the scores are merged back in candidate order. The limit is TEI's
+    `GET /info` `max_client_batch_size`, read once; 32 (TEI's default) where the server does not
+    say (a Cohere-style API, or no /info). Scores are per pair, so splitting does not change them.
+    """
 
     remote = True
+    DEFAULT_BATCH = 32
 
     def __init__(self, settings: RerankerSettings, client: httpx.AsyncClient) -> None:
         self._s = settings
         self._client = client
         self.id = f"http:{settings.api}:{settings.model}@{settings.url}"
+        self._batch: int | None = None if settings.api == "tei" else self.DEFAULT_BATCH
+        self._batch_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, s: RerankerSettings) -> HttpReranker:
@@ -380,10 +390,46 @@ class HttpReranker:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         return cls(s, httpx.AsyncClient(base_url=s.url, timeout=s.timeout_s, limits=limits))
 
+    async def batch_size(self) -> int:
+        """The server's limit on texts per request. Any answer to `GET /info` is remembered (no
+        usable `max_client_batch_size` in it: the default); no answer raises like a rerank would,
+        and the next call asks again."""
+        if self._batch is not None:
+            return self._batch
+        async with self._batch_lock:
+            if self._batch is None:
+                with translate_http_errors(DEPENDENCY):
+                    resp = await self._client.get("/info")
+                self._batch = self.DEFAULT_BATCH
+                if resp.status_code == 200:
+                    try:
+                        limit = resp.json().get("max_client_batch_size")
+                    except (ValueError, AttributeError):
+                        limit = None
+                    if type(limit) is int and limit > 0:
+                        self._batch = limit
+            return self._batch
+
     async def score(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
             return []
         texts = [c.text for c in candidates]
+        size = await self.batch_size()
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        if len(chunks) == 1:
+            return check_scores(await self._score_chunk(query, texts), len(texts))
+        tasks = [asyncio.ensure_future(self._score_chunk(query, chunk)) for chunk in chunks]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            # one failed (or the caller gave up): the others' answers are of no use
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return check_scores([s for part in parts for s in part], len(texts))
+
+    async def _score_chunk(self, query: str, texts: list[str]) -> list[float]:
         if self._s.api == "tei":
             path = "/rerank"
             body: dict[str, Any] = {"query": query, "texts": texts, "raw_scores": False, "truncate": True}
@@ -393,7 +439,7 @@ class HttpReranker:
         with translate_http_errors(DEPENDENCY):
             resp = await self._client.post(path, json=body)
         raise_for_http_error(DEPENDENCY, resp)
-        return check_scores(self._parse(resp, len(texts)), len(texts))
+        return self._parse(resp, len(texts))
 
     def _parse(self, resp: httpx.Response, n: int) -> list[float]:
         try:
