@@ -31,7 +31,7 @@ from deploy_support import ROOT
 
 pytestmark = pytest.mark.container
 
-IMAGE = "localhost/rag-gateway:test"
+IMAGE = "localhost/rag-gateway:dev"  # the tag docker/docker-compose.yml runs
 UID = "10001:10001"
 # The Dockerfile's VOLUME paths: the only places the app may write.
 DATA_DIR = "/var/lib/rag-gateway"
@@ -184,7 +184,8 @@ def test_image_is_non_root_without_torch_or_compiler(image: str) -> None:
         "print(os.getuid(), u.find_spec('torch') is None, u.find_spec('transformers') is None, "
         "[c for c in ('gcc', 'cc', 'g++', 'clang') if shutil.which(c)])"
     )
-    out = sh(*RUN, "--rm", "--read-only", image, "python", "-c", probe)
+    # --image-volume tmpfs: no anonymous volumes for the image's VOLUMEs left by this probe
+    out = sh(*RUN, "--rm", "--read-only", "--image-volume", "tmpfs", image, "python", "-c", probe)
     assert out.stdout.split() == ["10001", "True", "True", "[]"], out.stdout
 
 
