@@ -80,7 +80,7 @@ pytest: install-test model
 # podman, runc and debootstrap come from apt when missing; skipped (saying why) only where
 # containers cannot run at all. The base image and the wheelhouse are cached between runs.
 test-container: install-test ## build the image with podman, run it read-only and load it; then the compose stack
-	$(PY) -m pytest -q -p no:cacheprovider -m container tests/deploy
+	$(PY) -m pytest -q -p no:cacheprovider -rs -m container tests/deploy
 
 test: install-test model lint typecheck pytest test-container ## install test needs, then ruff, mypy --strict, pytest, containers
 

@@ -9,6 +9,7 @@
 # The tag carries a digest of this script, so a changed package list builds a new image and an
 # unchanged one is reused from the podman image store (about 1 min to build, 0 s to reuse).
 set -euo pipefail
+# shellcheck source=scripts/container_common.sh
 source "$(dirname "$0")/container_common.sh"
 
 PACKAGES="passwd,python3,python3-venv,python3-pip,python-is-python3"

@@ -9,6 +9,7 @@
 # --format docker keeps the HEALTHCHECK (the OCI image format has no field for it). Layers are
 # cached in the podman image store: an unchanged tree rebuilds in seconds.
 set -euo pipefail
+# shellcheck source=scripts/container_common.sh
 source "$(dirname "$0")/container_common.sh"
 cd "$ROOT"
 

@@ -6,6 +6,7 @@
 # and the helpers log, digest and need_podman.
 # shellcheck shell=bash
 
+# shellcheck disable=SC2034  # used by the scripts that source this file
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_DIR="${RAG_CONTAINER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rag-gateway-container}"
 mkdir -p "$CACHE_DIR"
@@ -36,6 +37,7 @@ need_podman() {
     command -v hey >/dev/null || missing="$missing hey"
     if [[ -n "$missing" ]]; then
         log "installing:$missing"
+        # shellcheck disable=SC2086  # one word per package
         $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
     fi
 }

@@ -9,6 +9,7 @@
 # podman-compose (PyPI) is installed once into the container cache directory (its own folder,
 # keyed by version); Debian's 1.0 predates the !reset/!override tags the override uses.
 set -euo pipefail
+# shellcheck source=scripts/container_common.sh
 source "$(dirname "$0")/container_common.sh"
 cd "$ROOT"
 
