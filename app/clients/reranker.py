@@ -28,7 +28,7 @@ import numpy as np
 
 from app.clients.http import raise_for_http_error, translate_http_errors
 from app.clients.vectorstore import Candidate
-from app.errors import DependencyBadResponse, DependencyUnavailable
+from app.errors import DependencyBadResponse, DependencyRejected, DependencyUnavailable
 from app.settings import RerankerSettings
 
 DEPENDENCY = "reranker"
@@ -364,14 +364,25 @@ def _first_existing(d: Path, names: list[str]) -> Path:
     raise FileNotFoundError(f"no model.onnx, model.safetensors or pytorch_model.bin in {d}")
 
 
+class _BatchTooLarge(Exception):
+    """A server refused a request for holding too many texts (413)."""
+
+    def __init__(self, error: DependencyRejected, sent: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.sent = sent
+
+
 class HttpReranker:
     """TEI `POST /rerank` or Cohere-compatible `POST /v1/rerank`.
 
     A server takes at most so many texts per request (TEI refuses more than its
     `max_client_batch_size` with 413): the candidates go out in requests of at most that many,
     at once, and the scores are merged back in candidate order. The limit is TEI's
-    `GET /info` `max_client_batch_size`, read once; 32 (TEI's default) where the server does not
-    say (a Cohere-style API, or no /info). Scores are per pair, so splitting does not change them.
+    `GET /info` `max_client_batch_size`, read once, when more candidates than the default (32,
+    TEI's own default) are to be scored or when a request is refused with 413; 32 where the
+    server does not say (a Cohere-style API, or no /info). Scores are per pair, so splitting does
+    not change them.
     """
 
     remote = True
@@ -414,10 +425,29 @@ class HttpReranker:
         if not candidates:
             return []
         texts = [c.text for c in candidates]
-        size = await self.batch_size()
+        known = self._batch is not None
+        size = self._batch or self.DEFAULT_BATCH
+        if not known and len(texts) > size:
+            size, known = await self.batch_size(), True
+        try:
+            scores = await self._score_in_batches(query, texts, size)
+        except _BatchTooLarge as exc:
+            if known:
+                raise exc.error from None
+            # a server whose limit is below the default: ask it once, then split to fit
+            size = await self.batch_size()
+            if size >= exc.sent:
+                raise exc.error from None
+            try:
+                scores = await self._score_in_batches(query, texts, size)
+            except _BatchTooLarge as again:
+                raise again.error from None
+        return check_scores(scores, len(texts))
+
+    async def _score_in_batches(self, query: str, texts: list[str], size: int) -> list[float]:
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
         if len(chunks) == 1:
-            return check_scores(await self._score_chunk(query, texts), len(texts))
+            return await self._score_chunk(query, texts)
         tasks = [asyncio.ensure_future(self._score_chunk(query, chunk)) for chunk in chunks]
         try:
             parts = await asyncio.gather(*tasks)
@@ -427,7 +457,7 @@ class HttpReranker:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return check_scores([s for part in parts for s in part], len(texts))
+        return [s for part in parts for s in part]
 
     async def _score_chunk(self, query: str, texts: list[str]) -> list[float]:
         if self._s.api == "tei":
@@ -438,6 +468,11 @@ class HttpReranker:
             body = {"model": self._s.model, "query": query, "documents": texts, "top_n": len(texts)}
         with translate_http_errors(DEPENDENCY):
             resp = await self._client.post(path, json=body)
+        if resp.status_code == 413:
+            try:
+                raise_for_http_error(DEPENDENCY, resp)
+            except DependencyRejected as error:
+                raise _BatchTooLarge(error, len(texts)) from None
         raise_for_http_error(DEPENDENCY, resp)
         return self._parse(resp, len(texts))
 

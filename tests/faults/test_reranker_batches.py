@@ -1,7 +1,8 @@
 """The HTTP reranker against a stock TEI's batch limit (the reranker test server with
 `limit_batch`): candidates go out in requests no larger than `/info`'s `max_client_batch_size`
-(32 when the server does not say), the scores come back merged in candidate order, and k=200
-through /rag is reranked, not degraded."""
+(32 when the server does not say; /info is read when more than 32 are to be scored, or after a
+413), the scores come back merged in candidate order, and k=200 through /rag is reranked, not
+degraded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from app.clients.reranker import HttpReranker
 from app.clients.vectorstore import Candidate
-from app.errors import DependencyUnavailable
+from app.errors import DependencyRejected, DependencyUnavailable
 from app.settings import RerankerSettings
 
 from .reranker_server import Behaviour, RerankerServer
@@ -24,7 +25,7 @@ def candidates(n: int) -> list[Candidate]:
 
 def expected_scores(server: RerankerServer, texts: list[str]) -> list[float]:
     """What the server gave each text: position j of n in its own request scores j / n."""
-    by_text = {t: j / len(r.texts) for r in server.records for j, t in enumerate(r.texts)}
+    by_text = {t: j / len(r.texts) for r in server.records if r.status == 200 for j, t in enumerate(r.texts)}
     return [by_text[t] for t in texts]
 
 
@@ -43,7 +44,7 @@ def api(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.mark.parametrize(("limit", "n"), [(32, 200), (16, 40), (64, 50), (1, 3)])
+@pytest.mark.parametrize(("limit", "n"), [(32, 200), (16, 40), (64, 50), (8, 33)])
 async def test_requests_stay_within_the_limit_from_info(reranker: RerankerServer, limit: int, n: int) -> None:
     reranker.limit_batch(limit)
     settings = RerankerSettings(kind="http", url=reranker.url, api="tei", model="m", timeout_s=5.0)
@@ -70,6 +71,33 @@ async def test_without_info_the_limit_is_32(reranker: RerankerServer, http_reran
     assert sorted(rec.n_texts for rec in reranker.records) == [8, 32, 32, 32, 32, 32, 32]
     assert {rec.status for rec in reranker.records} == {200}
     assert scores == expected_scores(reranker, [c.text for c in cands])
+
+
+async def test_a_limit_below_32_is_learned_from_the_413(reranker: RerankerServer) -> None:
+    reranker.limit_batch(16)
+    settings = RerankerSettings(kind="http", url=reranker.url, api="tei", model="m", timeout_s=5.0)
+    r = HttpReranker.from_settings(settings)
+    try:
+        cands = candidates(20)
+        scores = await r.score("q", cands)
+        assert await r.batch_size() == 16
+        first = [(rec.n_texts, rec.status) for rec in reranker.records]
+        assert first[0] == (20, 413) and sorted(first[1:]) == [(4, 200), (16, 200)]
+        assert scores == expected_scores(reranker, [c.text for c in cands])
+        reranker.reset()
+        reranker.limit_batch(16)
+        await r.score("q", cands)  # the limit is remembered: no 413 the second time
+        assert sorted((rec.n_texts, rec.status) for rec in reranker.records) == [(4, 200), (16, 200)]
+    finally:
+        await r.aclose()
+
+
+async def test_a_413_without_info_is_a_rejection(
+    reranker: RerankerServer, http_reranker: HttpReranker
+) -> None:
+    reranker.limit_batch(16, info=False)  # nothing says what would fit
+    with pytest.raises(DependencyRejected):
+        await http_reranker.score("q", candidates(20))
 
 
 async def test_a_failing_batch_fails_the_rerank(
