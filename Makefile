@@ -73,7 +73,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy --strict app
 
-# the container tests (tests/deploy/test_deploy_image_run.py, marker `container`) run in test-container
+# the container tests (tests/deploy/test_deploy_{image,stack}_run.py, marker `container`) run in test-container
 pytest: install-test model
 	$(PY) -m pytest -q -p no:cacheprovider -m "not container"
 
