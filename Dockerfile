@@ -7,11 +7,20 @@
 #   runtime  python slim + that virtualenv + the ONNX model + the app: no torch, no compiler
 #
 # Build:  docker build -t rag-gateway:dev .
-# Run:    docker run --read-only -p 8080:8080 rag-gateway:dev
+# Run:    docker run --read-only --cap-drop ALL -p 8080:8080 rag-gateway:dev
+#
+# Without an image registry or a package index (scripts/container_build.sh does this with podman):
+#   --build-arg PYTHON_IMAGE=<a local python 3.11 bookworm image>  (scripts/container_base.sh)
+#   --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels, with a wheelhouse made on the
+#   host (scripts/container_wheelhouse.sh) mounted at /wheels (podman build --volume DIR:/wheels)
+#   or served over HTTP (PIP_FIND_LINKS=http://...). pip reads both from the environment, so the
+#   install commands below are the same either way; the defaults use the package indexes.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS model
+ARG PIP_NO_INDEX=0
+ARG PIP_FIND_LINKS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
@@ -28,6 +37,8 @@ RUN python scripts/export_onnx.py --out /opt/models/all-MiniLM-L6-v2
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS deps
+ARG PIP_NO_INDEX=0
+ARG PIP_FIND_LINKS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 COPY requirements.txt /tmp/requirements.txt
 RUN python -m venv /opt/venv \

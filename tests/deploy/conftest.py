@@ -16,6 +16,13 @@ from deploy_support import ROOT, Source, k8s_files, run, write_rendered
 SOURCES = ["k8s", "helm-default", "helm-ci"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "container: builds and runs the image with podman (`make test-container`, not `make pytest`)",
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def deploy_tools() -> None:
     """Make sure the validators are there (a no-op taking well under a second once installed)."""

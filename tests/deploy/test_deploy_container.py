@@ -24,6 +24,13 @@ def test_hadolint_dockerfile() -> None:
     assert code == 0, out
 
 
+def test_hadolint_local_images() -> None:
+    """The Redis and Prometheus stand-ins of docker/docker-compose.podman.yml."""
+    for path in sorted((ROOT / "docker" / "local").glob("*.Containerfile")):
+        code, out = _hadolint(path)
+        assert code == 0, out
+
+
 def test_hadolint_flags_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install torch\n")

@@ -11,8 +11,12 @@ order, then back to the standing mode):
     wrong_count 200 with one score fewer than candidates
     nan         200 with NaN scores
 
-It records every request: when it started and ended, and whether it was answered, or the client
-disconnected first ("disconnected"), or the server cancelled it ("cancelled").
+It records every request: when it started and ended, its texts, and whether it was answered, or
+the client disconnected first ("disconnected"), or the server cancelled it ("cancelled").
+
+`limit_batch(n)` makes it a stock TEI with `--max-client-batch-size n`: `GET /info` says
+`max_client_batch_size: n` (with `info=False` there is no /info, as behind a proxy that hides
+it), and a request with more than n texts is refused with TEI's 413.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Record:
     query: str
     n_texts: int
     behaviour: Behaviour
+    texts: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     outcome: str = "pending"  # answered | disconnected | cancelled
@@ -64,6 +69,8 @@ class RerankerServer:
         self._standing = Behaviour()
         self._script: deque[Behaviour] = deque()
         self.records: list[Record] = []
+        self.max_batch: int | None = None
+        self.info = False
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -79,11 +86,16 @@ class RerankerServer:
         with self._lock:
             self._script.extend(behaviours)
 
+    def limit_batch(self, n: int, *, info: bool = True) -> None:
+        with self._lock:
+            self.max_batch, self.info = n, info
+
     def reset(self) -> None:
         with self._lock:
             self._standing = Behaviour()
             self._script.clear()
             self.records = []
+            self.max_batch, self.info = None, False
 
     @property
     def count(self) -> int:
@@ -136,6 +148,10 @@ class RerankerServer:
         if method == "GET" and path == "/health":
             await _answer(send, 200, b'{"status":"ok"}')
             return
+        if method == "GET" and path == "/info" and self.info:
+            info = {"model_id": "test-reranker", "max_client_batch_size": self.max_batch}
+            await _answer(send, 200, json.dumps(info).encode())
+            return
         if method != "POST" or path not in ("/rerank", "/v1/rerank"):
             await _answer(send, 404, b'{"error":"not found"}')
             return
@@ -149,8 +165,17 @@ class RerankerServer:
                 break
         data = json.loads(body)
         texts = data.get("texts") or data.get("documents") or []
+        limit = self.max_batch
+        if limit is not None and len(texts) > limit:
+            error = {"error": f"batch size {len(texts)} > maximum allowed batch size {limit}"}
+            record = Record(path, str(data.get("query", "")), len(texts), Behaviour(), list(texts))
+            record.outcome, record.status, record.ended = "answered", 413, time.monotonic()
+            with self._lock:
+                self.records.append(record)
+            await _answer(send, 413, json.dumps({**error, "error_type": "Validation"}).encode())
+            return
         behaviour = self._next()
-        record = Record(path, str(data.get("query", "")), len(texts), behaviour)
+        record = Record(path, str(data.get("query", "")), len(texts), behaviour, list(texts))
         with self._lock:
             self.records.append(record)
         try:

@@ -1,0 +1,204 @@
+"""The compose stack, run with podman-compose (`make test-container`).
+
+docker/docker-compose.yml with docker/docker-compose.podman.yml, which overrides only what cannot
+be had without an image registry: Qdrant, Grafana and the collector left out (the gateway on its
+embedded engine), Redis and Prometheus from local Debian-based images. The gateway reaches Redis
+over the compose network (a second identical /rag is a cache hit), Prometheus scrapes it through
+docker/prometheus.yml (up == 1) and loads the alert rules, the dashboard's p95 and hit-rate
+queries return numbers after a short hey run, and `down -v` leaves nothing behind.
+
+The tests run in file order against one stack; the last one takes it down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from deploy_support import ROOT, alert_rules, dashboard_exprs, substitute_grafana
+from test_deploy_image_run import containers_can_run, sh
+
+pytestmark = pytest.mark.container
+
+PROJECT = "rag-gateway-stacktest"
+GATEWAY = "http://127.0.0.1:8080"
+PROMETHEUS = "http://127.0.0.1:9090"
+CORPUS = 300
+
+
+def compose(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": sys.executable}
+    return sh(
+        "bash", str(ROOT / "scripts" / "container_stack.sh"), "compose", "-p", PROJECT, *args,
+        timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+def container(service: str) -> str:
+    return f"{PROJECT}_{service}_1"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(
+        GATEWAY + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+        return dict(json.loads(resp.read()))
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def promql(expr: str) -> list[dict[str, Any]]:
+    data = get_json(f"{PROMETHEUS}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+    assert data["status"] == "success", data
+    return list(data["data"]["result"])
+
+
+def wait_for(what: str, check: Any, within_s: float) -> Any:
+    """Poll `check` (a condition of the system, not a retry of an assertion) until truthy."""
+    end = time.monotonic() + within_s
+    while True:
+        try:
+            value = check()
+        except OSError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not within {within_s} s")
+        time.sleep(1)
+
+
+def healthy(name: str) -> bool:
+    sh("podman", "healthcheck", "run", name, check=False)
+    out = sh("podman", "inspect", "--format", "{{.State.Health.Status}}", name, check=False)
+    return out.stdout.strip() == "healthy"
+
+
+@dataclass
+class Stack:
+    volumes_before: set[str]
+    down: bool = False
+
+
+def volumes() -> set[str]:
+    return set(sh("podman", "volume", "ls", "-q").stdout.split())
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    containers_can_run()
+    busy = [p for p in (8080, 9090) if not port_free(p)]
+    assert not busy, f"the stack publishes 8080 and 9090, and {busy} are taken on this host"
+    env = {**os.environ, "PYTHON": sys.executable}
+    images = sh("bash", str(ROOT / "scripts" / "container_stack.sh"), "images", timeout=1800, env=env)
+    assert images.returncode == 0
+    st = Stack(volumes())
+    try:
+        compose("up", "-d")
+        yield st
+    finally:
+        if not st.down:
+            compose("down", "-v", "-t", "5", timeout=180)
+
+
+def test_services_up_as_overridden(stack: Stack) -> None:
+    ps = sh(
+        "podman", "ps", "-a", "--filter", f"label=io.podman.compose.project={PROJECT}", "--format", "json"
+    )
+    names = {c["Labels"]["io.podman.compose.service"]: c["State"] for c in json.loads(ps.stdout)}
+    assert names == {"gateway": "running", "redis": "running", "prometheus": "running"}, names
+    wait_for("redis healthy", lambda: healthy(container("redis")), 60)
+    wait_for("gateway healthy", lambda: healthy(container("gateway")), 120)
+
+
+def test_bootstrap_inside_the_gateway_then_ready_with_redis(stack: Stack) -> None:
+    gw = container("gateway")
+    sh("podman", "exec", gw, "python", "scripts/qdrant_bootstrap.py", "--n", str(CORPUS), timeout=600)
+    sh("podman", "restart", "-t", "10", gw, timeout=60)
+    wait_for("gateway healthy after restart", lambda: healthy(gw), 120)
+    ready = get_json(f"{GATEWAY}/readyz")  # 200, or urlopen raises
+    assert {"embedder", "qdrant", "redis"} <= set(ready["ok"]) and not ready["failing"], ready
+
+
+def test_second_identical_rag_is_a_cache_hit(stack: Stack) -> None:
+    body = {"q": "how do I keep a sourdough starter alive", "k": 50}
+    first = post("/rag", body)
+    assert first["cache"] == "miss" and first["reranked"] is True, first
+
+    def stored() -> bool:
+        keys = sh("podman", "exec", container("redis"), "redis-cli", "--scan", "--pattern", "rerank:*").stdout
+        return bool(keys.split())
+
+    wait_for("the rerank result written to Redis", stored, 10)
+    second = post("/rag", body)
+    assert second["cache"] == "hit", second
+    assert [p["id"] for p in second["results"]] == [p["id"] for p in first["results"]]
+
+
+def test_prometheus_scrapes_the_gateway_and_loads_the_rules(stack: Stack) -> None:
+    def up() -> list[dict[str, Any]]:
+        return [r for r in promql('up{job="rag-gateway"}') if r["value"][1] == "1"]
+
+    [target] = wait_for("up{job=rag-gateway} == 1", up, 60)
+    assert target["metric"]["instance"] == "gateway:8080"
+    groups = get_json(f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
+    loaded = {r["name"] for g in groups for r in g["rules"]}
+    expected = {r.get("alert") or r.get("record") for r in alert_rules()}
+    assert expected and expected <= loaded, expected - loaded
+    assert all(r["health"] == "ok" for g in groups for r in g["rules"]), groups
+
+
+def test_dashboard_p95_and_hit_rate_after_hey(stack: Stack) -> None:
+    body = json.dumps({"q": "what causes inflation", "k": 50})
+    out = sh(
+        "hey", "-z", "10s", "-c", "10", "-m", "POST", "-T", "application/json", "-d", body,
+        f"{GATEWAY}/rag", timeout=120,
+    ).stdout  # fmt: skip
+    codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, re.M))
+    assert set(codes) == {"200"}, out
+    exprs = dict(dashboard_exprs())
+    p95 = next(e for e in exprs.values() if "histogram_quantile(0.95" in e and 'route="/rag"' in e)
+    hit_rate = next(e for e in exprs.values() if "reranker_cache_hit_total" in e)
+
+    def number(expr: str) -> float | None:
+        result = promql(substitute_grafana(expr))
+        values = [float(r["value"][1]) for r in result]
+        return values[0] if values and all(math.isfinite(v) for v in values) else None
+
+    # two scrapes (15 s apart) must hold the run's counts before a rate has a value
+    p95_s = wait_for("the dashboard's p95 has a value", lambda: number(p95), 90)
+    hits = wait_for("the dashboard's hit rate has a value", lambda: number(hit_rate), 30)
+    assert 0 < p95_s < 10 and 0 < hits <= 1, (p95_s, hits)
+    print(f"stack after hey: p95 {p95_s * 1000:.0f} ms, rerank cache hit rate {hits:.2f}")
+
+
+def test_down_v_leaves_nothing(stack: Stack) -> None:
+    compose("down", "-v", "-t", "5", timeout=180)
+    stack.down = True
+    label = f"label=io.podman.compose.project={PROJECT}"
+    assert sh("podman", "ps", "-aq", "--filter", label).stdout.split() == []
+    assert sh("podman", "volume", "ls", "-q", "--filter", label).stdout.split() == []
+    assert sh("podman", "network", "ls", "-q", "--filter", label).stdout.split() == []
+    assert volumes() - stack.volumes_before == set(), "volumes left behind"
