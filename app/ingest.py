@@ -15,8 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.clients.embedder import Embedder
-from app.clients.vectorstore import PointIn, VectorStore, point_id
+from app.clients.vectorstore import VectorStore
 from app.search import VERIFY_EF, verify_writes
+from app.types import PointIn, point_id
 
 RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash"})
 

@@ -21,13 +21,14 @@ from opentelemetry import trace
 from app.clients.cache import RerankCache, cache_key
 from app.clients.embedder import Embedder
 from app.clients.reranker import Reranker, check_scores
-from app.clients.vectorstore import Candidate, VectorStore
+from app.clients.vectorstore import VectorStore
 from app.errors import DeadlineExceeded, DependencyError, InvalidRequest
 from app.observability.metrics import Metrics
 from app.resilience import Deadline, Guard
 from app.schemas import RagRequest
 from app.search import complete_search
 from app.settings import QdrantSettings
+from app.types import Candidate
 
 CacheOutcome = Literal["hit", "miss", "bypass", "off"]
 # exact types: a bool is an int to isinstance(), and must not pass for an integer key

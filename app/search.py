@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.clients.vectorstore import Candidate, Filters, VectorStore
+from app.clients.vectorstore import VectorStore
+from app.types import Candidate, Filters
 
 log = logging.getLogger("rag.search")
 VERIFY_LIMIT = 10

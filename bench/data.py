@@ -40,9 +40,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from synthetic_corpus import SAMPLE_QUERIES, generate  # noqa: E402
 
-from app.clients.vectorstore import EdgeStore, PointIn, point_id  # noqa: E402
+from app.clients.vectorstore import EdgeStore  # noqa: E402
 from app.ingest import Document, to_payload  # noqa: E402
 from app.settings import QdrantSettings  # noqa: E402
+from app.types import PointIn, point_id  # noqa: E402
 
 COLLECTION = "rag_docs"
 TENANT = "default"

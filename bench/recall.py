@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.clients.vectorstore import EdgeStore, Filters
+from app.clients.vectorstore import EdgeStore
 from app.settings import QdrantSettings
+from app.types import Filters
 
 QUERIES = 200
 ID_LIST = 20

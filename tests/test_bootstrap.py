@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from app.clients.embedder import OnnxEmbedder
-from app.clients.vectorstore import EdgeStore, point_id
+from app.clients.vectorstore import EdgeStore
 from app.ingest import content_hash
 from app.settings import QdrantSettings
+from app.types import point_id
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "qdrant_bootstrap.py"

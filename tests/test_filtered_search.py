@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from helpers import make_settings, running_app
 
-from app.clients.vectorstore import EdgeStore, PointIn, point_id
+from app.clients.vectorstore import EdgeStore
 from app.settings import QdrantSettings
+from app.types import PointIn, point_id
 
 
 def matching(corpus: list[dict[str, Any]], **want: str) -> set[str]:

@@ -31,12 +31,12 @@ from starlette.responses import Response
 
 from app.api.auth import Admin, rate_limit_headers
 from app.api.deps import State
-from app.clients.vectorstore import point_id
 from app.errors import InvalidRequest
 from app.ingest import RESERVED, Document, content_hash, ingest
 from app.schemas import NOT_BLANK, ErrorBody, Text, whole
 from app.search import forget_points
 from app.settings import TENANT_PATTERN
+from app.types import point_id
 
 router = APIRouter(tags=["documents"])
 log = logging.getLogger("rag.documents")

@@ -20,10 +20,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from app.clients.vectorstore import Candidate
 from app.errors import CircuitOpen, DependencyUnavailable
 from app.resilience import CircuitBreaker
 from app.settings import RedisSettings
+from app.types import Candidate
 
 DEPENDENCY = "redis"
 KEY_PREFIX = "rerank:v1:"

@@ -28,9 +28,9 @@ import httpx
 import numpy as np
 
 from app.clients.http import raise_for_http_error, translate_http_errors
-from app.clients.vectorstore import Candidate
 from app.errors import DependencyBadResponse, DependencyRejected, DependencyUnavailable
 from app.settings import RerankerSettings
+from app.types import Candidate
 
 DEPENDENCY = "reranker"
 T = TypeVar("T")

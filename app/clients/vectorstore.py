@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,36 +37,11 @@ from app.errors import (
     InputRejected,
 )
 from app.settings import FilterKeyType, QdrantSettings
+from app.types import Candidate, Filters, PointIn
 
 DEPENDENCY = "qdrant"
 log = logging.getLogger("rag.vectorstore")
-FilterValue = str | int | bool
-Filters = Mapping[str, Sequence[FilterValue]]
 NEAREST_BATCH = 64
-POINT_NAMESPACE = uuid.UUID("6f1c1c0e-3a53-4c0b-9a36-6b2f8d1d2a10")
-
-
-def point_id(tenant: str, doc_id: str) -> str:
-    """Stable point id: the same document id in two tenants is two points."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{doc_id}"))
-
-
-@dataclass(slots=True)
-class Candidate:
-    id: str
-    score: float
-    payload: dict[str, Any]
-
-    @property
-    def text(self) -> str:
-        return str(self.payload.get("text", ""))
-
-
-@dataclass(slots=True)
-class PointIn:
-    id: str
-    vector: npt.NDArray[np.float32]
-    payload: dict[str, Any] = field(default_factory=dict)
 
 
 class VectorStore(Protocol):

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from app.clients.cache import KEY_PREFIX, CacheUnavailable, RerankCache, cache_key, pack, unpack
-from app.clients.vectorstore import Candidate
 from app.errors import CircuitOpen
 from app.ingest import Document, to_payload
 from app.resilience import BreakerConfig, BreakerState, CircuitBreaker
 from app.settings import RedisSettings
+from app.types import Candidate
 
 # --- the key -----------------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from app.clients.reranker import CrossEncoderReranker, reranker_from_settings
-from app.clients.vectorstore import Candidate
 from app.errors import DependencyBadResponse
 from app.settings import RerankerSettings
+from app.types import Candidate
 
 TRAINING_TEXT = [
     "the cat sat on the mat while the dog slept",

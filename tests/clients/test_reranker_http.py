@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from app.clients.reranker import HttpReranker, reranker_from_settings
-from app.clients.vectorstore import Candidate
 from app.errors import (
     DependencyBadResponse,
     DependencyError,
@@ -20,6 +19,7 @@ from app.errors import (
     DependencyUnavailable,
 )
 from app.settings import RerankerSettings
+from app.types import Candidate
 
 from .conftest import Reply, StubServer
 

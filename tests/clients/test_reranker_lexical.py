@@ -9,7 +9,7 @@ import math
 import pytest
 
 from app.clients.reranker import LexicalReranker, bm25_scores, tokenize
-from app.clients.vectorstore import Candidate
+from app.types import Candidate
 
 
 def cands(*rows: tuple[float, str]) -> list[Candidate]:

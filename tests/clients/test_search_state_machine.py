@@ -33,9 +33,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from app.clients.vectorstore import Filters, PointIn, VectorStore, point_id, vectorstore_from_settings
+from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.search import complete_search, forget_points, verify_writes
 from app.settings import QdrantSettings
+from app.types import Filters, PointIn, point_id
 
 FILTER_KEYS = dict(QdrantSettings().filter_keys)
 

@@ -18,14 +18,13 @@ from qdrant_client import models
 
 from app.clients.vectorstore import (
     EdgeStore,
-    PointIn,
     ServerStore,
     VectorStore,
-    point_id,
     vectorstore_from_settings,
 )
 from app.errors import DependencyError, DependencyRejected, DependencyTimeout, DependencyUnavailable
 from app.settings import QdrantSettings
+from app.types import PointIn, point_id
 
 pytestmark = [
     # qdrant-client's local mode warns that it ignores payload indexes and search params

@@ -14,9 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from app.clients.vectorstore import Candidate, EdgeStore, Filters, PointIn, point_id
+from app.clients.vectorstore import EdgeStore
 from app.search import complete_search, forget_points, integrity_of, verify_writes
 from app.settings import QdrantSettings
+from app.types import Candidate, Filters, PointIn, point_id
 
 DIM = 16
 

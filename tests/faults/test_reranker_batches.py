@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from app.clients.reranker import HttpReranker
-from app.clients.vectorstore import Candidate
 from app.errors import DependencyRejected, DependencyUnavailable
 from app.settings import RerankerSettings
+from app.types import Candidate
 
 from .reranker_server import Behaviour, RerankerServer
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from tenancy_support import assert_json_error, auth_settings, corpus, ingest, make_key, serve
 
 from app.clients.cache import KEY_PREFIX, cache_key
-from app.clients.vectorstore import Candidate, point_id
 from app.schemas import normalize_query
+from app.types import Candidate, point_id
 
 ADMIN = make_key("admin-iso", "ops", admin=True)
 ACME = make_key("acme-1", "acme")

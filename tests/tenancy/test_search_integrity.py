@@ -19,8 +19,8 @@ import numpy.typing as npt
 import pytest
 from tenancy_support import auth_settings, corpus, ingest, make_key, serve
 
-from app.clients.vectorstore import Candidate, Filters, point_id
 from app.search import SearchIntegrity
+from app.types import Candidate, Filters, point_id
 
 ADMIN = make_key("admin-si", "ops", admin=True)
 ACME = make_key("acme-si", "acme")
