@@ -1,4 +1,5 @@
-"""Ingestion: passages -> embeddings -> points with the DESIGN §4 payload, in batches.
+"""Ingestion: passages -> embeddings -> points (payload `text`, `doc_id`, `tenant`, `content_hash`
+and the caller's fields), in batches.
 
 Used by scripts/qdrant_bootstrap.py and the evaluation tool, so everything that writes the
 collection writes the same payload (text, doc_id, tenant, source, content_hash, extras).

@@ -1,5 +1,5 @@
-"""Every Prometheus metric of the gateway (names, labels and buckets are the DESIGN §3 contract),
-and their exposition, single- or multi-process.
+"""Every Prometheus metric of the gateway and their exposition, single- or multi-process. Names,
+labels and buckets are a contract: docs/ARCHITECTURE.md, "Metric contract".
 
 The registry is injectable so tests and several apps in one process never share state.
 Labelled children on the hot path are cached in dicts, so a request allocates no metric object.
