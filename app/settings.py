@@ -134,6 +134,14 @@ class RedisSettings(BaseModel):
     connect_timeout_s: float = Field(0.2, gt=0, description="bound on opening a connection")
     ttl_s: int = Field(86400, ge=1, description="lifetime of a cached rerank result")
     max_connections: int = Field(64, ge=1, description="connection pool size")
+    # one breaker for every Redis operation (cache and rate limiter): quick to open and to retry,
+    # since both have a cheap fallback and a down Redis must not cost a timeout per request
+    breaker_window: int = Field(10, ge=1, description="Redis breaker: calls in its sliding window")
+    breaker_min_calls: int = Field(3, ge=1, description="Redis breaker: calls before it may open")
+    breaker_failure_rate: float = Field(
+        0.5, gt=0, le=1, description="Redis breaker: failure share that opens it"
+    )
+    breaker_open_s: float = Field(1.0, gt=0, description="Redis breaker: seconds open before one trial")
 
     @field_validator("url")
     @classmethod

@@ -228,11 +228,11 @@ async def test_black_holed_collector_blocks_neither_requests_nor_shutdown(
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 async def test_every_http_and_redis_client_is_instrumented_on_our_provider_only() -> None:
     """Client spans come from instrumenting our client instances with the app's provider: the
-    Qdrant server client, the HTTP embedder and reranker, and Redis; nothing global."""
+    Qdrant server client, the HTTP embedder and reranker, and the one Redis client; nothing global."""
     from opentelemetry.sdk.trace import TracerProvider
 
-    from app.clients.cache import RerankCache
     from app.clients.embedder import HttpEmbedder
+    from app.clients.redis_client import RedisClient
     from app.clients.reranker import HttpReranker
     from app.clients.vectorstore import ServerStore
     from app.observability.tracing import _library_client, instrument_clients
@@ -244,7 +244,7 @@ async def test_every_http_and_redis_client_is_instrumented_on_our_provider_only(
             ServerStore.from_settings(QdrantSettings(url=f"http://127.0.0.1:{free_port()}")),
             HttpEmbedder.from_settings(EmbedderSettings(kind="http", url="http://127.0.0.1:1")),
             HttpReranker.from_settings(RerankerSettings(kind="http", url="http://127.0.0.1:1")),
-            RerankCache.from_settings(
+            RedisClient.from_settings(
                 RedisSettings(url="redis://127.0.0.1:1/0"), CircuitBreaker("redis", BreakerConfig())
             ),
         ]

@@ -43,7 +43,7 @@ async def limiter(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterat
 
 async def test_exact_sliding_window(limiter: tuple[RateLimiter, Clock]) -> None:
     lim, clock = limiter
-    source = "redis" if lim._client is not None else "local"
+    source = "redis" if lim.redis is not None else "local"
     seen = []
     for i in range(5):  # at t = 0, 1, 2, 3, 4
         clock.t = T0 + i
