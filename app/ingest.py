@@ -1,5 +1,5 @@
-"""Ingestion: passages -> embeddings -> points (payload `text`, `doc_id`, `tenant`, `content_hash`
-and the caller's fields), in batches.
+"""Ingestion: documents -> chunks -> embeddings -> points (payload `text`, `doc_id`, `chunk`,
+`chunks`, `tenant`, `content_hash` and the caller's fields), in batches.
 
 Used by scripts/qdrant_bootstrap.py and the evaluation tool, so everything that writes the
 collection writes the same payload (text, doc_id, tenant, source, content_hash, extras).
@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.chunking import Chunker
 from app.clients.embedder import Embedder
 from app.clients.vectorstore import VectorStore
-from app.search import VERIFY_EF, verify_writes
+from app.search import VERIFY_EF, forget_points, verify_writes
 from app.types import PointIn, point_id
 
-RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash"})
+RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash", "chunk", "chunks"})
+EXISTING_BATCH = 1024
 
 
 @dataclass(slots=True)
@@ -36,16 +38,65 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def to_payload(doc: Document) -> dict[str, Any]:
+def to_payload(doc: Document, text: str | None = None, chunk: int = 0, chunks: int = 1) -> dict[str, Any]:
+    """The payload of one chunk of `doc` (the whole document when `text` is None)."""
+    text = doc.text if text is None else text
     payload = {k: v for k, v in doc.extra.items() if k not in RESERVED}
     payload.update(
-        text=doc.text,
+        text=text,
         doc_id=doc.doc_id,
+        chunk=chunk,
+        chunks=chunks,
         tenant=doc.tenant,
         source=doc.source,
-        content_hash=content_hash(doc.text),
+        content_hash=content_hash(text),
     )
     return payload
+
+
+@dataclass(slots=True)
+class Piece:
+    doc: Document
+    chunk: int
+    chunks: int
+    text: str
+
+
+def split(docs: Iterable[Document], chunker: Chunker | None) -> list[Piece]:
+    """Every chunk of every document; one piece a document without a chunker."""
+    pieces: list[Piece] = []
+    for d in docs:
+        texts = [d.text] if chunker is None else [c.text for c in chunker.split(d.text)]
+        pieces.extend(Piece(d, i, len(texts), t) for i, t in enumerate(texts))
+    return pieces
+
+
+async def document_point_ids(store: VectorStore, tenant: str, doc_id: str, at_least: int = 1) -> list[str]:
+    """The ids of every chunk a document has in the store (chunks are numbered 0..n-1)."""
+    n = max(at_least, await store.count(tenant, {"doc_id": [doc_id]}))
+    return [point_id(tenant, doc_id, i) for i in range(n)]
+
+
+async def _existing_docs(store: VectorStore, docs: list[Document]) -> list[Document]:
+    """The documents that have points already (one lookup per 1,024 documents)."""
+    found: list[Document] = []
+    for i in range(0, len(docs), EXISTING_BATCH):
+        batch = docs[i : i + EXISTING_BATCH]
+        before = await store.existing([point_id(d.tenant, d.doc_id) for d in batch])
+        found.extend(d for d in batch if point_id(d.tenant, d.doc_id) in before)
+    return found
+
+
+async def _drop_stale_chunks(
+    store: VectorStore, existed: list[Document], chunks: dict[tuple[str, str], int]
+) -> None:
+    """A document written again with fewer chunks than before loses the chunks it no longer has.
+    Only documents that existed before the write are counted."""
+    for d in existed:
+        stale = (await document_point_ids(store, d.tenant, d.doc_id))[chunks[(d.tenant, d.doc_id)] :]
+        if stale:
+            await store.delete(stale)
+            await forget_points(store, d.tenant, stale)
 
 
 async def ingest(
@@ -57,29 +108,41 @@ async def ingest(
     verify: bool = True,
     verify_ef: int = VERIFY_EF,
     on_missed: Callable[[dict[str, int]], None] | None = None,
+    chunker: Chunker | None = None,
 ) -> int:
-    """Embed and upsert `docs`, then build the index. Returns how many points were written.
+    """Chunk, embed and upsert `docs`, drop chunks a shorter new version no longer has, then build
+    the index. Returns how many points (chunks) were written; `progress` gets chunk counts.
 
-    A (tenant, doc id) given twice is one point: the later document wins, as if upserted in order.
+    A (tenant, doc id) given twice is one document: the later one wins, as if upserted in order.
     """
     await store.ensure_collection(embedder.dim)
-    latest = {(d.tenant, d.doc_id): d for d in docs}
+    latest = list({(d.tenant, d.doc_id): d for d in docs}.values())
+    pieces = split(latest, chunker)
+    # which of these documents exist already, asked before anything is written
+    existed = await _existing_docs(store, latest)
     # similar lengths in one batch waste less compute on padding
-    ordered = sorted(latest.values(), key=lambda d: len(d.text))
+    ordered = sorted(pieces, key=lambda p: len(p.text))
     written = 0
     vectors_by_tenant: dict[str, dict[str, npt.NDArray[np.float32]]] = {}
     for i in range(0, len(ordered), batch_size):
         batch = ordered[i : i + batch_size]
-        vectors = await embedder.embed_batch([d.text for d in batch])
+        vectors = await embedder.embed_batch([p.text for p in batch])
         points = [
-            PointIn(point_id(d.tenant, d.doc_id), vectors[j], to_payload(d)) for j, d in enumerate(batch)
+            PointIn(
+                point_id(p.doc.tenant, p.doc.doc_id, p.chunk),
+                vectors[j],
+                to_payload(p.doc, p.text, p.chunk, p.chunks),
+            )
+            for j, p in enumerate(batch)
         ]
         await store.upsert(points)
-        for p, d in zip(points, batch, strict=True):
-            vectors_by_tenant.setdefault(d.tenant, {})[p.id] = p.vector
+        for point, p in zip(points, batch, strict=True):
+            vectors_by_tenant.setdefault(p.doc.tenant, {})[point.id] = point.vector
         written += len(batch)
         if progress is not None:
             progress(len(batch))
+    chunks = {(p.doc.tenant, p.doc.doc_id): p.chunks for p in pieces}
+    await _drop_stale_chunks(store, existed, chunks)
     await store.optimize()
     if verify:
         # read your writes: every point is found by its own vector, or its tenant is searched

@@ -77,6 +77,16 @@ def _default_filter_keys() -> dict[str, FilterKeyType]:
     return {"source": "keyword", "doc_id": "keyword", "topic": "keyword", "lang": "keyword"}
 
 
+class ChunkingSettings(BaseModel):
+    max_tokens: int = Field(
+        0,
+        ge=0,
+        le=8192,
+        description="tokens per chunk; 0 = the model's max_length (256 for a remote embedder)",
+    )
+    overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks of a document")
+
+
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = embedded engine on `path`")
     api_key: str | None = Field(None, description="Qdrant server API key (use a Secret)")
@@ -246,6 +256,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     embedder: EmbedderSettings = EmbedderSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
     qdrant: QdrantSettings = QdrantSettings()
     redis: RedisSettings = RedisSettings()
     reranker: RerankerSettings = RerankerSettings()
