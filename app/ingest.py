@@ -8,6 +8,7 @@ collection writes the same payload (text, doc_id, tenant, source, content_hash, 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from app.clients.vectorstore import VectorStore
 from app.search import VERIFY_EF, forget_points, verify_writes
 from app.types import PointIn, point_id
 
-RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash", "chunk", "chunks"})
+RESERVED = frozenset({"text", "doc_id", "tenant", "content_hash", "doc_hash", "chunk", "chunks"})
 EXISTING_BATCH = 1024
 
 
@@ -38,7 +39,17 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def to_payload(doc: Document, text: str | None = None, chunk: int = 0, chunks: int = 1) -> dict[str, Any]:
+def doc_hash(doc: Document, chunker: Chunker | None) -> str:
+    """Everything a document's points are made of: its text, its payload and how it is chunked.
+    A document written again with the same hash is skipped without re-embedding."""
+    how = "whole" if chunker is None else f"{chunker.max_tokens}/{chunker.overlap}"
+    extra = json.dumps(doc.extra, sort_keys=True, ensure_ascii=False)
+    return content_hash("\x00".join((doc.text, doc.source, extra, how)))
+
+
+def to_payload(
+    doc: Document, text: str | None = None, chunk: int = 0, chunks: int = 1, whole_hash: str = ""
+) -> dict[str, Any]:
     """The payload of one chunk of `doc` (the whole document when `text` is None)."""
     text = doc.text if text is None else text
     payload = {k: v for k, v in doc.extra.items() if k not in RESERVED}
@@ -50,8 +61,17 @@ def to_payload(doc: Document, text: str | None = None, chunk: int = 0, chunks: i
         tenant=doc.tenant,
         source=doc.source,
         content_hash=content_hash(text),
+        doc_hash=whole_hash or doc_hash(doc, None),
     )
     return payload
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStats:
+    documents: int  # documents given (after de-duplication)
+    chunks: int  # chunks of the documents written
+    upserted: int  # points written
+    skipped_unchanged: int  # documents whose points were already exactly these
 
 
 @dataclass(slots=True)
@@ -77,13 +97,15 @@ async def document_point_ids(store: VectorStore, tenant: str, doc_id: str, at_le
     return [point_id(tenant, doc_id, i) for i in range(n)]
 
 
-async def _existing_docs(store: VectorStore, docs: list[Document]) -> list[Document]:
-    """The documents that have points already (one lookup per 1,024 documents)."""
-    found: list[Document] = []
+async def _stored_hashes(store: VectorStore, docs: list[Document]) -> dict[tuple[str, str], str]:
+    """(tenant, doc id) -> the stored `doc_hash` of every document that has points already
+    (its first chunk's; "" for points written before documents had one)."""
+    found: dict[tuple[str, str], str] = {}
     for i in range(0, len(docs), EXISTING_BATCH):
         batch = docs[i : i + EXISTING_BATCH]
-        before = await store.existing([point_id(d.tenant, d.doc_id) for d in batch])
-        found.extend(d for d in batch if point_id(d.tenant, d.doc_id) in before)
+        ids = {point_id(d.tenant, d.doc_id): (d.tenant, d.doc_id) for d in batch}
+        for pid, payload in (await store.payloads(list(ids))).items():
+            found[ids[pid]] = str(payload.get("doc_hash", ""))
     return found
 
 
@@ -110,16 +132,53 @@ async def ingest(
     on_missed: Callable[[dict[str, int]], None] | None = None,
     chunker: Chunker | None = None,
 ) -> int:
-    """Chunk, embed and upsert `docs`, drop chunks a shorter new version no longer has, then build
-    the index. Returns how many points (chunks) were written; `progress` gets chunk counts.
+    """Chunk, embed and upsert `docs` (every one of them), drop chunks a shorter new version no
+    longer has, then build the index. Returns how many points (chunks) were written."""
+    stats = await ingest_documents(
+        store,
+        embedder,
+        docs,
+        batch_size,
+        progress,
+        verify,
+        verify_ef,
+        on_missed,
+        chunker,
+        skip_unchanged=False,
+    )
+    return stats.upserted
+
+
+async def ingest_documents(
+    store: VectorStore,
+    embedder: Embedder,
+    docs: Iterable[Document],
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+    verify: bool = True,
+    verify_ef: int = VERIFY_EF,
+    on_missed: Callable[[dict[str, int]], None] | None = None,
+    chunker: Chunker | None = None,
+    skip_unchanged: bool = True,
+    optimize: bool = True,
+) -> IngestStats:
+    """`ingest`, also skipping documents whose stored points carry the same `doc_hash` (same
+    text, payload and chunking: nothing to re-embed). `progress` gets chunk counts.
 
     A (tenant, doc id) given twice is one document: the later one wins, as if upserted in order.
     """
     await store.ensure_collection(embedder.dim)
     latest = list({(d.tenant, d.doc_id): d for d in docs}.values())
-    pieces = split(latest, chunker)
-    # which of these documents exist already, asked before anything is written
-    existed = await _existing_docs(store, latest)
+    hashes = {(d.tenant, d.doc_id): doc_hash(d, chunker) for d in latest}
+    # what these documents look like in the store, asked before anything is written
+    stored = await _stored_hashes(store, latest)
+    skipped = 0
+    if skip_unchanged:
+        todo = [d for d in latest if stored.get((d.tenant, d.doc_id)) != hashes[(d.tenant, d.doc_id)]]
+        skipped = len(latest) - len(todo)
+    else:
+        todo = latest
+    pieces = split(todo, chunker)
     # similar lengths in one batch waste less compute on padding
     ordered = sorted(pieces, key=lambda p: len(p.text))
     written = 0
@@ -131,7 +190,7 @@ async def ingest(
             PointIn(
                 point_id(p.doc.tenant, p.doc.doc_id, p.chunk),
                 vectors[j],
-                to_payload(p.doc, p.text, p.chunk, p.chunks),
+                to_payload(p.doc, p.text, p.chunk, p.chunks, hashes[(p.doc.tenant, p.doc.doc_id)]),
             )
             for j, p in enumerate(batch)
         ]
@@ -142,12 +201,13 @@ async def ingest(
         if progress is not None:
             progress(len(batch))
     chunks = {(p.doc.tenant, p.doc.doc_id): p.chunks for p in pieces}
-    await _drop_stale_chunks(store, existed, chunks)
-    await store.optimize()
+    await _drop_stale_chunks(store, [d for d in todo if (d.tenant, d.doc_id) in stored], chunks)
+    if optimize:
+        await store.optimize()
     if verify:
         # read your writes: every point is found by its own vector, or its tenant is searched
         # exactly until it is (app/search.py)
         missed = await verify_writes(store, vectors_by_tenant, verify_ef)
         if missed and on_missed is not None:
             on_missed(missed)
-    return written
+    return IngestStats(len(latest), len(pieces), written, skipped)

@@ -69,6 +69,8 @@ class VectorStore(Protocol):
 
     async def existing(self, ids: list[str]) -> set[str]: ...
 
+    async def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
     async def upsert(self, points: list[PointIn]) -> None: ...
 
     async def delete(self, ids: list[str]) -> None: ...
@@ -271,6 +273,12 @@ class EdgeStore:
         point_ids: list[Any] = list(ids)
         records = await self._run(lambda: self._shard_or_raise().retrieve(point_ids, False, False))
         return {str(r.id) for r in records}
+
+    async def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The payload of each of `ids` that is a point now."""
+        point_ids: list[Any] = list(ids)
+        records = await self._run(lambda: self._shard_or_raise().retrieve(point_ids, True, False))
+        return {str(r.id): dict(r.payload or {}) for r in records}
 
     async def upsert(self, points: list[PointIn]) -> None:
         await self._run(self._upsert, points)
@@ -606,6 +614,12 @@ class ServerStore:
             self._client.retrieve(self.collection, ids=list(ids), with_payload=False, with_vectors=False)
         )
         return {str(r.id) for r in records}
+
+    async def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        records = await self._call(
+            self._client.retrieve(self.collection, ids=list(ids), with_payload=True, with_vectors=False)
+        )
+        return {str(r.id): dict(r.payload or {}) for r in records}
 
     async def upsert(self, points: list[PointIn]) -> None:
         from qdrant_client import models
