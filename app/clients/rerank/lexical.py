@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 
-from cachetools import LRUCache, cached
+from cachetools import LRUCache
 
 from app.clients.rerank.pool import PooledReranker
 from app.clients.rerank.tokenize import tokenize
@@ -52,10 +52,6 @@ def bm25_from_stats(terms: set[str], docs: Sequence[DocStats], k1: float, b: flo
     return out
 
 
-def _candidate_stats(c: Candidate) -> DocStats:
-    return doc_stats(c.text)
-
-
 def _stats_key(c: Candidate) -> tuple[str, str]:
     # a changed passage has a new content hash, so it is never scored with stale statistics
     return c.id, str(c.payload.get("content_hash") or c.text)
@@ -80,7 +76,7 @@ class LexicalReranker(PooledReranker):
         # v2: plural folding in the tokenizer (other scores than v1 for the same parameters)
         self.id = f"lexical-bm25@v3:w={weight:g}:k1={k1:g}:b={b:g}"
         self._stats: LRUCache[tuple[str, str], DocStats] = LRUCache(maxsize=stats_cache_size)
-        self._doc_stats = cached(self._stats, key=_stats_key, lock=threading.Lock())(_candidate_stats)
+        self._stats_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, s: RerankerSettings) -> LexicalReranker:
@@ -89,8 +85,24 @@ class LexicalReranker(PooledReranker):
     def score_sync(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
             return []
-        stats = [self._doc_stats(c) for c in candidates]
+        stats = self._doc_stats(candidates)
         lexical = _minmax(bm25_from_stats(set(tokenize(query)), stats, self.k1, self.b))
         dense = _minmax([c.score for c in candidates])
         w = self.weight
         return [(1 - w) * d + w * x for d, x in zip(dense, lexical, strict=True)]
+
+    def _doc_stats(self, candidates: Sequence[Candidate]) -> list[DocStats]:
+        """The candidates' token statistics, from the cache where it has them. The lock is taken
+        once for all the look-ups (a lock and an LRU update per passage cost more than the
+        cache saves); a miss is tokenized outside it."""
+        keys = [_stats_key(c) for c in candidates]
+        with self._stats_lock:
+            found = [self._stats.get(k) for k in keys]
+        out: list[DocStats] = []
+        for c, key, hit in zip(candidates, keys, found, strict=True):
+            if hit is None:
+                hit = doc_stats(c.text)
+                with self._stats_lock:
+                    self._stats[key] = hit
+            out.append(hit)
+        return out
