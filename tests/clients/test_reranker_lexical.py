@@ -225,3 +225,17 @@ def test_cached_token_statistics_score_like_fresh_ones_and_follow_the_content_ha
     ]
     assert r.score_sync("finer", many) == LexicalReranker(0.5, 0.9, 0.4).score_sync("finer", many)
     assert len(r._stats) <= 4
+
+
+def test_the_bench_peer_and_the_eval_count_the_rerankers_own_terms() -> None:
+    """The naive bench peer and the eval's BM25 baseline once carried a copy of the tokenizer
+    that drifted: they must use the reranker's own, and the naive peer the gateway's passage
+    schema."""
+    pytest.importorskip("torch")
+    import bench.peers.naive as naive
+    import eval.bm25
+    from app.schemas import Passage
+
+    assert naive.tokenize is tokenize
+    assert eval.bm25.tokenize is tokenize
+    assert naive.Passage is Passage
