@@ -11,7 +11,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 
-from app.clients.rerank import tokenize
+from app.clients.rerank.tokenize import tokenize
 from eval.metrics import rank_by_score
 
 

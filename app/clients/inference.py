@@ -12,7 +12,8 @@ first match winning (most specific first), as app/clients/http.py does for httpx
                                 breaker failure, never retried
 
 So a failing model is a failing dependency (503 for the embedder, a degraded answer for the
-reranker), never a 500. Cancellation and other BaseExceptions are not touched.
+reranker), never a 500. Cancellation and other BaseExceptions are not touched. How domain
+errors become HTTP: see docs/ARCHITECTURE.md, "Errors".
 """
 
 from __future__ import annotations

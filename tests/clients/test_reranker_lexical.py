@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from app.clients.rerank import LexicalReranker, bm25_scores, tokenize
+from app.clients.rerank import LexicalReranker, bm25_scores
+from app.clients.rerank.tokenize import tokenize
 from app.types import Candidate
 
 

@@ -1,7 +1,8 @@
 """Rerankers: score (query, candidate passages) pairs. Selected by `RAG_RERANKER__KIND`.
 
 - lexical (default, `lexical.py`): BM25 over the candidate passages, fused with the vector
-  score; its tokenizer is `tokenize.py`.
+  score; its tokenizer is `tokenize.py` (import `tokenize` from there: the package attribute
+  of that name is the module).
 - cross-encoder (`cross_encoder.py`): a sentence-transformers-compatible cross-encoder
   directory, run with onnxruntime when it holds `model.onnx`, otherwise with torch.
 - http (`http.py`): a remote reranker speaking TEI `POST /rerank` or Cohere-style
@@ -20,9 +21,8 @@ from typing import Protocol
 
 from app.clients.rerank.cross_encoder import CrossEncoderReranker
 from app.clients.rerank.http import HttpReranker
-from app.clients.rerank.lexical import LexicalReranker, bm25_from_stats, bm25_scores, doc_stats
+from app.clients.rerank.lexical import LexicalReranker, bm25_scores
 from app.clients.rerank.pool import DEPENDENCY, check_scores
-from app.clients.rerank.tokenize import fold_plural, tokenize
 from app.settings import RerankerSettings
 from app.types import Candidate
 
@@ -32,13 +32,9 @@ __all__ = [
     "HttpReranker",
     "LexicalReranker",
     "Reranker",
-    "bm25_from_stats",
     "bm25_scores",
     "check_scores",
-    "doc_stats",
-    "fold_plural",
     "reranker_from_settings",
-    "tokenize",
 ]
 
 
