@@ -15,7 +15,7 @@ from app.clients.cache import RerankCache
 from app.clients.embedder import Embedder, embedder_from_settings
 from app.clients.ratelimit import RateLimiter
 from app.clients.redis_client import RedisClient, breaker_config
-from app.clients.reranker import Reranker, reranker_from_settings
+from app.clients.rerank import Reranker, reranker_from_settings
 from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.errors import DependencyError
 from app.observability.events import breaker_observer

@@ -20,7 +20,7 @@ from opentelemetry import trace
 
 from app.clients.cache import RerankCache, cache_key
 from app.clients.embedder import Embedder
-from app.clients.reranker import Reranker, check_scores
+from app.clients.rerank import Reranker
 from app.clients.vectorstore import VectorStore
 from app.errors import DeadlineExceeded, DependencyError, InvalidRequest
 from app.observability.metrics import Metrics
@@ -266,7 +266,7 @@ class RagPipeline:
         self.metrics.count_degraded("reranker", reason)
 
     async def _score(self, reranker: Reranker, query: str, candidates: list[Candidate]) -> list[float]:
-        return check_scores(await reranker.score(query, candidates), len(candidates))
+        return await reranker.score(query, candidates)  # checked there: one finite score per candidate
 
     async def _cache_get(self, key: str, result: RagResult) -> list[float] | None:
         if self.cache is None:

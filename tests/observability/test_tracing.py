@@ -233,7 +233,7 @@ async def test_every_http_and_redis_client_is_instrumented_on_our_provider_only(
 
     from app.clients.embedder import HttpEmbedder
     from app.clients.redis_client import RedisClient
-    from app.clients.reranker import HttpReranker
+    from app.clients.rerank import HttpReranker
     from app.clients.vectorstore import ServerStore
     from app.observability.tracing import _library_client, instrument_clients
     from app.resilience import BreakerConfig, CircuitBreaker
