@@ -28,10 +28,12 @@ from app.ingest import Document, IngestStats
 log = logging.getLogger("rag.jobs")
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_REPORTED_FAILURES = 100
 
 ParseLine = Callable[[bytes], Document]  # raises ValueError with a message for the client
+ParserFor = Callable[[str], ParseLine]  # the line parser of a tenant
 IngestBatch = Callable[[list[Document]], Awaitable[IngestStats]]
 
 
@@ -123,16 +125,19 @@ class JobRunner:
     def __init__(
         self,
         store: JobStore,
-        parse: ParseLine,
+        parser_for: ParserFor,
         ingest_batch: IngestBatch,
         batch_docs: int = 64,
-        on_change: Callable[[Job, int], None] | None = None,
+        on_change: Callable[[dict[str, int], int], None] | None = None,
+        after: Callable[[Job], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
-        self._parse = parse
+        self._parser_for = parser_for
         self._ingest = ingest_batch
         self.batch_docs = batch_docs
-        self._on_change = on_change  # (job, documents just committed) for metrics
+        self._on_change = on_change  # (jobs by state, documents just committed): the metrics
+        self._after = after  # run once a job's last batch is in (the index build)
+        self._states: dict[str, str] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._cancel: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -141,6 +146,7 @@ class JobRunner:
     async def start(self) -> None:
         """Queue every unfinished job (resuming those a dead process left running)."""
         for job in sorted(self.store.all(), key=lambda j: j.created_at):
+            self._states[job.job_id] = job.state
             if job.state == "running":
                 job.state = "queued"
                 job.resumed += 1
@@ -198,13 +204,14 @@ class JobRunner:
         job.started_at = job.started_at or time.time()
         self.store.save(job)
         self._notify(job, 0)
+        parse = self._parser_for(job.tenant)
         batch: list[Document] = []
         last = job.committed_line
         for number, line in read_lines(self.store.input_path(job.job_id), job.committed_line):
             last = number
             if line.strip():
                 try:
-                    batch.append(self._parse(line))
+                    batch.append(parse(line))
                 except ValueError as exc:
                     job.failed_count += 1
                     if len(job.failed) < MAX_REPORTED_FAILURES:
@@ -213,11 +220,17 @@ class JobRunner:
                 await self._commit(job, batch, last)
                 batch = []
                 if job.job_id in self._cancel:
+                    await self._end(job)
                     self._finish(job, "cancelled", f"cancelled after line {last}; earlier lines stay written")
                     return
             await asyncio.sleep(0)  # a huge file of bad lines still lets requests in
         await self._commit(job, batch, last)
+        await self._end(job)
         self._finish(job, "succeeded", None)
+
+    async def _end(self, job: Job) -> None:
+        if self._after is not None and job.upserted:
+            await self._after(job)
 
     async def _commit(self, job: Job, batch: list[Document], last_line: int) -> None:
         if batch:
@@ -239,5 +252,9 @@ class JobRunner:
         self._notify(job, 0)
 
     def _notify(self, job: Job, documents: int) -> None:
+        self._states[job.job_id] = job.state
         if self._on_change is not None:
-            self._on_change(job, documents)
+            by_state: dict[str, int] = dict.fromkeys(STATES, 0)
+            for state in self._states.values():
+                by_state[state] += 1
+            self._on_change(by_state, documents)

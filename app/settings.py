@@ -87,6 +87,13 @@ class ChunkingSettings(BaseModel):
     overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks of a document")
 
 
+class JobsSettings(BaseModel):
+    dir: Path = Field(Path("data/jobs"), description="ingestion jobs: uploads and state (`$DATA_DIR/jobs`)")
+    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="upload limit of POST /jobs/ingest")
+    idle_timeout_s: float = Field(30.0, gt=0, description="an upload that sends nothing this long is cut off")
+    batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")
+
+
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = embedded engine on `path`")
     api_key: str | None = Field(None, description="Qdrant server API key (use a Secret)")
@@ -257,6 +264,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkingSettings = ChunkingSettings()
+    jobs: JobsSettings = JobsSettings()
     qdrant: QdrantSettings = QdrantSettings()
     redis: RedisSettings = RedisSettings()
     reranker: RerankerSettings = RerankerSettings()

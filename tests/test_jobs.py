@@ -20,7 +20,11 @@ from app.jobs import Job, JobRunner, JobStore
 from app.settings import QdrantSettings
 
 
-def parse(line: bytes) -> Document:
+def parser_for(tenant: str) -> Any:
+    return lambda line: parse(line, tenant)
+
+
+def parse(line: bytes, tenant: str) -> Document:
     try:
         obj = json.loads(line)
     except ValueError as exc:
@@ -59,7 +63,7 @@ class Rig:
         )
 
     def runner(self) -> JobRunner:
-        return JobRunner(self.jobs, parse, self.ingest, batch_docs=4)
+        return JobRunner(self.jobs, parser_for, self.ingest, batch_docs=4)
 
     def upload(self, lines: list[str]) -> Job:
         job = self.jobs.new("t1")
