@@ -178,3 +178,36 @@ def test_model_errors_table_most_specific_first() -> None:
     assert raised(ours) is ours  # already a domain error: passes through untouched
     cancelled = asyncio.CancelledError()
     assert raised(cancelled) is cancelled  # not an Exception: never translated
+
+
+async def test_a_query_never_waits_behind_a_whole_ingestion_batch(model_dir: Path) -> None:
+    """Queries first: ingestion embeds a few texts per model call, so a query that arrives while
+    a large batch is embedding is answered after at most one of those calls."""
+    from app.clients.embedder.onnx import INGEST_CALL_TEXTS
+
+    emb = OnnxEmbedder(model_dir, cache_size=0)
+    passages = [" ".join(["long passage about alpine passes and weather"] * 30) + f" {i}" for i in range(200)]
+    calls = 0
+    encode = emb.encode
+
+    def counting(texts: list[str]) -> Any:
+        nonlocal calls
+        calls += 1
+        return encode(texts)
+
+    emb.encode = counting  # type: ignore[method-assign]
+    try:
+        batch = asyncio.ensure_future(emb.embed_batch(passages))
+        while calls == 0:
+            await asyncio.sleep(0.001)
+        query = await emb.embed("how do riders pace a climb")
+        assert query.shape == (emb.dim,)
+        assert not batch.done()  # the query did not wait for the batch
+        vectors = await batch
+        assert vectors.shape == (200, emb.dim)
+        assert calls >= 200 // INGEST_CALL_TEXTS  # many small calls, and the query's own
+        # the same vectors as one big call would give
+        whole = encode(passages[:16])
+        assert np.allclose(vectors[:16], whole, atol=1e-5)
+    finally:
+        await emb.aclose()

@@ -23,6 +23,9 @@ from app.clients.inference import translate_model_errors
 from app.settings import EmbedderSettings
 
 
+INGEST_CALL_TEXTS = 8  # texts per model call for ingestion: what a query may wait behind
+
+
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 exported by scripts/export_onnx.py, run with onnxruntime + tokenizers."""
 
@@ -142,8 +145,17 @@ class OnnxEmbedder:
         return [v for v in out if v is not None]
 
     async def embed_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """Ingestion's embeddings, a few texts per model call: the one model worker takes jobs in
+        order, so a query that arrives meanwhile waits for one small call, never a whole batch
+        (queries first; see docs/ARCHITECTURE.md, "Ingestion jobs")."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.encode, texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [
+            await loop.run_in_executor(self._pool, self.encode, texts[i : i + INGEST_CALL_TEXTS])
+            for i in range(0, len(texts), INGEST_CALL_TEXTS)
+        ]
+        return np.concatenate(parts)
 
     async def ping(self) -> None:
         return None  # in-process: loaded means ready
