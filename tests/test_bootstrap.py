@@ -240,7 +240,7 @@ def in_process(
 ) -> tuple[int, str]:
     """The script's main() in this process: the code path of the subprocess runs without a new
     interpreter per case. Any exception other than SystemExit fails the test (a traceback)."""
-    import qdrant_bootstrap
+    from scripts import qdrant_bootstrap
 
     for name in list(os.environ):
         if name.upper().startswith("RAG_"):
