@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import uvicorn
-from helpers import free_port, make_settings, wait_port
+from support.app import make_settings
+from support.net import free_port, wait_port
 
 from eval.__main__ import main, parse
 from eval.run import Options, evaluate_dataset, render

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.net import free_port
+from support.prom import metric
 
 from .proxy import FaultProxy, Mode
 from .reranker_server import RerankerServer
-from .support import free_port, metric, queries, timed_rag
+from .support import queries, timed_rag
 
 K = 10
 # the bound: deadline + 100 ms. What runs after the deadline is only our own answer.

@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 import httpx
+from support.prom import metric, parse_samples
 
 from .proxy import FaultProxy
 from .reranker_server import RerankerServer
-from .support import metric, parse_metrics, queries, served_app
+from .support import queries, served_app
 
 K = 10
 
@@ -48,7 +49,7 @@ async def test_a_burst_over_the_in_flight_cap_is_shed_fast_and_the_process_stays
 
         tasks = [asyncio.ensure_future(one(q)) for q in queries(burst, "burst")]
         await wait_until(lambda: reranker.count == cap, 10, "the admitted requests reach the reranker")
-        in_flight = parse_metrics((await client.get("/metrics")).text)[
+        in_flight = parse_samples((await client.get("/metrics")).text)[
             ("rag_requests_in_flight", frozenset())
         ]
         assert in_flight == cap

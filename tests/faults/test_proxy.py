@@ -96,7 +96,7 @@ async def test_close_after_n_bytes(echo_port: int) -> None:
 
 
 async def test_upstream_down_closes_the_client(echo_port: int) -> None:
-    from .support import free_port
+    from support.net import free_port
 
     with FaultProxy(free_port()) as proxy:
         assert await roundtrip(proxy.port, b"anyone?") == b""

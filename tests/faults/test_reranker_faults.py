@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from support.prom import metric
 
 from .reranker_server import Behaviour, RerankerServer
-from .support import SLACK_S, metric, queries, timed_rag
+from .support import SLACK_S, queries, timed_rag
 
 K = 12
 

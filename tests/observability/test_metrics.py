@@ -13,9 +13,11 @@ from typing import Any
 import prometheus_client.metrics
 import pytest
 from asgi_lifespan import LifespanManager
-from helpers import free_port, running_app
-from obs_support import parse_samples, total
+from obs_support import total
 from prometheus_client import CollectorRegistry
+from support.app import running_app
+from support.net import free_port
+from support.prom import parse_samples
 
 from app.main import create_app
 from app.observability.metrics import Metrics

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import free_port, running_app
 from obs_support import OtlpReceiver, Span
+from support.app import running_app
+from support.httpserver import reply, serve_in_thread
+from support.net import free_port
 
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # opentelemetry.proto.trace.v1.Span.SpanKind
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -36,23 +38,15 @@ class TeiReranker:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.traceparents.append(self.headers.get("traceparent"))
                 scores = [{"index": i, "score": 1.0 / (1 + i)} for i in range(len(body["texts"]))]
-                self._reply(json.dumps(scores).encode())
+                reply(self, json.dumps(scores).encode(), "application/json")
 
             def do_GET(self) -> None:
-                self._reply(b"ok")
-
-            def _reply(self, data: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, b"ok", "application/json")
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_thread(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def stop(self) -> None:
