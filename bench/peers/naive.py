@@ -40,11 +40,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import redis
 import torch
-import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 from qdrant_client import QdrantClient
 from transformers import AutoModel, AutoTokenizer
+
+from bench.peers import serve
 
 COLLECTION = "rag_docs"
 TENANT = "default"
@@ -213,16 +214,7 @@ def main() -> None:
     parser.add_argument("--qdrant-path", required=True, help="qdrant-client local-mode directory")
     parser.add_argument("--redis-url", required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        make_app(args.qdrant_path, args.redis_url),
-        host="127.0.0.1",
-        port=args.port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-    )
+    serve(make_app(args.qdrant_path, args.redis_url), args.port)
 
 
 if __name__ == "__main__":
