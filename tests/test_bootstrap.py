@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.paths import ROOT
+from support.proc import run_python
 
 from app.clients.embedder import OnnxEmbedder
 from app.clients.vectorstore import EdgeStore
@@ -21,7 +23,6 @@ from app.ingest import content_hash
 from app.settings import QdrantSettings
 from app.types import point_id
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "qdrant_bootstrap.py"
 
 TOPICS = {
@@ -311,15 +312,7 @@ def test_bad_inputs_fail_cleanly_and_create_nothing(
 
 
 def run_app(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("RAG_")}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python("-m", "app", *args, timeout=60, **env)
 
 
 def test_app_help() -> None:
