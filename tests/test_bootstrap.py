@@ -79,7 +79,8 @@ def info_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def assert_schema(info: dict[str, Any], points: int) -> None:
-    """DESIGN §4 in the shape of Qdrant's GET /collections/<name>."""
+    """The collection schema (cosine vectors, HNSW, the tenant index) in the shape of Qdrant's
+    GET /collections/<name>."""
     assert info["points_count"] == points
     assert info["indexed_vectors_count"] == points  # HNSW built over every point
     assert info["config"]["params"]["vectors"] == {"size": 384, "distance": "Cosine"}
@@ -113,7 +114,7 @@ async def test_jsonl_load_rerun_if_empty_recreate_and_second_collection(
     assert "12/12" in loaded.stderr  # the progress bar ran to the end
     assert "Traceback" not in loaded.stderr
 
-    # what landed: the DESIGN §4 payload, and a real query finds its topic first
+    # what landed: the gateway's payload (app.ingest.to_payload), and a real query finds its topic first
     store = await open_store(qdrant)
     embedder = OnnxEmbedder(model_dir)
     try:

@@ -1,5 +1,6 @@
-"""The metrics contract of DESIGN §3: names, types, labels and buckets; bounded label values under a
-scan of random paths and methods; no metric object allocated per request; and promtool's lint."""
+"""The metric contract (see docs/ARCHITECTURE.md, "Metric contract"): names, types, labels and
+buckets; bounded label values under a scan of random paths and methods; no metric object
+allocated per request; and promtool's lint."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from support.prom import parse_samples
 from app.main import create_app
 from app.observability.metrics import Metrics
 
-# DESIGN §3, written out again on purpose: the test is the contract, not a copy of the code
+# the metric contract, written out again on purpose: the test is the contract, not a copy of
+# the code
 DESIGN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 DESIGN = {
     "http_server_request_duration_seconds": ("histogram", {"method", "route", "status"}),

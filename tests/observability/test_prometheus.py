@@ -1,7 +1,7 @@
 """The dashboards' queries, answered by a real Prometheus scraping the real gateway under load.
 
 The gateway runs as `python -m app` (uvicorn) on the test collection and a real Redis; Prometheus
-scrapes it every second; `hey` drives one repeated query. Then the DESIGN §3 p95/p99 and hit-rate
+scrapes it every second; `hey` drives one repeated query. Then the p95/p99 and hit-rate
 queries run through Prometheus's HTTP API and are held against what the client measured and
 against the gateway's own counters read before and after the load.
 """
