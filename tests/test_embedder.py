@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import running_app
+from support.app import running_app
 
 from app.clients.embedder import OnnxEmbedder
 from app.clients.inference import translate_model_errors

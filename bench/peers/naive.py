@@ -41,7 +41,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import redis
 import torch
-import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 from qdrant_client import QdrantClient
@@ -49,6 +48,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from app.clients.rerank.tokenize import tokenize
 from app.schemas import Passage
+from bench.peers import serve
 
 COLLECTION = "rag_docs"
 TENANT = "default"
@@ -186,16 +186,7 @@ def main() -> None:
     parser.add_argument("--qdrant-path", required=True, help="qdrant-client local-mode directory")
     parser.add_argument("--redis-url", required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        make_app(args.qdrant_path, args.redis_url),
-        host="127.0.0.1",
-        port=args.port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-    )
+    serve(make_app(args.qdrant_path, args.redis_url), args.port)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import make_settings, running_app
 from redis import exceptions as rx
+from support.app import make_settings, running_app
 
 from app.clients.redis_client import translate_redis_error
 from app.errors import (

@@ -14,13 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from support.prom import metric
 
 from app.clients.cache import RerankCache
 from app.clients.redis_client import RedisUnavailable
 from app.resilience import BreakerConfig, CircuitBreaker
 from app.settings import RedisSettings
 
-from .support import SLACK_S, metric, queries, timed_rag
+from .support import SLACK_S, queries, timed_rag
 
 DEADLINE_S = 1.0
 K = 10

@@ -8,8 +8,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import free_port, running_app
-from hostile_support import ALICE, MALLORY, TEST_SCRYPT_N, samples
+from hostile_support import ALICE, MALLORY
+from support.app import running_app
+from support.keys import TEST_SCRYPT_N
+from support.net import free_port
+from support.prom import parse_samples as samples
 
 from app.errors import InputRejected, RateLimited, Unauthorized
 from app.resilience import BreakerState, Deadline

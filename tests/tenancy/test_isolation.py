@@ -13,7 +13,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tenancy_support import assert_json_error, auth_settings, corpus, ingest, make_key, serve
+from support.keys import make_key
+from tenancy_support import assert_json_error, auth_settings, corpus, ingest, serve
 
 from app.clients.cache import KEY_PREFIX, cache_key
 from app.schemas import normalize_query

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tenancy_support import assert_json_error, auth_settings, corpus, ingest, make_key, serve
+from support.keys import make_key
+from tenancy_support import assert_json_error, auth_settings, corpus, ingest, serve
 
 from app.clients.ratelimit import KEY_PREFIX, RateLimiter
 from app.settings import RedisSettings

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy.typing as npt
 import pytest
-from tenancy_support import auth_settings, corpus, ingest, make_key, serve
+from support.keys import make_key
+from tenancy_support import auth_settings, corpus, ingest, serve
 
 from app.search import SearchIntegrity
 from app.types import Candidate, Filters, point_id

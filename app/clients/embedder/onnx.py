@@ -22,7 +22,6 @@ from app.clients.embedder.vectors import DEPENDENCY, Vector, normalize_rows, que
 from app.clients.inference import translate_model_errors
 from app.settings import EmbedderSettings
 
-
 INGEST_CALL_TEXTS = 8  # texts per model call for ingestion: what a query may wait behind
 
 
