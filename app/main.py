@@ -1,9 +1,10 @@
 """The app factory. `create_app(settings)` builds a FastAPI app whose lifespan opens every
-client; `app.main:app` (for `uvicorn app.main:app`) is created lazily on first access, so
-importing this module reads no settings."""
+client; `app.main:app` (for `uvicorn app.main:app`) is created lazily on first access and then
+kept, so importing this module reads no settings and every access gets the same app."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -67,7 +68,12 @@ def create_app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+@functools.cache
+def _shared_app() -> FastAPI:
+    return create_app_from_env()
+
+
 def __getattr__(name: str) -> Any:
     if name == "app":
-        return create_app_from_env()
+        return _shared_app()
     raise AttributeError(name)
