@@ -64,9 +64,15 @@ class DependencyUnavailable(DependencyError):
     reason = "unavailable"
 
 
-class CircuitOpen(DependencyUnavailable):
+class _NotAFailure:
+    """A call that was refused rather than failed: never retried, and neither a success nor a
+    failure for the circuit breaker."""
+
     transient = False
     counts_as_failure = False
+
+
+class CircuitOpen(_NotAFailure, DependencyUnavailable):
     reason = "circuit_open"
 
 
@@ -79,9 +85,7 @@ class DependencyBadResponse(DependencyError):
     reason = "bad_response"
 
 
-class DependencyRejected(DependencyError):
-    transient = False
-    counts_as_failure = False
+class DependencyRejected(_NotAFailure, DependencyError):
     reason = "rejected"
 
 
