@@ -7,6 +7,8 @@ them to HTTP in one table.
     ├── Forbidden                 authenticated, but the key may not do this (403)
     ├── RateLimited               the key's request rate limit is used up (429)
     ├── PayloadTooLarge           body over the limit (413)
+    ├── RequestTimeout            the body did not arrive in time (408, connection closed)
+    ├── ClientDisconnected        the client left before the answer (499, logged, never sent)
     ├── Overloaded                in-flight cap reached (503)
     ├── DeadlineExceeded          the request's deadline passed (504)
     └── DependencyError           a dependency failed; `dependency` names it
@@ -38,6 +40,19 @@ class InvalidRequest(RagError):
 
 class PayloadTooLarge(RagError):
     pass
+
+
+class RequestTimeout(RagError):
+    """408; the connection is closed (a client that trickles its body is cut off)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"Connection": "close"}
+
+
+class ClientDisconnected(RagError):
+    """The client closed the connection before the answer: nobody is left to answer, the
+    request is logged and counted as 499."""
 
 
 class Overloaded(RagError):

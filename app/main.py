@@ -12,10 +12,9 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Route
 
-from app.api import errors
+from app.api import errors, middleware
 from app.api.documents import router as documents_router
 from app.api.health import router as health_router
-from app.api.middleware import GatewayMiddleware
 from app.api.rag import router as rag_router
 from app.lifespan import STATE_KEY, open_state
 from app.observability.logging import setup_logging
@@ -57,7 +56,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # FastAPI's own routes (/docs, /openapi.json) and ours, whose templates label every answer
     routes: list[BaseRoute] = [r for r in app.routes if isinstance(r, Route)]
     routes += [r for router in (rag_router, health_router, documents_router) for r in router.routes]
-    app.add_middleware(GatewayMiddleware, routes=routes)
+    middleware.install(app, routes)
     return app
 
 

@@ -1,5 +1,5 @@
 """API keys: the token format, salted key hashes, and the Authenticator that turns an
-`Authorization: Bearer` token into a Principal (key id, tenant, admin, rate limit).
+`Authorization: Bearer` token into a Principal (key id, tenant, admin, the key's rate limit).
 
 A token is `<key id>.<secret>`. The configuration holds only a salted scrypt hash of the whole
 token (`scrypt$<n>$<r>$<p>$<salt>$<digest>`, base64url), printed by scripts/hash_api_key.py; the
@@ -138,7 +138,7 @@ class Principal:
     key_id: str | None
     tenant: str
     admin: bool
-    rate_limit: int | None  # requests per rate window; None = not limited
+    key_rate_limit: int | None  # the key's own rate limit, if it has one (app/policy.py resolves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +191,7 @@ class Authenticator:
                 parsed = KeyHash.parse(k.hash)
             except ValueError as exc:
                 raise ValueError(f"API key {k.id!r}: {exc}") from exc
-            policy = auth.tenants.get(k.tenant)
-            limit = k.rate_limit or (policy.rate_limit if policy else None) or auth.rate_limit
-            self._keys[k.id] = _Key(k, parsed, Principal(k.id, k.tenant, k.admin, limit))
+            self._keys[k.id] = _Key(k, parsed, Principal(k.id, k.tenant, k.admin, k.rate_limit))
         self.enabled = bool(self._keys)
         self.open_principal = Principal(None, settings.server.default_tenant, True, None)
         # an unknown id is checked against this, with the parameters of the configured keys

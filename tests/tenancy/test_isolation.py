@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tenancy_support import assert_json_error, auth_settings, corpus, ingest, make_key, serve
 
 from app.clients.cache import KEY_PREFIX, cache_key
+from app.policy import TenantPolicy
 from app.schemas import normalize_query
 from app.types import Candidate, point_id
 
@@ -168,5 +169,6 @@ async def test_per_tenant_max_k_and_ef(gateway: tuple[httpx.AsyncClient, Any]) -
     assert r.status_code == 200 and len(r.json()["results"]) == 30  # the default k, cut to the policy
     r = await client.post("/rag", json={"q": "python packaging wheel", "k": 35}, headers=GLOBEX.headers)
     assert r.status_code == 200 and len(r.json()["results"]) == 35  # globex has no k policy
-    assert app.state.rag.pipeline.resolve_ef("globex", None) == 128
-    assert app.state.rag.pipeline.resolve_ef("acme", None) == app.state.rag.settings.qdrant.ef_default
+    conf = app.state.rag.settings
+    assert TenantPolicy.for_tenant(conf, "globex").search_ef(None) == 128
+    assert TenantPolicy.for_tenant(conf, "acme").search_ef(None) == conf.qdrant.ef_default
