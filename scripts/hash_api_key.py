@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.security import DEFAULT_N, KEY_ID_RE, KeyHash, hash_token, new_token, split_token
+from app.apikeys import DEFAULT_N, KEY_ID_RE, KeyHash, hash_token, new_token, split_token
 
 
 def main(argv: list[str] | None = None) -> int:

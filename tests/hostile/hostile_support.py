@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.security import hash_token, new_token
+from app.apikeys import hash_token, new_token
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SCRYPT_N = 2**10  # the production default is 2**14; the checks are the same

@@ -11,11 +11,12 @@ import pytest
 from helpers import free_port, running_app
 from hostile_support import ALICE, MALLORY, TEST_SCRYPT_N, samples
 
+from app.apikeys import KeyHash, new_token
 from app.errors import InputRejected, RateLimited, Unauthorized
 from app.policy import TenantPolicy
 from app.resilience import BreakerState, Deadline
 from app.schemas import RagRequest
-from app.security import Authenticator, KeyHash, new_token
+from app.security import Authenticator
 from app.settings import Settings
 
 

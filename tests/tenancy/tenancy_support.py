@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 
-from app.security import hash_token, new_token
+from app.apikeys import hash_token, new_token
 from app.settings import Settings
 
 TEST_SCRYPT_N = 2**10  # the production default is 2**14; the format and the checks are the same

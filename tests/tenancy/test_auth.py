@@ -17,8 +17,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from tenancy_support import Key, assert_json_error, auth_settings, corpus, ingest, make_key, serve
 
+from app.apikeys import KeyHash
 from app.observability.logging import JsonFormatter
-from app.security import KeyHash
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = make_key("user-1", "default")
