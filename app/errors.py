@@ -7,7 +7,9 @@ them to HTTP in one table.
     ├── Forbidden                 authenticated, but the key may not do this (403)
     ├── RateLimited               the key's request rate limit is used up (429)
     ├── PayloadTooLarge           body over the limit (413)
-    ├── RequestTimeout            the body did not arrive in time (408, connection closed)
+    ├── RequestTimeout            headers or body did not arrive in time (408, connection closed)
+    ├── HeadersTooLarge           request line and headers over the limit (431)
+    ├── BadHttpRequest            not a valid HTTP request (400; answered by the HTTP protocol)
     ├── ClientDisconnected        the client left before the answer (499, logged, never sent)
     ├── Overloaded                in-flight cap reached (503)
     ├── DeadlineExceeded          the request's deadline passed (504)
@@ -48,6 +50,14 @@ class RequestTimeout(RagError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.headers = {"Connection": "close"}
+
+
+class HeadersTooLarge(RagError):
+    pass
+
+
+class BadHttpRequest(RagError):
+    pass
 
 
 class ClientDisconnected(RagError):

@@ -13,7 +13,15 @@ from starlette.types import Message
 from app.api.body import read_body
 from app.api.context import RequestContext
 from app.api.errors import CLIENT_CLOSED, answer_error
-from app.errors import ClientDisconnected, Overloaded, PayloadTooLarge, RequestTimeout
+from app.errors import (
+    BadHttpRequest,
+    ClientDisconnected,
+    HeadersTooLarge,
+    Overloaded,
+    PayloadTooLarge,
+    RagError,
+    RequestTimeout,
+)
 
 
 def receiving(*messages: Message) -> Any:
@@ -101,3 +109,22 @@ async def test_nothing_is_answered_twice() -> None:
     ctx.status = 200  # the answer started already
     assert await answered(PayloadTooLarge("too big"), ctx) == []
     assert ctx.status == 200
+
+
+@pytest.mark.parametrize(
+    ("exc", "line", "type_"),
+    [
+        (RequestTimeout("slow headers"), b"HTTP/1.1 408 ", "request_timeout"),
+        (HeadersTooLarge("big headers"), b"HTTP/1.1 431 ", "headers_too_large"),
+        (BadHttpRequest("Invalid HTTP request received."), b"HTTP/1.1 400 ", "bad_request"),
+    ],
+)
+def test_the_http_protocol_answers_from_the_same_table(exc: RagError, line: bytes, type_: str) -> None:
+    from app.api.http_guard import _answer
+
+    head, _, body = _answer(exc).partition(b"\r\n\r\n")
+    assert head.startswith(line) and b"connection: close" in head
+    assert b"content-length: " + str(len(body)).encode() in head
+    error = orjson.loads(body)["error"]
+    assert (error["type"], error["message"]) == (type_, exc.message)
+    assert len(error["request_id"]) == 32

@@ -21,11 +21,13 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.context import RequestContext, find_context
 from app.errors import (
+    BadHttpRequest,
     CircuitOpen,
     ClientDisconnected,
     DeadlineExceeded,
     DependencyError,
     Forbidden,
+    HeadersTooLarge,
     InputRejected,
     InvalidRequest,
     Overloaded,
@@ -47,6 +49,8 @@ ERROR_TABLE: tuple[tuple[type[RagError], int, str], ...] = (
     (RateLimited, 429, "rate_limited"),
     (PayloadTooLarge, 413, "payload_too_large"),
     (RequestTimeout, 408, "request_timeout"),
+    (HeadersTooLarge, 431, "headers_too_large"),
+    (BadHttpRequest, 400, "bad_request"),
     # nginx's convention for "client went away before the answer": logged and counted, never sent
     (ClientDisconnected, CLIENT_CLOSED, "client_closed"),
     (Overloaded, 503, "overloaded"),
@@ -91,11 +95,16 @@ def printable(text: str, limit: int = _MAX_ECHO_CHARS) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def error_body(type_: str, message: str, request_id: str) -> bytes:
+    """The JSON body of every error answer."""
+    message = printable(message, limit=1000)
+    return orjson.dumps({"error": {"type": type_, "message": message, "request_id": request_id}})
+
+
 def error_response(
     status: int, type_: str, message: str, request_id: str, retry_after: int | None = None
 ) -> Response:
-    message = printable(message, limit=1000)
-    body = orjson.dumps({"error": {"type": type_, "message": message, "request_id": request_id}})
+    body = error_body(type_, message, request_id)
     headers = {}  # X-Request-ID is added by the middleware to every response
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -107,6 +116,13 @@ def classify(exc: RagError) -> tuple[int, str]:
         if isinstance(exc, cls):
             return status, type_
     return 500, "internal_error"
+
+
+def protocol_error(exc: RagError, request_id: str) -> tuple[int, bytes]:
+    """Status and body for an answer the HTTP protocol layer writes itself, before any request
+    reaches the app (app/api/http_guard.py)."""
+    status, type_ = classify(exc)
+    return status, error_body(type_, exc.message, request_id)
 
 
 def request_id_of(request: Request) -> str:
