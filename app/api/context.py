@@ -39,7 +39,7 @@ class RequestContext:
     cache: str | None = None  # set when the pipeline answered
     degraded: list[str] = field(default_factory=list)
     trace_id: str = ""
-    _outcome: tuple[str, int, float] | None = None
+    _outcome: tuple[str, int, float] | None = field(default=None, init=False, repr=False)
 
     def outcome(self, scope: Scope) -> tuple[str, int, float]:
         """(route template, status, seconds), fixed the first time it is asked for, so that the
