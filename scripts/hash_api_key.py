@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from app.security import DEFAULT_N, KEY_ID_RE, KeyHash, hash_token, new_token, split_token
+from app.apikeys import DEFAULT_N, KEY_ID_RE, KeyHash, hash_token, new_token, split_token
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.security import hash_token, new_token
+from app.apikeys import hash_token, new_token
 
 TEST_SCRYPT_N = 2**10  # the production default is 2**14; the format and the checks are the same
 

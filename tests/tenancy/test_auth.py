@@ -18,8 +18,8 @@ from asgi_lifespan import LifespanManager
 from support.keys import Key, make_key
 from tenancy_support import assert_json_error, auth_settings, corpus, ingest, serve
 
+from app.apikeys import KeyHash
 from app.observability.logging import JsonFormatter
-from app.security import KeyHash
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = make_key("user-1", "default")
