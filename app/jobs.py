@@ -157,6 +157,7 @@ class JobRunner:
                 )
             if job.state == "queued":
                 self._queue.put_nowait(job.job_id)
+        self._publish(0)
         self._task = asyncio.create_task(self._work(), name="ingest-jobs")
 
     async def stop(self) -> None:
@@ -253,6 +254,9 @@ class JobRunner:
 
     def _notify(self, job: Job, documents: int) -> None:
         self._states[job.job_id] = job.state
+        self._publish(documents)
+
+    def _publish(self, documents: int) -> None:
         if self._on_change is not None:
             by_state: dict[str, int] = dict.fromkeys(STATES, 0)
             for state in self._states.values():

@@ -11,13 +11,17 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from app.chunking import Chunker
 from app.clients.cache import RerankCache
 from app.clients.embedder import Embedder, embedder_from_settings
 from app.clients.ratelimit import RateLimiter
 from app.clients.redis_client import RedisClient, breaker_config
 from app.clients.rerank import Reranker, reranker_from_settings
 from app.clients.vectorstore import VectorStore, vectorstore_from_settings
+from app.document_in import line_parser
 from app.errors import DependencyError
+from app.ingest import Document, IngestStats, ingest_documents
+from app.jobs import Job, JobRunner, JobStore
 from app.observability.events import breaker_observer
 from app.observability.logging import redact_url
 from app.observability.metrics import Metrics
@@ -45,6 +49,11 @@ class AppState:
     limiter: RateLimiter | None = None
     breakers: BreakerRegistry | None = None
     redis: RedisClient | None = None
+    chunker: Chunker | None = None
+    jobs: JobRunner | None = None
+
+    async def wrote(self) -> None:
+        """A write through the gateway has happened (documents, jobs): called before it answers."""
 
 
 def make_guard(
@@ -121,6 +130,9 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             tracer=get_tracer(provider),
         )
         stack.push_async_callback(pipeline.drain)
+        chunker = Chunker.from_settings(settings.embedder, settings.chunking)
+        jobs = await _start_jobs(settings, metrics, store, embedder, chunker)
+        stack.push_async_callback(jobs.stop)
         yield AppState(
             settings,
             metrics,
@@ -134,7 +146,39 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             limiter,
             breakers,
             redis,
+            chunker,
+            jobs,
         )
+
+
+async def _start_jobs(
+    settings: Settings, metrics: Metrics, store: VectorStore, embedder: Embedder, chunker: Chunker
+) -> JobRunner:
+    """The ingestion-job worker, with every unfinished job queued again (resumed)."""
+
+    async def ingest_batch(docs: list[Document]) -> IngestStats:
+        # no index build or verification per batch: once, when the job's last batch is in
+        return await ingest_documents(store, embedder, docs, chunker=chunker, verify=False, optimize=False)
+
+    async def after(job: Job) -> None:
+        await store.optimize()
+
+    def on_change(by_state: dict[str, int], documents: int) -> None:
+        metrics.set_jobs(by_state)
+        if documents:
+            metrics.ingest_documents.inc(documents)
+
+    keys = settings.qdrant.filter_keys
+    runner = JobRunner(
+        JobStore(settings.jobs.dir or settings.qdrant.path.parent / "jobs"),
+        lambda tenant: line_parser(tenant, keys),
+        ingest_batch,
+        batch_docs=settings.jobs.batch_docs,
+        on_change=on_change,
+        after=after,
+    )
+    await runner.start()
+    return runner
 
 
 async def _announce(settings: Settings, store: VectorStore, cache: RerankCache | None) -> None:

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from app.api import errors, middleware
 from app.api.documents import router as documents_router
 from app.api.health import router as health_router
+from app.api.jobs import router as jobs_router
 from app.api.rag import router as rag_router
 from app.lifespan import STATE_KEY, open_state
 from app.observability.logging import setup_logging
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     app.include_router(rag_router)
     app.include_router(health_router)
     app.include_router(documents_router)
+    app.include_router(jobs_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -55,7 +57,9 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     app.openapi = openapi  # type: ignore[method-assign]
     # FastAPI's own routes (/docs, /openapi.json) and ours, whose templates label every answer
     routes: list[BaseRoute] = [r for r in app.routes if isinstance(r, Route)]
-    routes += [r for router in (rag_router, health_router, documents_router) for r in router.routes]
+    routes += [
+        r for router in (rag_router, health_router, documents_router, jobs_router) for r in router.routes
+    ]
     middleware.install(app, routes)
     return app
 

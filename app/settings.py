@@ -88,7 +88,9 @@ class ChunkingSettings(BaseModel):
 
 
 class JobsSettings(BaseModel):
-    dir: Path = Field(Path("data/jobs"), description="ingestion jobs: uploads and state (`$DATA_DIR/jobs`)")
+    dir: Path | None = Field(
+        None, description="jobs' uploads and state; unset = `jobs` beside RAG_QDRANT__PATH (`$DATA_DIR/jobs`)"
+    )
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="upload limit of POST /jobs/ingest")
     idle_timeout_s: float = Field(30.0, gt=0, description="an upload that sends nothing this long is cut off")
     batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")

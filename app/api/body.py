@@ -2,7 +2,8 @@
 app/api/middleware.py, inside the error handling; each raises a domain error, which
 app/api/errors.py turns into the answer):
 
-- BodyLimitMiddleware: the whole body is read before the handler runs, within the size limit
+- BodyLimitMiddleware: the whole body is read before the handler runs (except for the streamed
+  upload of POST /jobs/ingest, which app/api/jobs.py bounds itself), within the size limit
   (PayloadTooLarge, 413; also for chunked bodies) and the body-read timeout (RequestTimeout,
   408 and the connection closed); a client that leaves while sending it is ClientDisconnected
   (499);
@@ -23,6 +24,7 @@ from app.api.context import ContextMiddleware, RequestContext
 from app.errors import ClientDisconnected, Overloaded, PayloadTooLarge, RequestTimeout
 
 RAG_PATH = "/rag"
+STREAMED_PATHS = frozenset({"/jobs/ingest"})
 
 
 async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes:
@@ -47,6 +49,11 @@ async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) ->
 
 class BodyLimitMiddleware(ContextMiddleware):
     async def handle(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in STREAMED_PATHS:
+            # a job's upload goes to disk as it arrives, under its own size limit and idle
+            # timeout (app/api/jobs.py), never into memory here
+            await self.app(scope, receive, send)
+            return
         server = ctx.app.settings.server
         limit = server.max_body_bytes
         if scope["path"] == "/documents":

@@ -1,0 +1,156 @@
+"""Ingestion jobs and chunked documents over HTTP: admin only, JSON Lines streamed to disk (415 for
+another type, 413 past the limit with nothing left behind), 202 + Location, polled to success with
+bad lines reported by number, found by /rag; a long document through POST /documents is chunked,
+and DELETE removes every chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support.keys import make_key
+from tenancy_support import assert_json_error, auth_settings, serve
+
+ADMIN = make_key("admin-jobs", "ops", admin=True)
+READER = make_key("reader-jobs", "t1")
+LIMIT = 256 * 1024
+NDJSON = {"Content-Type": "application/x-ndjson"}
+LONG = " ".join(
+    f"Stage {i} of the tour climbs the pass number {i} before the long descent." for i in range(120)
+)
+
+
+@pytest.fixture(scope="module")
+async def gateway(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    base = tmp_path_factory.mktemp("jobs")
+    settings = auth_settings(
+        model_dir, base / "qdrant", None, [ADMIN, READER], jobs={"max_body_bytes": LIMIT, "batch_docs": 8}
+    )
+    async with serve(settings) as (c, _):
+        yield c, base / "jobs"
+
+
+async def finished(client: httpx.AsyncClient, location: str) -> dict[str, Any]:
+    for _ in range(3000):
+        r = await client.get(location, headers=ADMIN.headers)
+        assert r.status_code == 200, r.text
+        if r.json()["state"] in ("succeeded", "failed", "cancelled"):
+            return dict(r.json())
+        await asyncio.sleep(0.02)
+    raise AssertionError("the job did not finish")
+
+
+async def rag(client: httpx.AsyncClient, q: str, **kw: Any) -> list[dict[str, Any]]:
+    r = await client.post("/rag", json={"q": q, "k": 200, "rerank": False, **kw}, headers=READER.headers)
+    assert r.status_code == 200, r.text
+    return list(r.json()["results"])
+
+
+async def test_only_admin_keys_and_only_json_lines(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+    client, _ = gateway
+    assert_json_error(
+        await client.post("/jobs/ingest?tenant=t1", content=b"{}\n", headers=NDJSON), 401, "unauthorized"
+    )
+    r = await client.post("/jobs/ingest?tenant=t1", content=b"{}\n", headers={**NDJSON, **READER.headers})
+    assert_json_error(r, 403, "forbidden")
+    assert_json_error(await client.get("/jobs", headers=READER.headers), 403, "forbidden")
+    r = await client.post(
+        "/jobs/ingest?tenant=t1", content=b"{}\n", headers={"Content-Type": "text/plain", **ADMIN.headers}
+    )
+    assert_json_error(r, 415, "unsupported_media_type")
+    r = await client.post(
+        "/jobs/ingest?tenant=bad tenant", content=b"{}\n", headers={**NDJSON, **ADMIN.headers}
+    )
+    assert_json_error(r, 422, "invalid_request")
+    assert_json_error(await client.get("/jobs/" + "0" * 32, headers=ADMIN.headers), 404, "not_found")
+    assert_json_error(await client.get("/jobs/../../etc", headers=ADMIN.headers), 404, "not_found")
+    assert_json_error(await client.get("/jobs/not-an-id", headers=ADMIN.headers), 422, "invalid_request")
+
+
+async def test_over_the_limit_is_413_and_leaves_nothing_behind(
+    gateway: tuple[httpx.AsyncClient, Path],
+) -> None:
+    client, jobs_dir = gateway
+    before = sorted(p.name for p in jobs_dir.iterdir())
+    big = b'{"id": "x", "text": "' + b"a" * LIMIT + b'"}\n'
+    r = await client.post("/jobs/ingest?tenant=t1", content=big, headers={**NDJSON, **ADMIN.headers})
+    assert_json_error(r, 413, "payload_too_large")
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(8):
+            yield b"b" * (LIMIT // 4)
+
+    r = await client.post("/jobs/ingest?tenant=t1", content=chunked(), headers={**NDJSON, **ADMIN.headers})
+    assert_json_error(r, 413, "payload_too_large")
+    assert sorted(p.name for p in jobs_dir.iterdir()) == before
+
+
+async def test_a_job_runs_to_success_reports_bad_lines_and_its_passages_are_found(
+    gateway: tuple[httpx.AsyncClient, Path],
+) -> None:
+    client, _ = gateway
+    lines = [
+        json.dumps(
+            {"id": f"j{i}", "text": f"Job passage {i} about a cyclist named Rider{i}.", "topic": "tour"}
+        )
+        for i in range(20)
+    ]
+    lines[5] = "{broken"
+    lines[9] = json.dumps({"id": "no text"})
+    lines.append(json.dumps({"id": "long", "text": LONG}))
+    body = ("\n".join(lines) + "\n").encode()
+    r = await client.post("/jobs/ingest?tenant=t1", content=body, headers={**NDJSON, **ADMIN.headers})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert r.json()["state"] == "queued"
+    assert r.headers["location"] == f"/jobs/{job_id}"
+
+    out = await finished(client, r.headers["location"])
+    assert out["state"] == "succeeded", out
+    assert (out["lines"], out["documents"], out["failed_count"]) == (21, 19, 2)
+    assert [f["line"] for f in out["failed"]] == [6, 10]
+    assert out["failed"][0]["error"] == "line is not valid JSON"
+    assert out["failed"][1]["error"].startswith("id:")  # the id does not match its pattern
+    assert out["chunks"] > 19 and out["upserted"] == out["chunks"]  # the long one is several points
+    listed = (await client.get("/jobs", headers=ADMIN.headers)).json()["jobs"]
+    assert job_id in [j["job_id"] for j in listed]
+
+    hits = await rag(client, "Job passage 7 about a cyclist named Rider7.", filter={"doc_id": "j7"})
+    assert [h["payload"]["doc_id"] for h in hits] == ["j7"]
+    long_hits = await rag(client, "the long descent", filter={"doc_id": "long"})
+    assert len(long_hits) == out["chunks"] - 18 > 1
+    assert sorted(h["payload"]["chunk"] for h in long_hits) == list(range(len(long_hits)))
+
+    # the same upload again: every document is unchanged, nothing is embedded again
+    r = await client.post("/jobs/ingest?tenant=t1", content=body, headers={**NDJSON, **ADMIN.headers})
+    again = await finished(client, r.headers["location"])
+    assert (again["state"], again["skipped_unchanged"], again["upserted"]) == ("succeeded", 19, 0)
+    # cancelling a finished job changes nothing
+    r = await client.delete(f"/jobs/{job_id}", headers=ADMIN.headers)
+    assert r.status_code == 200 and r.json()["state"] == "succeeded"
+
+
+async def test_a_long_document_is_chunked_and_deleted_whole(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+    client, _ = gateway
+    r = await client.post(
+        "/documents",
+        json={"tenant": "t1", "documents": [{"id": "big", "text": LONG * 8}]},
+        headers=ADMIN.headers,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["upserted"] == 1 and r.json()["chunks"] > 10
+    hits = await rag(client, "stage 100 climbs the pass", filter={"doc_id": "big"})
+    assert len(hits) == r.json()["chunks"]
+    last = LONG.split(". ")[-1]
+    assert any(last[:40] in h["text"] for h in hits)  # the end of the document is searchable
+
+    r = await client.delete("/documents/big?tenant=t1", headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
+    assert await rag(client, "stage 100 climbs the pass", filter={"doc_id": "big"}) == []
