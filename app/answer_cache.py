@@ -21,6 +21,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cachetools import LRUCache
 
@@ -29,6 +30,7 @@ from app.clients.redis_client import RedisClient, RedisUnavailable
 GENERATION_KEY = "answer:gen:"
 ANSWER_KEY = "answer:v1:"
 REQUEST_ID_PREFIX = b'{"request_id":'
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,28 +142,30 @@ class AnswerCache:
         if len(rest) <= self._max_entry:
             self._entries[key] = Entry(rest, self._clock() + ttl_s)
 
-    async def single_flight(self, key: str, compute: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
-        """Compute a missing answer once per process; concurrent identical misses wait for it.
-        `compute` returns None for an answer that must not be cached (degraded): then each
-        waiter computes its own."""
+    async def single_flight(
+        self, key: str, compute: Callable[[], Awaitable[tuple[bytes | None, T]]]
+    ) -> tuple[bytes | None, T | None]:
+        """Compute a missing answer once per process: `compute` returns (the answer to cache,
+        or None when it must not be cached, such as a degraded one; the caller's own result).
+        Concurrent identical misses wait and get (the answer, None); if there is none to share,
+        each computes its own."""
         flight = self._flights.get(key)
         if flight is not None:
-            result = await asyncio.shield(flight)
-            if result is not None:
-                return result
+            shared = await asyncio.shield(flight)
+            if shared is not None:
+                return shared, None
             return await compute()
         fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._flights[key] = fut
         try:
-            result = await compute()
+            rest, own = await compute()
         except BaseException:
             fut.set_result(None)
             raise
         finally:
             self._flights.pop(key, None)
-        if not fut.done():
-            fut.set_result(result)
-        return result
+        fut.set_result(rest)
+        return rest, own
 
 
 def _entry_size(entry: Entry) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
+from app.answer_cache import AnswerCache
 from app.chunking import Chunker
 from app.clients.cache import RerankCache
 from app.clients.embedder import Embedder, embedder_from_settings
@@ -51,9 +52,13 @@ class AppState:
     redis: RedisClient | None = None
     chunker: Chunker | None = None
     jobs: JobRunner | None = None
+    answers: AnswerCache | None = None
 
     async def wrote(self) -> None:
-        """A write through the gateway has happened (documents, jobs): called before it answers."""
+        """A write through the gateway has happened (documents, jobs): called before it answers,
+        so no answer from before it is served again (docs/ARCHITECTURE.md, "Answer cache")."""
+        if self.answers is not None:
+            await self.answers.bump()
 
 
 def make_guard(
@@ -131,7 +136,11 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         )
         stack.push_async_callback(pipeline.drain)
         chunker = Chunker.from_settings(settings.embedder, settings.chunking)
-        jobs = await _start_jobs(settings, metrics, store, embedder, chunker)
+        a = settings.answer_cache
+        answers = None
+        if a.enabled:
+            answers = AnswerCache(redis, settings.qdrant.collection, a.max_bytes, a.ttl_s, a.local_ttl_s)
+        jobs = await _start_jobs(settings, metrics, store, embedder, chunker, answers)
         stack.push_async_callback(jobs.stop)
         yield AppState(
             settings,
@@ -148,17 +157,26 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             redis,
             chunker,
             jobs,
+            answers,
         )
 
 
 async def _start_jobs(
-    settings: Settings, metrics: Metrics, store: VectorStore, embedder: Embedder, chunker: Chunker
+    settings: Settings,
+    metrics: Metrics,
+    store: VectorStore,
+    embedder: Embedder,
+    chunker: Chunker,
+    answers: AnswerCache | None,
 ) -> JobRunner:
     """The ingestion-job worker, with every unfinished job queued again (resumed)."""
 
     async def ingest_batch(docs: list[Document]) -> IngestStats:
         # no index build or verification per batch: once, when the job's last batch is in
-        return await ingest_documents(store, embedder, docs, chunker=chunker, verify=False, optimize=False)
+        stats = await ingest_documents(store, embedder, docs, chunker=chunker, verify=False, optimize=False)
+        if answers is not None and stats.upserted:
+            await answers.bump()  # committed: no answer from before it is served again
+        return stats
 
     async def after(job: Job) -> None:
         await store.optimize()

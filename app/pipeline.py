@@ -77,9 +77,6 @@ class SingleFlight:
     def __init__(self) -> None:
         self._calls: dict[str, _Call] = {}
 
-    def __len__(self) -> int:
-        return len(self._calls)
-
     async def do(
         self, key: str, fn: Callable[[], Awaitable[list[float]]], timeout: float | None = None
     ) -> list[float]:

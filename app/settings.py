@@ -87,6 +87,15 @@ class ChunkingSettings(BaseModel):
     overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks of a document")
 
 
+class AnswerCacheSettings(BaseModel):
+    enabled: bool = Field(False, description="cache whole /rag answers (never across a write)")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="in-process tier size; 0 = Redis tier only")
+    ttl_s: float = Field(300.0, gt=0, description="lifetime of a cached answer")
+    local_ttl_s: float = Field(
+        5.0, gt=0, description="lifetime while Redis is unreachable (other replicas' writes)"
+    )
+
+
 class JobsSettings(BaseModel):
     dir: Path | None = Field(
         None, description="jobs' uploads and state; unset = `jobs` beside RAG_QDRANT__PATH (`$DATA_DIR/jobs`)"
@@ -267,6 +276,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     jobs: JobsSettings = JobsSettings()
+    answer_cache: AnswerCacheSettings = AnswerCacheSettings()
     qdrant: QdrantSettings = QdrantSettings()
     redis: RedisSettings = RedisSettings()
     reranker: RerankerSettings = RerankerSettings()

@@ -1,19 +1,24 @@
-"""POST /rag: validate, check the request against the tenant's policy, run the pipeline, answer
-with the pre-serialized JSON body and the X-Cache / Server-Timing headers (the middleware adds
-X-Request-ID and the rate-limit headers)."""
+"""POST /rag: validate, check the request against the tenant's policy, answer from the answer
+cache or run the pipeline, and answer with the pre-serialized JSON body and the X-Cache,
+X-Answer-Cache and Server-Timing headers (the middleware adds X-Request-ID and the rate-limit
+headers). Auth and the rate limit run first, always: a cached answer bypasses neither."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
 from starlette.responses import Response
 
+from app.answer_cache import answer_key, join_answer, split_answer
 from app.api.auth import Policy
 from app.api.context import RequestContext, request_context
 from app.api.deps import State, get_deadline
-from app.pipeline import as_dict
+from app.lifespan import AppState
+from app.pipeline import RagResult, as_dict
+from app.policy import TenantPolicy
 from app.resilience import Deadline
 from app.schemas import ErrorBody, RagRequest, RagResponse
 
@@ -40,29 +45,89 @@ async def rag(
     state: State,
     policy: Policy,
     deadline: Annotated[Deadline, Depends(get_deadline)],
+    cache_control: Annotated[str | None, Header(alias="Cache-Control", include_in_schema=False)] = None,
 ) -> Response:
     body = policy.limit_k(body)
     if state.settings.logging.log_query:
         ctx.query = body.q
     policy.check_filters(body)
+    answers = state.answers
+    if answers is None:
+        return _answer(*await _compute(state, body, policy, deadline, ctx), "off")
+    if cache_control is not None and "no-cache" in cache_control.lower():
+        return _answer(*await _compute(state, body, policy, deadline, ctx), "bypass")
+    t0 = time.perf_counter()
+    generation = await answers.generation()
+    key = answer_key(generation.value, _identity(state), policy.tenant, canonical_request(body, policy))
+    rest = await answers.get(key)
+    if rest is not None:
+        state.metrics.answer_hit.inc()
+        dur = round((time.perf_counter() - t0) * 1000, 3)
+        headers = {"X-Answer-Cache": "hit", "Server-Timing": f"cache;dur={dur}"}
+        return Response(join_answer(ctx.request_id, rest), media_type="application/json", headers=headers)
+    state.metrics.answer_miss.inc()
+
+    async def compute() -> tuple[bytes | None, tuple[bytes, RagResult]]:
+        out = await _compute(state, body, policy, deadline, ctx)
+        # a degraded answer is never cached: the next request may get the full one
+        return (None if out[1].degraded else split_answer(out[0])), out
+
+    shared, own = await answers.single_flight(key, compute)
+    if own is None:  # an identical request computed it meanwhile
+        assert shared is not None
+        return Response(
+            join_answer(ctx.request_id, shared),
+            media_type="application/json",
+            headers={"X-Answer-Cache": "hit"},
+        )
+    if shared is not None:
+        await answers.put(key, shared, generation)
+    return _answer(*own, "miss")
+
+
+async def _compute(
+    state: AppState, body: RagRequest, policy: TenantPolicy, deadline: Deadline, ctx: RequestContext
+) -> tuple[bytes, RagResult]:
     result = await state.pipeline.run(body, policy, deadline)
     ctx.cache = result.cache
     ctx.degraded = [d["reason"] for d in result.degraded]
-    t = result.timings_ms
     payload = {
-        "request_id": ctx.request_id,
+        "request_id": ctx.request_id,  # first: the answer cache stores what follows it
         "results": [as_dict(r) for r in result.results],
         "reranked": result.reranked,
         "cache": result.cache,
         "degraded": result.degraded,
-        "timings_ms": t,
+        "timings_ms": result.timings_ms,
     }
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), result
+
+
+def _answer(content: bytes, result: RagResult, answer_cache: str) -> Response:
+    t = result.timings_ms
     headers = {
         "X-Cache": result.cache,
+        "X-Answer-Cache": answer_cache,
         "Server-Timing": f"embed;dur={t['embed']}, search;dur={t['search']}, rerank;dur={t['rerank']}",
     }
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-        media_type="application/json",
-        headers=headers,
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _identity(state: AppState) -> str:
+    reranker = state.reranker.id if state.reranker is not None else "none"
+    return f"{state.embedder.id}|{reranker}|{state.settings.qdrant.collection}"
+
+
+def canonical_request(body: RagRequest, policy: TenantPolicy) -> bytes:
+    """Every field an answer depends on, with its default applied and filters in one order."""
+    filters = {k: sorted(set(v), key=lambda x: (type(x).__name__, x)) for k, v in body.filters().items()}
+    return orjson.dumps(
+        {
+            "q": body.q,
+            "k": body.k,
+            "top_n": body.n,
+            "filter": filters,
+            "rerank": body.rerank,
+            "ef": policy.search_ef(body.ef),
+        },
+        option=orjson.OPT_SORT_KEYS,
     )

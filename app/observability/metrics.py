@@ -106,6 +106,12 @@ class Metrics:
             registry=r,
         )
         self._exact_fallback = {r: self.exact_fallback.labels(r) for r in ("short", "unverified_write")}
+        self.answer_hit = Counter(
+            "rag_answer_cache_hit_total", "Whole answers served from the cache", registry=r
+        )
+        self.answer_miss = Counter(
+            "rag_answer_cache_miss_total", "Whole answers computed (not in the cache)", registry=r
+        )
         self.ingest_documents = Counter(
             "rag_ingest_documents_total",
             "Documents taken in by ingestion jobs (written or skipped as unchanged)",

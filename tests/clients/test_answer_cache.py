@@ -151,25 +151,28 @@ async def test_single_flight_computes_once_and_never_shares_an_uncacheable_answe
     calls = 0
     gate = asyncio.Event()
 
-    async def compute() -> bytes | None:
+    async def compute() -> tuple[bytes | None, str]:
         nonlocal calls
         calls += 1
         await gate.wait()
-        return b',"r":1}'
+        return b',"r":1}', "own"
 
     tasks = [asyncio.ensure_future(cache.single_flight("k", compute)) for _ in range(10)]
     await asyncio.sleep(0)
     gate.set()
-    assert await asyncio.gather(*tasks) == [b',"r":1}'] * 10
+    # the first computed it (and has its own result); the others got the shared answer
+    assert await asyncio.gather(*tasks) == [(b',"r":1}', "own")] + [(b',"r":1}', None)] * 9
     assert calls == 1
 
     calls = 0
 
-    async def degraded() -> bytes | None:
+    async def degraded() -> tuple[bytes | None, str]:
         nonlocal calls
         calls += 1
+        mine = calls
         await asyncio.sleep(0)
-        return None
+        return None, f"own-{mine}"
 
-    assert await asyncio.gather(*(cache.single_flight("d", degraded) for _ in range(5))) == [None] * 5
+    out = await asyncio.gather(*(cache.single_flight("d", degraded) for _ in range(5)))
+    assert sorted(own for _, own in out) == [f"own-{i}" for i in range(1, 6)]  # type: ignore[type-var]
     assert calls == 5  # each waiter computed its own: a degraded answer is never shared
