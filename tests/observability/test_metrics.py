@@ -37,6 +37,8 @@ DESIGN = {
     "rag_requests_in_flight": ("gauge", set()),
     "rag_search_exact_fallback": ("counter", {"reason"}),
     "rag_ingest_documents": ("counter", set()),
+    "rag_answer_cache_hit": ("counter", set()),
+    "rag_answer_cache_miss": ("counter", set()),
     "rag_ingest_jobs": ("gauge", {"state"}),
 }
 
