@@ -125,7 +125,6 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         for breaker in breakers:
             metrics.set_breaker_state(breaker.name, int(breaker.state))
         pipeline = RagPipeline(
-            qdrant=settings.qdrant,
             embedder=embedder,
             store=store,
             reranker=reranker,

@@ -27,8 +27,7 @@ from app.observability.metrics import Metrics
 from app.policy import TenantPolicy
 from app.resilience import Deadline, Guard
 from app.schemas import RagRequest
-from app.search import complete_search
-from app.settings import QdrantSettings
+from app.search import complete_search, distinct_docs_search
 from app.types import Candidate
 
 CacheOutcome = Literal["hit", "miss", "bypass", "off"]
@@ -131,7 +130,6 @@ class RagPipeline:
     def __init__(
         self,
         *,
-        qdrant: QdrantSettings,
         embedder: Embedder,
         store: VectorStore,
         reranker: Reranker | None,
@@ -140,7 +138,6 @@ class RagPipeline:
         metrics: Metrics,
         tracer: trace.Tracer | None = None,
     ) -> None:
-        self._q = qdrant
         self.embedder = embedder
         self.store = store
         self.reranker = reranker
@@ -167,20 +164,27 @@ class RagPipeline:
 
         with self.tracer.start_as_current_span("search") as span:
             t0 = time.perf_counter()
-            # one guarded call: the index search, the count and an exact fallback share one
-            # breaker permit and one outcome
-            candidates = await self.guards.qdrant.call(
-                lambda: complete_search(
-                    self.store,
-                    vector,
-                    req.k,
-                    ef,
-                    tenant,
-                    filters,
-                    on_fallback=self.metrics.count_exact_fallback,
-                ),
-                deadline,
-            )
+
+            # one guarded call per search: the index search, the count and an exact fallback
+            # share one breaker permit and one outcome
+            def search(limit: int) -> Awaitable[list[Candidate]]:
+                return self.guards.qdrant.call(
+                    lambda: complete_search(
+                        self.store,
+                        vector,
+                        limit,
+                        ef,
+                        tenant,
+                        filters,
+                        on_fallback=self.metrics.count_exact_fallback,
+                    ),
+                    deadline,
+                )
+
+            if req.distinct_docs:
+                candidates = await distinct_docs_search(search, req.k, req.n)
+            else:
+                candidates = await search(req.k)
             timings["search"] = self._stage("search", t0)
             span.set_attribute("rag.k", req.k)
             span.set_attribute("rag.ef", ef)

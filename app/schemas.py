@@ -91,6 +91,10 @@ class RagRequest(BaseModel):
         description="exact match on allow-listed payload keys: {field: value or [values]}",
     )
     rerank: StrictBool = True
+    distinct_docs: StrictBool = Field(
+        False,
+        description="at most one passage per document (its best chunk), still top_n when that many match",
+    )
     ef: Annotated[StrictInt, Field(ge=1), BeforeValidator(whole)] | None = Field(
         None, description="hnsw_ef override, clamped to the maximum"
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -167,3 +167,23 @@ async def forget_points(store: VectorStore, tenant: str, ids: list[str]) -> None
     integrity = integrity_of(store)
     async with integrity.lock:
         integrity.clear(tenant, ids)
+
+
+DISTINCT_MAX_FETCH = 1600  # chunks fetched at most to find top_n distinct documents
+
+
+async def distinct_docs_search(
+    search: Callable[[int], Awaitable[list[Candidate]]], k: int, n: int
+) -> list[Candidate]:
+    """At most one candidate per `doc_id` (its best-scoring chunk), up to `k` of them: searches
+    again with a larger limit while fewer than `n` documents were found and more chunks match,
+    up to DISTINCT_MAX_FETCH chunks."""
+    limit = k
+    while True:
+        found = await search(limit)
+        best: dict[Any, Candidate] = {}
+        for c in found:  # in score order: the first chunk of a document is its best
+            best.setdefault(c.payload.get("doc_id", c.id), c)
+        if len(best) >= n or len(found) < limit or limit >= DISTINCT_MAX_FETCH:
+            return list(best.values())[:k]
+        limit = min(limit * 4, DISTINCT_MAX_FETCH)

@@ -127,6 +127,7 @@ def canonical_request(body: RagRequest, policy: TenantPolicy) -> bytes:
             "top_n": body.n,
             "filter": filters,
             "rerank": body.rerank,
+            "distinct_docs": body.distinct_docs,
             "ef": policy.search_ef(body.ef),
         },
         option=orjson.OPT_SORT_KEYS,

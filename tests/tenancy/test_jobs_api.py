@@ -48,7 +48,7 @@ async def finished(client: httpx.AsyncClient, location: str) -> dict[str, Any]:
 
 
 async def rag(client: httpx.AsyncClient, q: str, **kw: Any) -> list[dict[str, Any]]:
-    r = await client.post("/rag", json={"q": q, "k": 200, "rerank": False, **kw}, headers=READER.headers)
+    r = await client.post("/rag", json={"q": q, "rerank": False, "k": 200, **kw}, headers=READER.headers)
     assert r.status_code == 200, r.text
     return list(r.json()["results"])
 
@@ -154,3 +154,32 @@ async def test_a_long_document_is_chunked_and_deleted_whole(gateway: tuple[httpx
     r = await client.delete("/documents/big?tenant=t1", headers=ADMIN.headers)
     assert r.status_code == 200, r.text
     assert await rag(client, "stage 100 climbs the pass", filter={"doc_id": "big"}) == []
+
+
+async def test_distinct_docs_gives_one_passage_per_document_and_still_top_n(
+    gateway: tuple[httpx.AsyncClient, Path],
+) -> None:
+    client, _ = gateway
+    docs = [{"id": "dl", "text": LONG * 4, "topic": "distinct"}]
+    docs += [
+        {"id": f"ds{i}", "text": f"Stage {i} of a short tour with one climb.", "topic": "distinct"}
+        for i in range(5)
+    ]
+    r = await client.post("/documents", json={"tenant": "t1", "documents": docs}, headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
+    chunks_of_long = r.json()["chunks"] - 5
+    assert chunks_of_long > 10
+
+    q = {"q": "stage climbs the pass before the long descent", "filter": {"topic": "distinct"}}
+    plain = await rag(client, **q, top_n=4, k=4)
+    assert [h["payload"]["doc_id"] for h in plain].count("dl") >= 2  # chunks of one document crowd in
+    for k, top_n in ((4, 4), (6, 6), (50, 6), (3, 2)):
+        hits = await rag(client, **q, k=k, top_n=top_n, distinct_docs=True)
+        ids = [h["payload"]["doc_id"] for h in hits]
+        assert len(ids) == len(set(ids)) == min(top_n, 6), (k, top_n, ids)
+    # one document's best chunk is the one the plain search ranks first among its chunks
+    best_plain = next(h for h in await rag(client, **q) if h["payload"]["doc_id"] == "dl")
+    best_distinct = next(
+        h for h in await rag(client, **q, distinct_docs=True) if h["payload"]["doc_id"] == "dl"
+    )
+    assert best_distinct["id"] == best_plain["id"]
