@@ -4,6 +4,7 @@ and closes them in reverse on shutdown."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -53,10 +54,12 @@ class AppState:
     chunker: Chunker | None = None
     jobs: JobRunner | None = None
     answers: AnswerCache | None = None
+    last_write_at: float | None = None  # wall clock of the last write through this process
 
     async def wrote(self) -> None:
         """A write through the gateway has happened (documents, jobs): called before it answers,
         so no answer from before it is served again (docs/ARCHITECTURE.md, "Answer cache")."""
+        self.last_write_at = time.time()
         if self.answers is not None:
             await self.answers.bump()
 
@@ -139,9 +142,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         answers = None
         if a.enabled:
             answers = AnswerCache(redis, settings.qdrant.collection, a.max_bytes, a.ttl_s, a.local_ttl_s)
-        jobs = await _start_jobs(settings, metrics, store, embedder, chunker, answers)
-        stack.push_async_callback(jobs.stop)
-        yield AppState(
+        state = AppState(
             settings,
             metrics,
             pipeline,
@@ -155,26 +156,24 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             breakers,
             redis,
             chunker,
-            jobs,
-            answers,
+            answers=answers,
         )
+        state.jobs = await _start_jobs(state)
+        stack.push_async_callback(state.jobs.stop)
+        yield state
 
 
-async def _start_jobs(
-    settings: Settings,
-    metrics: Metrics,
-    store: VectorStore,
-    embedder: Embedder,
-    chunker: Chunker,
-    answers: AnswerCache | None,
-) -> JobRunner:
+async def _start_jobs(state: AppState) -> JobRunner:
     """The ingestion-job worker, with every unfinished job queued again (resumed)."""
+    settings, metrics, store, chunker = state.settings, state.metrics, state.store, state.chunker
 
     async def ingest_batch(docs: list[Document]) -> IngestStats:
         # no index build or verification per batch: once, when the job's last batch is in
-        stats = await ingest_documents(store, embedder, docs, chunker=chunker, verify=False, optimize=False)
-        if answers is not None and stats.upserted:
-            await answers.bump()  # committed: no answer from before it is served again
+        stats = await ingest_documents(
+            store, state.embedder, docs, chunker=chunker, verify=False, optimize=False
+        )
+        if stats.upserted:
+            await state.wrote()  # committed: no answer from before it is served again
         return stats
 
     async def after(job: Job) -> None:

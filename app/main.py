@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Route
 
 from app.api import errors, middleware
+from app.api.admin import router as admin_router
 from app.api.documents import router as documents_router
 from app.api.health import router as health_router
 from app.api.jobs import router as jobs_router
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     app.include_router(health_router)
     app.include_router(documents_router)
     app.include_router(jobs_router)
+    app.include_router(admin_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -183,3 +183,26 @@ async def test_distinct_docs_gives_one_passage_per_document_and_still_top_n(
         h for h in await rag(client, **q, distinct_docs=True) if h["payload"]["doc_id"] == "dl"
     )
     assert best_distinct["id"] == best_plain["id"]
+
+
+async def test_admin_collection_reports_the_engines_numbers(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+    client, _ = gateway
+    assert_json_error(await client.get("/admin/collection", headers=READER.headers), 403, "forbidden")
+    before = (await client.get("/admin/collection", headers=ADMIN.headers)).json()["result"]["points_count"]
+    r = await client.post(
+        "/documents",
+        json={"tenant": "t9", "documents": [{"id": f"c{i}", "text": f"count me {i}"} for i in range(7)]},
+        headers=ADMIN.headers,
+    )
+    assert r.status_code == 200, r.text
+    r = await client.get("/admin/collection", headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok"
+    result = body["result"]
+    assert result["points_count"] == before + 7  # the engine's own count of what was written
+    assert {"tenant", "doc_id"} <= set(result["payload_schema"])
+    assert result["config"]["params"]["vectors"]["size"] == 384
+    gw = result["gateway"]
+    assert gw["backend"] == "embedded" and gw["embedder"]["dim"] == 384
+    assert gw["last_write_at"] is not None and gw["generation"] is None  # the answer cache is off
