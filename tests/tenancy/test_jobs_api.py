@@ -188,6 +188,8 @@ async def test_distinct_docs_gives_one_passage_per_document_and_still_top_n(
 async def test_admin_collection_reports_the_engines_numbers(gateway: tuple[httpx.AsyncClient, Path]) -> None:
     client, _ = gateway
     assert_json_error(await client.get("/admin/collection", headers=READER.headers), 403, "forbidden")
+    first = {"tenant": "t9", "documents": [{"id": "c-first", "text": "the collection exists"}]}
+    assert (await client.post("/documents", json=first, headers=ADMIN.headers)).status_code == 200
     before = (await client.get("/admin/collection", headers=ADMIN.headers)).json()["result"]["points_count"]
     r = await client.post(
         "/documents",
