@@ -121,34 +121,6 @@ async def _drop_stale_chunks(
             await forget_points(store, d.tenant, stale)
 
 
-async def ingest(
-    store: VectorStore,
-    embedder: Embedder,
-    docs: Iterable[Document],
-    batch_size: int = 64,
-    progress: Callable[[int], None] | None = None,
-    verify: bool = True,
-    verify_ef: int = VERIFY_EF,
-    on_missed: Callable[[dict[str, int]], None] | None = None,
-    chunker: Chunker | None = None,
-) -> int:
-    """Chunk, embed and upsert `docs` (every one of them), drop chunks a shorter new version no
-    longer has, then build the index. Returns how many points (chunks) were written."""
-    stats = await ingest_documents(
-        store,
-        embedder,
-        docs,
-        batch_size,
-        progress,
-        verify,
-        verify_ef,
-        on_missed,
-        chunker,
-        skip_unchanged=False,
-    )
-    return stats.upserted
-
-
 async def ingest_documents(
     store: VectorStore,
     embedder: Embedder,
@@ -162,8 +134,9 @@ async def ingest_documents(
     skip_unchanged: bool = True,
     optimize: bool = True,
 ) -> IngestStats:
-    """`ingest`, also skipping documents whose stored points carry the same `doc_hash` (same
-    text, payload and chunking: nothing to re-embed). `progress` gets chunk counts.
+    """Chunk, embed and upsert `docs`, drop chunks a shorter new version no longer has, then build
+    the index. With `skip_unchanged`, documents whose stored points carry the same `doc_hash`
+    (same text, payload and chunking) are not embedded again. `progress` gets chunk counts.
 
     A (tenant, doc id) given twice is one document: the later one wins, as if upserted in order.
     """

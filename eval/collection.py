@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from app.clients.embedder import Embedder, OnnxEmbedder, embedder_from_settings
 from app.clients.vectorstore import vectorstore_from_settings
-from app.ingest import Document, ingest
+from app.ingest import Document, ingest_documents
 from app.settings import EmbedderSettings, QdrantSettings
 
 COLLECTION = "eval"
@@ -159,7 +159,11 @@ async def build_or_load(
         t0 = time.perf_counter()
         try:
             try:
-                written = await ingest(store, embedder, docs, batch_size, _Progress(len(docs), quiet))
+                # whole passages, as the judged sets were made: the eval measures ranking
+                stats = await ingest_documents(
+                    store, embedder, docs, batch_size, _Progress(len(docs), quiet), skip_unchanged=False
+                )
+                written = stats.upserted
             finally:
                 await store.aclose()
         except BaseException:

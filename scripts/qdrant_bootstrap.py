@@ -25,11 +25,12 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from app.chunking import Chunker
 from app.clients.embedder import embedder_from_settings
 from app.clients.vectorstore import vectorstore_from_settings
 from app.corpus import beir_docs, jsonl_docs, synthetic_docs
 from app.errors import DependencyError
-from app.ingest import ingest
+from app.ingest import ingest_documents
 from app.settings import QdrantSettings, Settings
 
 
@@ -78,18 +79,22 @@ async def run(args: argparse.Namespace) -> int:
         if args.if_empty and not created and await store.count() > 0:
             print("collection is not empty; nothing loaded (--if-empty)", file=sys.stderr)
         else:
-            unique = len({(d.tenant, d.doc_id) for d in docs})
+            chunker = Chunker.from_settings(settings.embedder, settings.chunking)
+            latest = {(d.tenant, d.doc_id): d for d in docs}
+            chunks = sum(len(chunker.split(d.text)) for d in latest.values())
             missed: dict[str, int] = {}
-            n = await ingest(
+            stats = await ingest_documents(
                 store,
                 embedder,
                 docs,
                 args.batch_size,
-                Progress(unique, "embedding"),
+                Progress(chunks, "embedding"),
                 verify_ef=qdrant.ef_default,
                 on_missed=missed.update,
+                chunker=chunker,
+                skip_unchanged=False,
             )
-            print(f"loaded {n} passages", file=sys.stderr)
+            print(f"loaded {stats.documents} documents ({stats.upserted} chunks)", file=sys.stderr)
             if missed:
                 # the gateway that will serve this collection runs in another process: it cannot
                 # know which points the index missed, so say it here

@@ -110,7 +110,7 @@ async def test_jsonl_load_rerun_if_empty_recreate_and_second_collection(
     loaded = bootstrap(qdrant, model_dir, "--jsonl", str(first))
     assert_schema(info_of(loaded), 12)
     assert "created" in loaded.stderr
-    assert "loaded 12 passages" in loaded.stderr
+    assert "loaded 12 documents (12 chunks)" in loaded.stderr
     assert "12/12" in loaded.stderr  # the progress bar ran to the end
     assert "Traceback" not in loaded.stderr
 
@@ -182,7 +182,7 @@ async def test_jsonl_load_rerun_if_empty_recreate_and_second_collection(
     other = bootstrap(qdrant, model_dir, "--jsonl", str(dup), "--collection", "second_docs", "--if-empty")
     assert_schema(info_of(other), 3)
     assert "collection 'second_docs': created" in other.stderr
-    assert "loaded 3 passages" in other.stderr
+    assert "loaded 3 documents (3 chunks)" in other.stderr
     assert sorted(p.name for p in qdrant.iterdir()) == ["rag_docs", "second_docs"]
     store = await open_store(qdrant)
     second_store = await open_store(qdrant, "second_docs")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from app.chunking import Chunker
 from app.clients.embedder import OnnxEmbedder
 from app.clients.vectorstore import EdgeStore
-from app.ingest import Document, document_point_ids, ingest
+from app.ingest import Document, document_point_ids, ingest_documents
 from app.settings import ChunkingSettings, EmbedderSettings, QdrantSettings
 from app.types import point_id
 
@@ -97,12 +97,14 @@ async def test_chunked_documents_in_the_engine(model_dir: Path, tmp_path: Path) 
     chunker = Chunker.for_model(model_dir, max_tokens=64, overlap=8)
     long = " ".join(f"Paragraph {i} explains how tour riders pace the climb number {i}." for i in range(40))
     try:
-        n = await ingest(
-            store,
-            embedder,
-            [Document("long", long, "t1"), Document("short", "one short passage", "t1")],
-            chunker=chunker,
-        )
+        n = (
+            await ingest_documents(
+                store,
+                embedder,
+                [Document("long", long, "t1"), Document("short", "one short passage", "t1")],
+                chunker=chunker,
+            )
+        ).upserted
         chunks = chunker.split(long)
         assert n == len(chunks) + 1 and len(chunks) > 5
         ids = await document_point_ids(store, "t1", "long")
@@ -119,7 +121,9 @@ async def test_chunked_documents_in_the_engine(model_dir: Path, tmp_path: Path) 
             assert hit.payload["text"] == c.text
 
         # a shorter new version: the chunks it no longer has are gone
-        await ingest(store, embedder, [Document("long", " ".join(long.split()[:60]), "t1")], chunker=chunker)
+        await ingest_documents(
+            store, embedder, [Document("long", " ".join(long.split()[:60]), "t1")], chunker=chunker
+        )
         now = len(chunker.split(" ".join(long.split()[:60])))
         assert 1 < now < len(chunks)
         assert await store.count("t1", {"doc_id": ["long"]}) == now
