@@ -13,15 +13,8 @@ from qdrant_client import models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from app import errors as domain
 from app.clients.vectorstore.errors import CLIENT_ERRORS, EDGE_ERRORS, Row, translate, translated
-from app.errors import (
-    DependencyBadResponse,
-    DependencyError,
-    DependencyRejected,
-    DependencyTimeout,
-    DependencyUnavailable,
-    InputRejected,
-)
 
 
 def answered(status: int) -> UnexpectedResponse:
@@ -37,33 +30,33 @@ def validation_error() -> pydantic.ValidationError:
 
 
 # one example per row, in the order of the table, with the domain error it must become
-CLIENT_CASES: list[tuple[BaseException, type[DependencyError]]] = [
-    (answered(404), DependencyUnavailable),
-    (answered(503), DependencyUnavailable),
-    (answered(400), InputRejected),
-    (answered(403), DependencyRejected),
-    (answered(500), DependencyBadResponse),
-    (ResourceExhaustedResponse("slow down", 1), DependencyUnavailable),
-    (ResponseHandlingException(httpx.ReadTimeout("read")), DependencyTimeout),
-    (ResponseHandlingException(httpx.ConnectError("refused")), DependencyUnavailable),
-    (ResponseHandlingException(ValueError("not json")), DependencyBadResponse),
-    (httpx.ConnectTimeout("connect"), DependencyTimeout),
-    (ConnectionRefusedError(111, "refused"), DependencyUnavailable),
-    (validation_error(), InputRejected),
-    (ValueError("Wrong input: Vector dimension error: expected dim: 4, got 7"), InputRejected),
-    (ValueError("Collection t_docs not found"), DependencyUnavailable),
-    (KeyError("result"), DependencyBadResponse),
+CLIENT_CASES: list[tuple[BaseException, type[domain.DependencyError]]] = [
+    (answered(404), domain.DependencyUnavailable),
+    (answered(503), domain.DependencyUnavailable),
+    (answered(400), domain.InputRejected),
+    (answered(403), domain.DependencyRejected),
+    (answered(500), domain.DependencyBadResponse),
+    (ResourceExhaustedResponse("slow down", 1), domain.DependencyUnavailable),
+    (ResponseHandlingException(httpx.ReadTimeout("read")), domain.DependencyTimeout),
+    (ResponseHandlingException(httpx.ConnectError("refused")), domain.DependencyUnavailable),
+    (ResponseHandlingException(ValueError("not json")), domain.DependencyBadResponse),
+    (httpx.ConnectTimeout("connect"), domain.DependencyTimeout),
+    (ConnectionRefusedError(111, "refused"), domain.DependencyUnavailable),
+    (validation_error(), domain.InputRejected),
+    (ValueError("Wrong input: Vector dimension error: expected dim: 4, got 7"), domain.InputRejected),
+    (ValueError("Collection t_docs not found"), domain.DependencyUnavailable),
+    (KeyError("result"), domain.DependencyBadResponse),
 ]
 
-EDGE_CASES: list[tuple[BaseException, type[DependencyError]]] = [
-    (TypeError("failed to extract enum Helper ('String | Integer | Bool')"), InputRejected),
-    (RuntimeError("cannot schedule new futures after shutdown"), DependencyUnavailable),
-    (Exception("Service runtime error: Shard is not initialized"), DependencyUnavailable),
-    (TimeoutError(), DependencyTimeout),
-    (PermissionError(13, "denied"), DependencyUnavailable),
-    (Exception("Timeout error: search took too long"), DependencyTimeout),
-    (Exception("Vector dimension error: expected dim: 16, got 19"), InputRejected),
-    (Exception("Service internal error: segment is broken"), DependencyBadResponse),
+EDGE_CASES: list[tuple[BaseException, type[domain.DependencyError]]] = [
+    (TypeError("failed to extract enum Helper ('String | Integer | Bool')"), domain.InputRejected),
+    (RuntimeError("cannot schedule new futures after shutdown"), domain.DependencyUnavailable),
+    (Exception("Service runtime error: Shard is not initialized"), domain.DependencyUnavailable),
+    (TimeoutError(), domain.DependencyTimeout),
+    (PermissionError(13, "denied"), domain.DependencyUnavailable),
+    (Exception("Timeout error: search took too long"), domain.DependencyTimeout),
+    (Exception("Vector dimension error: expected dim: 16, got 19"), domain.InputRejected),
+    (Exception("Service internal error: segment is broken"), domain.DependencyBadResponse),
 ]
 
 TABLES = [(CLIENT_ERRORS, CLIENT_CASES), (EDGE_ERRORS, EDGE_CASES)]
@@ -75,7 +68,7 @@ def first_row(table: Sequence[Row], exc: BaseException) -> int:
 
 @pytest.mark.parametrize(("table", "cases"), TABLES, ids=["qdrant-client", "qdrant-edge"])
 def test_every_row_is_the_first_match_of_its_example(
-    table: Sequence[Row], cases: list[tuple[BaseException, type[DependencyError]]]
+    table: Sequence[Row], cases: list[tuple[BaseException, type[domain.DependencyError]]]
 ) -> None:
     assert [first_row(table, exc) for exc, _ in cases] == list(range(len(table)))
     assert table[-1].kind is Exception  # the last row takes whatever is left
@@ -86,9 +79,11 @@ def test_every_row_is_the_first_match_of_its_example(
     [pytest.param(e, c, id=f"client-{i}") for i, (e, c) in enumerate(CLIENT_CASES)]
     + [pytest.param(e, c, id=f"edge-{i}") for i, (e, c) in enumerate(EDGE_CASES)],
 )
-def test_each_example_becomes_its_domain_error(exc: BaseException, expected: type[DependencyError]) -> None:
+def test_each_example_becomes_its_domain_error(
+    exc: BaseException, expected: type[domain.DependencyError]
+) -> None:
     table = CLIENT_ERRORS if any(exc is e for e, _ in CLIENT_CASES) else EDGE_ERRORS
-    with pytest.raises(DependencyError) as raised, translated(table):
+    with pytest.raises(domain.DependencyError) as raised, translated(table):
         raise exc
     err = raised.value
     assert type(err) is expected
@@ -103,19 +98,19 @@ def test_a_refused_request_is_not_a_breaker_failure() -> None:
     refused = [answered(400), answered(422), validation_error(), ValueError("Wrong input: x")]
     for exc in refused:
         err = translate(CLIENT_ERRORS, exc)
-        assert isinstance(err, InputRejected) and not err.counts_as_failure and not err.transient
+        assert isinstance(err, domain.InputRejected) and not err.counts_as_failure and not err.transient
     for exc in (TypeError("bad value"), Exception("Wrong input: mixed types")):
         err = translate(EDGE_ERRORS, exc)
-        assert isinstance(err, InputRejected) and not err.counts_as_failure
+        assert isinstance(err, domain.InputRejected) and not err.counts_as_failure
     err = translate(CLIENT_ERRORS, answered(401))
-    assert type(err) is DependencyRejected and not err.counts_as_failure
+    assert type(err) is domain.DependencyRejected and not err.counts_as_failure
     for exc in (answered(502), answered(500), httpx.ReadTimeout("t")):
         assert translate(CLIENT_ERRORS, exc).counts_as_failure
 
 
 def test_domain_errors_pass_through_unchanged() -> None:
-    mine = DependencyUnavailable("qdrant", "collection does not exist")
+    mine = domain.DependencyUnavailable("qdrant", "collection does not exist")
     for table in (CLIENT_ERRORS, EDGE_ERRORS):
-        with pytest.raises(DependencyUnavailable) as raised, translated(table):
+        with pytest.raises(domain.DependencyUnavailable) as raised, translated(table):
             raise mine
         assert raised.value is mine
