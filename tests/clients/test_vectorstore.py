@@ -22,7 +22,13 @@ from app.clients.vectorstore import (
     VectorStore,
     vectorstore_from_settings,
 )
-from app.errors import DependencyError, DependencyRejected, DependencyTimeout, DependencyUnavailable
+from app.errors import (
+    DependencyError,
+    DependencyRejected,
+    DependencyTimeout,
+    DependencyUnavailable,
+    InputRejected,
+)
 from app.settings import QdrantSettings
 from app.types import PointIn, point_id
 
@@ -444,6 +450,21 @@ async def test_dropped_collection_is_unavailable_then_recreated(store: VectorSto
         await store.search(vectors["doc-0"], 5, 64, "a", {})
     assert await store.ensure_collection(DIM) is True
     assert await store.count() == 0
+
+
+async def test_a_filter_value_the_backend_refuses_is_input_rejected(loaded: Loaded) -> None:
+    """Mixed types in one key's values, a float: refused by the engine's binding or by
+    qdrant-client's models. The caller's fault on both backends: InputRejected (422), which the
+    breaker does not count."""
+    query = loaded.vectors["a"]["doc-0"]
+    bad: list[dict[str, Any]] = [{"topic": ["alpha", 5]}, {"rank": [1.5]}]
+    for filters in bad:
+        with pytest.raises(InputRejected) as err:
+            await loaded.store.search(query, 5, 64, "a", filters)
+        assert not err.value.counts_as_failure
+        with pytest.raises(InputRejected):
+            await loaded.store.count("a", filters)
+    assert await loaded.store.count("a") == 60  # and the store still answers
 
 
 async def test_upsert_of_wrong_dimension_is_a_dependency_error(store: VectorStore) -> None:

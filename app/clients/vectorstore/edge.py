@@ -164,8 +164,11 @@ class EdgeStore(QdrantStore):
 
     async def _add_indexes(self, names: list[str]) -> None:
         for name in names:
-            op = UpdateOperation.create_field_index(name, _index_params(self._s.filter_keys[name]))
-            await self._run(lambda op=op: self._shard_or_raise().update(op))
+            await self._run(self._add_index_now, name)
+
+    def _add_index_now(self, name: str) -> None:
+        params = _index_params(self._s.filter_keys[name])
+        self._shard_or_raise().update(UpdateOperation.create_field_index(name, params))
 
     async def _refresh(self) -> None:
         # rebuilds the segments built without the new indexes or with another full_scan_threshold
@@ -183,23 +186,27 @@ class EdgeStore(QdrantStore):
     async def _query(
         self, vectors: Vectors, k: int, ef: int, where: list[Condition], exact: bool, payload: bool
     ) -> list[list[Candidate]]:
-        flt = _filter(where)
-        requests = [
-            QueryRequest(
-                limit=k,
-                query=Query.Nearest(v.tolist()),
-                filter=flt,
-                params=SearchParams(hnsw_ef=ef, exact=exact),
-                with_payload=payload,
-            )
-            for v in vectors
-        ]
-        found = await self._run(lambda: self._shard_or_raise().query_batch(QueryBatchRequest(requests)))
+        # requests are built on the store's thread too, so that a value the binding cannot
+        # convert goes through EDGE_ERRORS like any engine error
+        def run() -> Any:
+            flt = _filter(where)
+            requests = [
+                QueryRequest(
+                    limit=k,
+                    query=Query.Nearest(v.tolist()),
+                    filter=flt,
+                    params=SearchParams(hnsw_ef=ef, exact=exact),
+                    with_payload=payload,
+                )
+                for v in vectors
+            ]
+            return self._shard_or_raise().query_batch(QueryBatchRequest(requests))
+
+        found = await self._run(run)
         return [[Candidate(str(h.id), float(h.score), h.payload or {}) for h in hits] for hits in found]
 
     async def _count(self, where: list[Condition]) -> int:
-        flt = _filter(where)
-        return int(await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=flt))))
+        return int(await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=_filter(where)))))
 
     # --- the rest of the interface --------------------------------------------------------
 
@@ -217,8 +224,11 @@ class EdgeStore(QdrantStore):
         return {str(r.id) for r in records}
 
     async def upsert(self, points: list[PointIn]) -> None:
-        op = UpdateOperation.upsert_points([Point(p.id, p.vector.tolist(), p.payload) for p in points])
-        await self._run(lambda: self._shard_or_raise().update(op))
+        await self._run(
+            lambda: self._shard_or_raise().update(
+                UpdateOperation.upsert_points([Point(p.id, p.vector.tolist(), p.payload) for p in points])
+            )
+        )
 
     async def delete(self, ids: list[str]) -> None:
         point_ids: list[Any] = list(ids)

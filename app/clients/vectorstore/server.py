@@ -149,8 +149,11 @@ class ServerStore(QdrantStore):
         )
 
     async def delete(self, ids: list[str]) -> None:
-        selector = models.PointIdsList(points=list(ids))
-        await self._call(lambda: self._client.delete(self.collection, points_selector=selector, wait=True))
+        await self._call(
+            lambda: self._client.delete(
+                self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True
+            )
+        )
 
     async def info(self) -> dict[str, Any]:
         """What the server reports for the collection (GET /collections/<name>)."""
