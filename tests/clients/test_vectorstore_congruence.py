@@ -1,9 +1,9 @@
 """The two backends agree (qdrant-client's tests/congruence_tests are the model): the same random
 writes (upserts, re-upserts with new vectors, deletes) go to an EdgeStore (the embedded engine)
 and to a ServerStore (qdrant-client's local mode), then the same reads are asked of both and
-their answers compared: counts and `existing` exactly; searches (exact, and HNSW at a high ef on
-data this small) and `nearest_ids` by ids and order wherever scores differ by more than EPS, and
-by scores within EPS; `info()` by point count and vector parameters."""
+their answers compared: counts, `existing` and `payloads` exactly; searches (exact, and HNSW at
+a high ef on data this small) and `nearest_ids` by ids and order wherever scores differ by more
+than EPS, and by scores within EPS; `info()` by point count and vector parameters."""
 
 from __future__ import annotations
 
@@ -139,6 +139,8 @@ async def check_reads(stores: tuple[VectorStore, VectorStore], queries: list[Any
     every = [point_id(t, f"doc-{d}") for t in TENANTS for d in range(DOCS)]
     edge_ids, server_ids = await both(stores, "existing", every)
     assert edge_ids == server_ids
+    edge_payloads, server_payloads = await both(stores, "payloads", every)
+    assert edge_payloads == server_payloads and set(edge_payloads) == edge_ids
     assert edge_info["points_count"] == len(edge_ids)
     for seed, tenant, filters, k, exact in queries:
         flt: Filters = filters

@@ -70,6 +70,10 @@ class QdrantStore(ABC):
         """How many points match `where`, exactly."""
 
     @abstractmethod
+    async def _retrieve(self, ids: list[str], payload: bool) -> dict[str, dict[str, Any]]:
+        """Point id -> payload ({} unless `payload`) of each of `ids` that is a point now."""
+
+    @abstractmethod
     async def _build_index(self) -> None:
         """What optimize() adds on this backend once the collection is known to exist."""
 
@@ -124,6 +128,14 @@ class QdrantStore(ABC):
             found = await self._query(vectors[i : i + NEAREST_BATCH], k, ef, where, False, False)
             out.extend([(c.id, c.score) for c in hits] for hits in found)
         return out
+
+    async def existing(self, ids: list[str]) -> set[str]:
+        """Which of `ids` are points of the collection now."""
+        return set(await self._retrieve(ids, False))
+
+    async def payloads(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The payload of each of `ids` that is a point now."""
+        return await self._retrieve(ids, True)
 
     async def count(self, tenant: str | None = None, filters: Filters | None = None) -> int:
         """Points of `tenant` (all tenants if None) matching `filters`, counted exactly."""

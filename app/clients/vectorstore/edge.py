@@ -208,6 +208,11 @@ class EdgeStore(QdrantStore):
     async def _count(self, where: list[Condition]) -> int:
         return int(await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=_filter(where)))))
 
+    async def _retrieve(self, ids: list[str], payload: bool) -> dict[str, dict[str, Any]]:
+        point_ids: list[Any] = list(ids)
+        records = await self._run(lambda: self._shard_or_raise().retrieve(point_ids, payload, False))
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
     # --- the rest of the interface --------------------------------------------------------
 
     async def drop(self) -> None:
@@ -216,12 +221,6 @@ class EdgeStore(QdrantStore):
         if shard is not None:
             await self._run(shard.close)
         await self._run(shutil.rmtree, self.path, True)
-
-    async def existing(self, ids: list[str]) -> set[str]:
-        """Which of `ids` are points of the collection now."""
-        point_ids: list[Any] = list(ids)
-        records = await self._run(lambda: self._shard_or_raise().retrieve(point_ids, False, False))
-        return {str(r.id) for r in records}
 
     async def upsert(self, points: list[PointIn]) -> None:
         await self._run(

@@ -124,18 +124,18 @@ class ServerStore(QdrantStore):
         )
         return int(resp.count)
 
+    async def _retrieve(self, ids: list[str], payload: bool) -> dict[str, dict[str, Any]]:
+        records = await self._call(
+            lambda: self._client.retrieve(
+                self.collection, ids=list(ids), with_payload=payload, with_vectors=False
+            )
+        )
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
     # --- the rest of the interface --------------------------------------------------------
 
     async def drop(self) -> None:
         await self._call(lambda: self._client.delete_collection(self.collection))
-
-    async def existing(self, ids: list[str]) -> set[str]:
-        records = await self._call(
-            lambda: self._client.retrieve(
-                self.collection, ids=list(ids), with_payload=False, with_vectors=False
-            )
-        )
-        return {str(r.id) for r in records}
 
     async def upsert(self, points: list[PointIn]) -> None:
         await self._call(
