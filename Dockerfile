@@ -55,7 +55,10 @@ LABEL org.opencontainers.image.title="rag-gateway" \
 #   /var/run/rag-gateway/prometheus  reserved for prometheus_client multiprocess files; the app
 #                                    serves its own registry per process today, so
 #                                    PROMETHEUS_MULTIPROC_DIR is deliberately left unset
+# PYTHONPATH: the app is not pip-installed here; `python -m app` finds it in the workdir anyway,
+# and this lets `python scripts/qdrant_bootstrap.py` import it too.
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/srv/rag-gateway \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \

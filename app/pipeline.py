@@ -1,5 +1,5 @@
 """RagPipeline.run(): embed -> search -> rerank (through the cache), with a span and a stage
-timing for each step, and the degradation rules of DESIGN §1.
+timing for each step, and the degradation rules (see docs/ARCHITECTURE.md, "Degradation table").
 
 Embedder or vector store failing is fatal (DependencyError / DeadlineExceeded propagate, the API
 answers 503/504). Reranker failing is not: candidates come back in vector order and `degraded`
@@ -20,10 +20,11 @@ from opentelemetry import trace
 
 from app.clients.cache import RerankCache, cache_key
 from app.clients.embedder import Embedder
-from app.clients.reranker import Reranker, check_scores
+from app.clients.rerank import Reranker
 from app.clients.vectorstore import VectorStore
-from app.errors import DeadlineExceeded, DependencyError, InvalidRequest
+from app.errors import DeadlineExceeded, DependencyError
 from app.observability.metrics import Metrics
+from app.policy import TenantPolicy
 from app.resilience import Deadline, Guard
 from app.schemas import RagRequest
 from app.search import complete_search
@@ -31,8 +32,6 @@ from app.settings import QdrantSettings
 from app.types import Candidate
 
 CacheOutcome = Literal["hit", "miss", "bypass", "off"]
-# exact types: a bool is an int to isinstance(), and must not pass for an integer key
-_FILTER_TYPES: dict[str, type] = {"keyword": str, "integer": int, "bool": bool}
 log = logging.getLogger("rag.pipeline")
 
 
@@ -154,24 +153,12 @@ class RagPipeline:
         self.tracer = tracer or trace.get_tracer("rag-gateway")
         self._single_flight = SingleFlight()
         self._background: set[asyncio.Task[None]] = set()
-        self._filter_keys = dict(qdrant.filter_keys)
 
-    def resolve_ef(self, tenant: str, requested: int | None) -> int:
-        ef = requested if requested is not None else self._q.tenant_ef.get(tenant, self._q.ef_default)
-        return max(1, min(ef, self._q.ef_max))
-
-    async def run(self, req: RagRequest, tenant: str, deadline: Deadline) -> RagResult:
+    async def run(self, req: RagRequest, policy: TenantPolicy, deadline: Deadline) -> RagResult:
+        """Answer `req`, already checked against `policy` at the edge (k, filter keys)."""
+        tenant = policy.tenant
         filters = req.filters()
-        bad = sorted(set(filters) - set(self._filter_keys))
-        if bad:
-            raise InvalidRequest(
-                f"filter keys not allowed: {', '.join(bad)} (allowed: {', '.join(sorted(self._filter_keys))})"
-            )
-        for key, values in filters.items():
-            kind = self._filter_keys[key]
-            if not all(type(v) is _FILTER_TYPES[kind] for v in values):
-                raise InvalidRequest(f"filter key {key!r} takes {kind} values")
-        ef = self.resolve_ef(tenant, req.ef)
+        ef = policy.search_ef(req.ef)
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
 
@@ -266,7 +253,7 @@ class RagPipeline:
         self.metrics.count_degraded("reranker", reason)
 
     async def _score(self, reranker: Reranker, query: str, candidates: list[Candidate]) -> list[float]:
-        return check_scores(await reranker.score(query, candidates), len(candidates))
+        return await reranker.score(query, candidates)  # checked there: one finite score per candidate
 
     async def _cache_get(self, key: str, result: RagResult) -> list[float] | None:
         if self.cache is None:

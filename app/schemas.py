@@ -1,5 +1,6 @@
-"""Request and response models of the HTTP API (DESIGN §2). Strict: no coercion of "50" to 50,
-no unknown fields (50.0 is 50: JSON has one number type, and JSON Schema says so too)."""
+"""Request and response models of the HTTP API (see docs/ARCHITECTURE.md, "Request path").
+Strict: no coercion of "50" to 50, no unknown fields (50.0 is 50: JSON has one number type, and
+JSON Schema says so too)."""
 
 from __future__ import annotations
 

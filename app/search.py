@@ -1,4 +1,4 @@
-"""Search that never silently drops passages (DESIGN §1 step 3).
+"""Search that never silently drops passages (docs/ARCHITECTURE.md, "Search integrity").
 
 The vector store answers from its HNSW index. Two checks keep it honest, both cheap:
 

@@ -1,15 +1,9 @@
-"""API keys: the token format, salted key hashes, and the Authenticator that turns an
-`Authorization: Bearer` token into a Principal (key id, tenant, admin, rate limit).
+"""The Authenticator that turns an `Authorization: Bearer` token (app/apikeys.py) into a
+Principal (key id, tenant, admin, the key's rate limit).
 
-A token is `<key id>.<secret>`. The configuration holds only a salted scrypt hash of the whole
-token (`scrypt$<n>$<r>$<p>$<salt>$<digest>`, base64url), printed by scripts/hash_api_key.py; the
-plain token is never stored or logged. The key id is not secret (it names the key in logs and
-in the rate limiter); it picks the one hash to check, so a request costs at most one scrypt.
-
-Verification derives the hash with the key's own salt and compares it with
-`hmac.compare_digest`. scrypt is slow on purpose, so outcomes (good and bad) are cached for a
-short time under HMAC-SHA256(process secret, token): the plain token is never a cache key, and
-the fingerprint is worthless outside this process.
+scrypt is slow on purpose, so verification outcomes (good and bad) are cached for a short time
+under HMAC-SHA256(process secret, token): the plain token is never a cache key, and the
+fingerprint is worthless outside this process.
 
 An unknown or revoked key id costs the same as a wrong secret: a derivation against a dummy hash
 with the configured keys' parameters, so the answer time does not tell which ids exist. Failed
@@ -21,12 +15,10 @@ secrets cannot spend the gateway's CPU (or the derivation slots legitimate keys 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import logging
 import math
-import re
 import secrets
 import time
 from collections import OrderedDict
@@ -35,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.apikeys import DEFAULT_N, DEFAULT_P, DEFAULT_R, DKLEN, SALT_BYTES, KeyHash, split_token
 from app.errors import RateLimited, Unauthorized
 
 if TYPE_CHECKING:
@@ -42,93 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rag.auth")
 
-SCHEME = "scrypt"
-DEFAULT_N = 2**14
-DEFAULT_R = 8
-DEFAULT_P = 1
-DKLEN = 32
-SALT_BYTES = 16
-KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MIN_SECRET_CHARS = 16
-MAX_TOKEN_CHARS = 512
 CACHE_MAX_ENTRIES = 4096
 CLIENTS_MAX_ENTRIES = 4096
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-@dataclass(frozen=True, slots=True)
-class KeyHash:
-    """A parsed `scrypt$n$r$p$salt$digest` string."""
-
-    n: int
-    r: int
-    p: int
-    salt: bytes
-    digest: bytes
-
-    @classmethod
-    def parse(cls, text: str) -> KeyHash:
-        parts = text.split("$")
-        if len(parts) != 6 or parts[0] != SCHEME:
-            raise ValueError("not a `scrypt$n$r$p$salt$digest` key hash")
-        try:
-            n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-            salt, digest = _unb64(parts[4]), _unb64(parts[5])
-        except ValueError as exc:
-            raise ValueError("malformed key hash") from exc
-        if n < 2**10 or n > 2**20 or n & (n - 1) or not 1 <= r <= 32 or not 1 <= p <= 16:
-            raise ValueError("key hash parameters out of range")
-        if len(salt) < 8 or len(digest) < 16:
-            raise ValueError("key hash salt or digest too short")
-        return cls(n, r, p, salt, digest)
-
-    def derive(self, token: str) -> bytes:
-        return hashlib.scrypt(
-            token.encode(),
-            salt=self.salt,
-            n=self.n,
-            r=self.r,
-            p=self.p,
-            maxmem=256 * self.r * (self.n + self.p + 2),
-            dklen=len(self.digest),
-        )
-
-    def verify(self, token: str) -> bool:
-        # constant time in the position of the first differing byte
-        return hmac.compare_digest(self.derive(token), self.digest)
-
-    def __str__(self) -> str:
-        return f"{SCHEME}${self.n}${self.r}${self.p}${_b64(self.salt)}${_b64(self.digest)}"
-
-
-def hash_token(token: str, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P) -> str:
-    """The configuration hash of `token`, with a fresh random salt."""
-    salt = secrets.token_bytes(SALT_BYTES)
-    partial = KeyHash(n, r, p, salt, b"\x00" * DKLEN)
-    return str(KeyHash(n, r, p, salt, partial.derive(token)))
-
-
-def new_token(key_id: str) -> str:
-    if not KEY_ID_RE.match(key_id):
-        raise ValueError("key id must be 1..64 of A-Z a-z 0-9 _ -")
-    return f"{key_id}.{secrets.token_urlsafe(32)}"
-
-
-def split_token(token: str) -> tuple[str, str] | None:
-    """(key id, secret) of a well-formed token, else None."""
-    key_id, dot, secret = token.partition(".")
-    if not dot or not KEY_ID_RE.match(key_id) or len(secret) < MIN_SECRET_CHARS:
-        return None
-    if len(token) > MAX_TOKEN_CHARS or not token.isascii() or not token.isprintable() or " " in token:
-        return None
-    return key_id, secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +46,7 @@ class Principal:
     key_id: str | None
     tenant: str
     admin: bool
-    rate_limit: int | None  # requests per rate window; None = not limited
+    key_rate_limit: int | None  # the key's own rate limit, if it has one (app/policy.py resolves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +99,7 @@ class Authenticator:
                 parsed = KeyHash.parse(k.hash)
             except ValueError as exc:
                 raise ValueError(f"API key {k.id!r}: {exc}") from exc
-            policy = auth.tenants.get(k.tenant)
-            limit = k.rate_limit or (policy.rate_limit if policy else None) or auth.rate_limit
-            self._keys[k.id] = _Key(k, parsed, Principal(k.id, k.tenant, k.admin, limit))
+            self._keys[k.id] = _Key(k, parsed, Principal(k.id, k.tenant, k.admin, k.rate_limit))
         self.enabled = bool(self._keys)
         self.open_principal = Principal(None, settings.server.default_tenant, True, None)
         # an unknown id is checked against this, with the parameters of the configured keys

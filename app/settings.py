@@ -77,6 +77,23 @@ def _default_filter_keys() -> dict[str, FilterKeyType]:
     return {"source": "keyword", "doc_id": "keyword", "topic": "keyword", "lang": "keyword"}
 
 
+class ChunkingSettings(BaseModel):
+    max_tokens: int = Field(
+        0,
+        ge=0,
+        le=8192,
+        description="tokens per chunk; 0 = the model's max_length (256 for a remote embedder)",
+    )
+    overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks of a document")
+
+
+class JobsSettings(BaseModel):
+    dir: Path = Field(Path("data/jobs"), description="ingestion jobs: uploads and state (`$DATA_DIR/jobs`)")
+    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="upload limit of POST /jobs/ingest")
+    idle_timeout_s: float = Field(30.0, gt=0, description="an upload that sends nothing this long is cut off")
+    batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")
+
+
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = embedded engine on `path`")
     api_key: str | None = Field(None, description="Qdrant server API key (use a Secret)")
@@ -134,6 +151,14 @@ class RedisSettings(BaseModel):
     connect_timeout_s: float = Field(0.2, gt=0, description="bound on opening a connection")
     ttl_s: int = Field(86400, ge=1, description="lifetime of a cached rerank result")
     max_connections: int = Field(64, ge=1, description="connection pool size")
+    # one breaker for every Redis operation (cache and rate limiter): quick to open and to retry,
+    # since both have a cheap fallback and a down Redis must not cost a timeout per request
+    breaker_window: int = Field(10, ge=1, description="Redis breaker: calls in its sliding window")
+    breaker_min_calls: int = Field(3, ge=1, description="Redis breaker: calls before it may open")
+    breaker_failure_rate: float = Field(
+        0.5, gt=0, le=1, description="Redis breaker: failure share that opens it"
+    )
+    breaker_open_s: float = Field(1.0, gt=0, description="Redis breaker: seconds open before one trial")
 
     @field_validator("url")
     @classmethod
@@ -238,6 +263,8 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     embedder: EmbedderSettings = EmbedderSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    jobs: JobsSettings = JobsSettings()
     qdrant: QdrantSettings = QdrantSettings()
     redis: RedisSettings = RedisSettings()
     reranker: RerankerSettings = RerankerSettings()

@@ -19,9 +19,12 @@ Filters = Mapping[str, Sequence[FilterValue]]
 POINT_NAMESPACE = uuid.UUID("6f1c1c0e-3a53-4c0b-9a36-6b2f8d1d2a10")
 
 
-def point_id(tenant: str, doc_id: str) -> str:
-    """Stable point id: the same document id in two tenants is two points."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{doc_id}"))
+def point_id(tenant: str, doc_id: str, chunk: int = 0) -> str:
+    """Stable point id: the same document id in two tenants is two points. A document's first
+    chunk keeps the id a whole document always had, so unchunked collections stay valid."""
+    if chunk == 0:
+        return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{doc_id}"))
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{doc_id}\x00{chunk}"))
 
 
 @dataclass(slots=True)

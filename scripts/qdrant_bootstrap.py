@@ -20,70 +20,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from app.clients.embedder import embedder_from_settings
 from app.clients.vectorstore import vectorstore_from_settings
+from app.corpus import beir_docs, jsonl_docs, synthetic_docs
 from app.errors import DependencyError
-from app.ingest import Document, ingest
+from app.ingest import ingest
 from app.settings import QdrantSettings, Settings
-
-
-def synthetic_docs(n: int, tenant: str) -> Iterator[Document]:
-    from synthetic_corpus import generate
-
-    for p in generate(n=n):
-        extra = {k: v for k, v in p.items() if k not in {"id", "text", "source"}}
-        yield Document(doc_id=p["id"], text=p["text"], tenant=tenant, source=p["source"], extra=extra)
-
-
-def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a bad line stops with its location."""
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise SystemExit(f"error: {path}:{n}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise SystemExit(f"error: {path}:{n}: each line must be a JSON object")
-            yield n, row
-
-
-def beir_docs(directory: Path, tenant: str) -> Iterator[Document]:
-    source = directory.name
-    corpus = directory / "corpus.jsonl"
-    for n, row in json_lines(corpus):
-        if row.get("_id") in (None, ""):
-            raise SystemExit(f"error: {corpus}:{n}: each line needs '_id'")
-        title = str(row.get("title") or "").strip()
-        text = str(row.get("text") or "").strip()
-        body = f"{title}\n{text}" if title else text
-        yield Document(doc_id=str(row["_id"]), text=body, tenant=tenant, source=source)
-
-
-def jsonl_docs(path: Path, tenant: str) -> Iterator[Document]:
-    for n, row in json_lines(path):
-        if "id" not in row or "text" not in row:
-            raise SystemExit(f"error: {path}:{n}: each line needs 'id' and 'text'")
-        extra = {k: v for k, v in row.items() if k not in {"id", "text", "source", "tenant"}}
-        yield Document(
-            doc_id=str(row["id"]),
-            text=str(row["text"]),
-            tenant=str(row.get("tenant", tenant)),
-            source=str(row.get("source", path.stem)),
-            extra=extra,
-        )
 
 
 class Progress:

@@ -1,6 +1,11 @@
 """Shared fixtures: a real redis-server per session (killable, pausable), the exported ONNX model,
 a small embedded Qdrant collection built once per session from the synthetic corpus, and a
-factory that starts the app (lifespan included) behind an httpx client over ASGI."""
+factory that starts the app (lifespan included) behind an httpx client over ASGI. The helpers
+behind them live in the `support` package (tests/support/).
+
+The checkout under test comes first on the import path, for this process and for the processes
+the tests start (`python -m app`, the scripts): an editable install of another checkout sharing
+the virtualenv must not stand in for it."""
 
 from __future__ import annotations
 
@@ -21,17 +26,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
     os.environ.pop(var, None)
 
-from helpers import (  # noqa: E402
-    CORPUS_SIZE,
-    MODEL_DIR,
-    ROOT,
-    RedisServer,
-    free_port,
-    make_settings,
-    running_app,
-)
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+from support.app import make_settings, running_app  # noqa: E402
+from support.net import free_port  # noqa: E402
+from support.paths import MODEL_DIR  # noqa: E402
+from support.redis import RedisServer  # noqa: E402
 
 from app.settings import Settings  # noqa: E402
+
+CORPUS_SIZE = 600
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +71,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def corpus() -> list[dict[str, Any]]:
-    from synthetic_corpus import generate
+    from app.corpus import generate
 
     return generate(n=CORPUS_SIZE, seed=7)
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import running_app
-from synthetic_corpus import SAMPLE_QUERIES
+from support.app import running_app
+
+from app.corpus import SAMPLE_QUERIES
 
 
 async def rag(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
@@ -54,7 +55,7 @@ async def test_request_id_generated_when_absent_or_invalid(client: httpx.AsyncCl
 
 @pytest.mark.parametrize("topic", ["sourdough", "kubernetes", "astronomy", "chess", "first-aid"])
 async def test_topic_queries_return_that_topic_first(client: httpx.AsyncClient, topic: str) -> None:
-    from synthetic_corpus import TOPICS
+    from app.corpus import TOPICS
 
     assert topic in TOPICS
     for q in SAMPLE_QUERIES[topic][:2]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.paths import ROOT
+from support.proc import run_python
 
 from app.clients.embedder import OnnxEmbedder
 from app.clients.vectorstore import EdgeStore
@@ -21,7 +23,6 @@ from app.ingest import content_hash
 from app.settings import QdrantSettings
 from app.types import point_id
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "qdrant_bootstrap.py"
 
 TOPICS = {
@@ -78,7 +79,8 @@ def info_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def assert_schema(info: dict[str, Any], points: int) -> None:
-    """DESIGN §4 in the shape of Qdrant's GET /collections/<name>."""
+    """The collection schema (cosine vectors, HNSW, the tenant index) in the shape of Qdrant's
+    GET /collections/<name>."""
     assert info["points_count"] == points
     assert info["indexed_vectors_count"] == points  # HNSW built over every point
     assert info["config"]["params"]["vectors"] == {"size": 384, "distance": "Cosine"}
@@ -112,7 +114,7 @@ async def test_jsonl_load_rerun_if_empty_recreate_and_second_collection(
     assert "12/12" in loaded.stderr  # the progress bar ran to the end
     assert "Traceback" not in loaded.stderr
 
-    # what landed: the DESIGN §4 payload, and a real query finds its topic first
+    # what landed: the gateway's payload (app.ingest.to_payload), and a real query finds its topic first
     store = await open_store(qdrant)
     embedder = OnnxEmbedder(model_dir)
     try:
@@ -240,7 +242,7 @@ def in_process(
 ) -> tuple[int, str]:
     """The script's main() in this process: the code path of the subprocess runs without a new
     interpreter per case. Any exception other than SystemExit fails the test (a traceback)."""
-    import qdrant_bootstrap
+    from scripts import qdrant_bootstrap
 
     for name in list(os.environ):
         if name.upper().startswith("RAG_"):
@@ -311,15 +313,7 @@ def test_bad_inputs_fail_cleanly_and_create_nothing(
 
 
 def run_app(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("RAG_")}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python("-m", "app", *args, timeout=60, **env)
 
 
 def test_app_help() -> None:

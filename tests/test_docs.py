@@ -1,14 +1,61 @@
 """The docs say what the code does: the README's settings table is generated from the settings
-models, and every RAG_* variable the README mentions exists."""
+models, every RAG_* variable the docs mention exists, and every reference to a document under
+docs/ (from the code or the docs) names a file that exists and, for a citation such as
+`see docs/ARCHITECTURE.md, "Module map"`, a heading of that file."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from settings_doc import BEGIN, END, rows, table
+import pytest
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts.settings_doc import BEGIN, END, rows, table
+
+# docs/NAME.md, optionally followed by `, "Section"` or `, Section words`
+_REF = re.compile(r"""docs/(?P<file>[\w.-]+\.md)(?:,\s*(?:"(?P<quoted>[^"\n]+)"|(?P<bare>[A-Z][\w -]*)))?""")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+
+
+def _norm(heading: str) -> str:
+    """A heading as a citation names it: no numbering ("3. ", "3.1 "), no markup, any case."""
+    heading = re.sub(r"^\d+(\.\d+)*\.?\s+", "", heading.strip())
+    return re.sub(r"[`*_]", "", heading).strip().casefold()
+
+
+def headings(doc: Path) -> set[str]:
+    return {_norm(h) for h in _HEADING.findall(doc.read_text(encoding="utf-8"))}
+
+
+def unresolved(text: str, root: Path) -> list[str]:
+    """The references to docs/*.md in `text` that do not resolve under `root`: a missing file, or
+    a section that is not one of the file's headings (an unquoted section may run on into the
+    sentence, so it resolves when it starts with a heading)."""
+    bad = []
+    for m in _REF.finditer(text):
+        doc = root / "docs" / m["file"]
+        if not doc.is_file():
+            bad.append(m[0])
+            continue
+        known = headings(doc)
+        if m["quoted"] is not None and _norm(m["quoted"]) not in known:
+            bad.append(m[0])
+        elif m["bare"] is not None:
+            words = _norm(m["bare"])
+            if not any(words == h or words.startswith(h + " ") for h in known):
+                bad.append(m[0])
+    return bad
+
+
+def doc_files() -> list[Path]:
+    """The prose of the repository: README, RUNBOOK, the incident template and docs/*.md."""
+    return [
+        ROOT / "README.md",
+        ROOT / "RUNBOOK.md",
+        ROOT / "INCIDENT_TEMPLATE.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+    ]
 
 
 def test_readme_settings_table_matches_the_code() -> None:
@@ -24,8 +71,35 @@ def test_every_setting_has_a_description() -> None:
 
 def test_every_rag_variable_named_in_docs_exists() -> None:
     known = {var for var, _, _ in rows()}
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "RUNBOOK.md"]:
-        if not doc.exists():
-            continue
+    for doc in doc_files():
+        assert doc.is_file(), doc
         named = set(re.findall(r"\bRAG_[A-Z0-9_]+__[A-Z0-9_]+\b", doc.read_text()))
         assert named - known == set(), f"{doc.name} names settings that do not exist"
+
+
+def test_every_docs_reference_in_the_code_and_the_docs_resolves() -> None:
+    if not (ROOT / "docs").is_dir():
+        pytest.skip("no docs/ in this checkout yet: nothing to resolve the references against")
+    sources = [*sorted((ROOT / "app").rglob("*.py")), *doc_files()]
+    bad = {
+        str(path.relative_to(ROOT)): refs
+        for path in sources
+        if (refs := unresolved(path.read_text(encoding="utf-8"), ROOT))
+    }
+    assert bad == {}
+
+
+def test_the_reference_check_catches_a_made_up_file_or_section(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "ARCHITECTURE.md").write_text("# Architecture\n\n## 2. Request path\n\ntext\n")
+    good = 'see docs/ARCHITECTURE.md, "Request path"; and docs/ARCHITECTURE.md, Request path again'
+    assert unresolved(good, tmp_path) == []
+    assert unresolved("see docs/ARCHITECTURE.md for the whole picture", tmp_path) == []
+    made_up = [
+        'see docs/ARCHITECTURE.md, "Request pathway"',
+        "see docs/ARCHITECTURE.md, Retry budget and more",
+        'see docs/DESIGN.md, "Request path"',
+        "docs/NOWHERE.md",
+    ]
+    for text in made_up:
+        assert unresolved(text, tmp_path) != [], text

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from support.app import running_app
 
 from app.clients.embedder import OnnxEmbedder
+from app.clients.inference import translate_model_errors
+from app.errors import DependencyBadResponse, DependencyTimeout, DependencyUnavailable
 
 TEXTS = [
     "what is the capital of France",
@@ -81,8 +87,6 @@ def test_missing_model_dir_says_how_to_export(tmp_path: Path) -> None:
 
 
 async def test_concurrent_misses_share_model_calls_and_match_single(model_dir: Path) -> None:
-    import asyncio
-
     e = OnnxEmbedder(model_dir, cache_size=0, max_batch=4)
     calls: list[int] = []
     real = e.encode
@@ -106,3 +110,104 @@ async def test_concurrent_misses_share_model_calls_and_match_single(model_dir: P
     slow.cancel()
     assert float((await other) @ real(["kept query"])[0]) > 0.99999
     await e.aclose()
+
+
+# MiniLM's position table has 512 rows: a pair of "a "s is a token, so this is ~900 tokens
+TOO_LONG = "a " * 900
+
+
+@pytest.fixture
+def mis_exported_model(model_dir: Path, tmp_path: Path) -> Path:
+    """The real model and tokenizer under a manifest that lets through inputs longer than the
+    model takes: onnxruntime itself fails on them (a broken model, not a stub)."""
+    broken = tmp_path / "mis-exported"
+    broken.mkdir()
+    for name in ("model.onnx", "tokenizer.json"):
+        (broken / name).symlink_to(model_dir / name)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "max_length": 1024}))
+    return broken
+
+
+async def test_a_failing_model_is_a_dependency_error_not_a_crash(mis_exported_model: Path) -> None:
+    e = OnnxEmbedder(mis_exported_model, cache_size=0)
+    try:
+        assert e.encode(["espresso"]).shape == (1, 384)  # the short ones still work
+        with pytest.raises(DependencyBadResponse, match="model failed") as info:
+            e.encode([TOO_LONG])
+        assert info.value.dependency == "embedder"
+        assert type(info.value.__cause__).__module__.startswith("onnxruntime")
+        # through the micro-batcher too, and a failed batch does not stop the next one
+        with pytest.raises(DependencyBadResponse):
+            await e.embed(TOO_LONG)
+        assert (await e.embed("espresso")).shape == (384,)
+    finally:
+        await e.aclose()
+
+
+async def test_a_failing_model_answers_503_json_not_500(
+    settings_factory: Any, mis_exported_model: Path
+) -> None:
+    settings = settings_factory(embedder={"model_dir": mis_exported_model})
+    async with running_app(settings) as (c, _):
+        r = await c.post("/rag", json={"q": TOO_LONG})
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"] == "application/json"
+        error = r.json()["error"]
+        assert error["type"] == "upstream_unavailable"
+        assert error["message"] == "embedder: failed"  # the runtime's own text is only logged
+        assert r.headers["retry-after"]
+        ok = await c.post("/rag", json={"q": "espresso grind size"})
+        assert ok.status_code == 200, ok.text
+
+
+def test_model_errors_table_most_specific_first() -> None:
+    def raised(exc: BaseException) -> BaseException:
+        try:
+            with translate_model_errors("embedder", "model"):
+                raise exc
+        except BaseException as out:
+            return out
+        raise AssertionError("nothing raised")
+
+    bad = raised(RuntimeError("kernel failed"))
+    assert type(bad) is DependencyBadResponse and bad.message == "embedder: model failed: kernel failed"
+    assert type(raised(IndexError("index out of range"))) is DependencyBadResponse
+    assert type(raised(MemoryError())) is DependencyUnavailable
+    ours = DependencyTimeout("embedder", "slow")
+    assert raised(ours) is ours  # already a domain error: passes through untouched
+    cancelled = asyncio.CancelledError()
+    assert raised(cancelled) is cancelled  # not an Exception: never translated
+
+
+async def test_a_query_never_waits_behind_a_whole_ingestion_batch(model_dir: Path) -> None:
+    """Queries first: ingestion embeds a few texts per model call, so a query that arrives while
+    a large batch is embedding is answered after at most one of those calls."""
+    from app.clients.embedder.onnx import INGEST_CALL_TEXTS
+
+    emb = OnnxEmbedder(model_dir, cache_size=0)
+    passages = [" ".join(["long passage about alpine passes and weather"] * 30) + f" {i}" for i in range(200)]
+    calls = 0
+    encode = emb.encode
+
+    def counting(texts: list[str]) -> Any:
+        nonlocal calls
+        calls += 1
+        return encode(texts)
+
+    emb.encode = counting  # type: ignore[method-assign]
+    try:
+        batch = asyncio.ensure_future(emb.embed_batch(passages))
+        while calls == 0:
+            await asyncio.sleep(0.001)
+        query = await emb.embed("how do riders pace a climb")
+        assert query.shape == (emb.dim,)
+        assert not batch.done()  # the query did not wait for the batch
+        vectors = await batch
+        assert vectors.shape == (200, emb.dim)
+        assert calls >= 200 // INGEST_CALL_TEXTS  # many small calls, and the query's own
+        # the same vectors as one big call would give
+        whole = encode(passages[:16])
+        assert np.allclose(vectors[:16], whole, atol=1e-5)
+    finally:
+        await emb.aclose()

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from helpers import free_port, make_settings, wait_port
+from support.app import make_settings
+from support.asgi import read_body, serve_asgi
+from support.net import free_port
 
 from eval.__main__ import main, parse
 from eval.run import Options, evaluate_dataset, render
@@ -82,13 +82,7 @@ def oracle_reranker() -> Iterator[str]:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        req = json.loads(body)
+        req = json.loads(await read_body(receive))
         qid = by_query[req["query"]]
         out = [{"index": i, "score": grades.get((qid, by_text[t]), 0)} for i, t in enumerate(req["texts"])]
         await send(
@@ -101,15 +95,8 @@ def oracle_reranker() -> Iterator[str]:
         await send({"type": "http.response.body", "body": json.dumps(out).encode()})
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_port(port)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_asgi(app, port, name="oracle-reranker"):
+        yield f"http://127.0.0.1:{port}"
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from helpers import make_settings, running_app
+from support.app import make_settings, running_app
 
 from app.clients.vectorstore import EdgeStore
 from app.settings import QdrantSettings

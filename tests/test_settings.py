@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
+from support.proc import run_python
 
 from app.clients.cache import RerankCache
 from app.resilience import BreakerConfig, CircuitBreaker
 from app.settings import EmbedderSettings, QdrantSettings, RedisSettings, RerankerSettings, Settings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -151,23 +149,15 @@ def test_group_rules_hold_when_built_in_code() -> None:
     assert EmbedderSettings(kind="http", url="http://e").kind == "http"
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("RAG_")}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_code(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_python("-c", code, timeout=120, **env)
 
 
 def test_importing_reads_no_settings() -> None:
     """With an invalid variable set, importing the app (and getting a factory) still works;
     only building Settings fails. So nothing reads the environment at import time."""
     bad = {"RAG_SERVER__PORT": "not-a-port", "RAG_QDRANT__EF_DEFAULT": "-1"}
-    imported = run_python(
+    imported = run_code(
         "import app.settings, app.main, app.lifespan, app.pipeline, app.__main__\n"
         "from app.main import create_app, create_app_from_env\n"
         "print('imported')",
@@ -176,7 +166,7 @@ def test_importing_reads_no_settings() -> None:
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "imported"
 
-    built = run_python("from app.settings import Settings\nSettings()", **bad)
+    built = run_code("from app.settings import Settings\nSettings()", **bad)
     assert built.returncode != 0
     assert "server.port" in built.stderr
     assert "ValidationError" in built.stderr

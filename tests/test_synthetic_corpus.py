@@ -1,33 +1,18 @@
-"""Tests for the built-in synthetic corpus (scripts/synthetic_corpus.py)."""
+"""Tests for the built-in synthetic corpus (app/corpus.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
 import re
-import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "synthetic_corpus.py"
+import app.corpus as sc
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("synthetic_corpus", _SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("synthetic_corpus", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-sc = _load()
 CORPUS: list[dict[str, str]] = sc.generate(2000, seed=0)
 
 # fmt: off

@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: the typed app state, the tenant and the request deadline.
+"""Request-scoped dependencies: the typed app state and the request deadline (the caller and
+its tenant policy are app/api/auth.py's).
 
 All `async def`: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per
 dependency per request for work that takes microseconds."""
@@ -10,24 +11,17 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from app.api.auth import Caller
+from app.api.context import context_of
 from app.errors import InvalidRequest
-from app.lifespan import STATE_KEY, AppState
+from app.lifespan import AppState
 from app.resilience import Deadline
 
 
 async def get_state(request: Request) -> AppState:
-    state: AppState = request.scope["state"][STATE_KEY]
-    return state
+    return context_of(request.scope).app
 
 
 State = Annotated[AppState, Depends(get_state)]
-
-
-async def get_tenant(caller: Caller) -> str:
-    # the authenticated key's tenant (auth on), else the configured default tenant; never the
-    # body or a header. Resolving it authenticates and rate-limits the request (app/api/auth.py)
-    return caller.tenant
 
 
 async def get_deadline(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,10 +29,11 @@ from pydantic import (
 )
 from starlette.responses import Response
 
-from app.api.auth import Admin, rate_limit_headers
+from app.api.auth import Admin
 from app.api.deps import State
 from app.errors import InvalidRequest
 from app.ingest import RESERVED, Document, content_hash, ingest
+from app.policy import FILTER_VALUE_TYPES
 from app.schemas import NOT_BLANK, ErrorBody, Text, whole
 from app.search import forget_points
 from app.settings import TENANT_PATTERN
@@ -126,14 +127,9 @@ def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": text} for code, text in base.items()}
 
 
-def _json(request: Request, body: BaseModel) -> Response:
-    return Response(
-        orjson.dumps(body.model_dump()), media_type="application/json", headers=rate_limit_headers(request)
-    )
-
-
-# exact types: a bool is an int to isinstance(), and must not pass for an integer key
-_KEY_TYPES: dict[str, type] = {"keyword": str, "integer": int, "bool": bool}
+def _json(body: BaseModel) -> Response:
+    # the middleware adds X-Request-ID and the rate-limit headers
+    return Response(orjson.dumps(body.model_dump()), media_type="application/json")
 
 
 def _check_filter_types(docs: Iterable[DocumentIn], keys: Mapping[str, str]) -> None:
@@ -142,7 +138,7 @@ def _check_filter_types(docs: Iterable[DocumentIn], keys: Mapping[str, str]) -> 
     for d in docs:
         fields = {"source": d.source, **(d.__pydantic_extra__ or {})}
         for key, kind in keys.items():
-            if key in fields and type(fields[key]) is not _KEY_TYPES[kind]:
+            if key in fields and type(fields[key]) is not FILTER_VALUE_TYPES[kind]:
                 raise InvalidRequest(
                     f"document {d.id!r}: payload field {key!r} is a filter key of type {kind}"
                 )
@@ -153,7 +149,7 @@ def _check_filter_types(docs: Iterable[DocumentIn], keys: Mapping[str, str]) -> 
     response_model=DocumentsResponse,
     responses=_errors({400: "malformed JSON", 413: "body too large"}),
 )
-async def upsert_documents(body: DocumentsRequest, request: Request, state: State, admin: Admin) -> Response:
+async def upsert_documents(body: DocumentsRequest, state: State, admin: Admin) -> Response:
     """Embed and upsert passages for `tenant` (admin keys only); re-sending an id overwrites it,
     also within one request (the last copy wins)."""
     last = {d.id: d for d in body.documents}
@@ -174,14 +170,13 @@ async def upsert_documents(body: DocumentsRequest, request: Request, state: Stat
         DocumentOut(id=d.doc_id, point_id=point_id(d.tenant, d.doc_id), content_hash=content_hash(d.text))
         for d in docs
     ]
-    return _json(request, DocumentsResponse(tenant=body.tenant, upserted=n, documents=out))
+    return _json(DocumentsResponse(tenant=body.tenant, upserted=n, documents=out))
 
 
 @router.delete("/documents/{doc_id}", response_model=DeletedResponse, responses=_errors({}))
 async def delete_document(
     doc_id: Annotated[str, Path(pattern=DOC_ID_PATTERN, description="document id")],
     tenant: Annotated[str, Query(pattern=TENANT_PATTERN, description="tenant of the document")],
-    request: Request,
     state: State,
     admin: Admin,
 ) -> Response:
@@ -190,4 +185,4 @@ async def delete_document(
     await state.store.delete([pid])
     await forget_points(state.store, tenant, [pid])
     log.info("document deleted", extra={"tenant": tenant, "key_id": admin.key_id})
-    return _json(request, DeletedResponse(tenant=tenant, id=doc_id, point_id=pid))
+    return _json(DeletedResponse(tenant=tenant, id=doc_id, point_id=pid))

@@ -1,5 +1,6 @@
-"""The one place errors become HTTP: the table below, the JSON error body and the FastAPI
-exception handlers. The middleware uses `error_response` for what it answers itself.
+"""The one place errors become HTTP: the table below, the JSON error body, the FastAPI
+exception handlers, and `answer_error` for the middleware, which runs outside those handlers and
+raises domain errors like everything else.
 
 Client-visible messages are the gateway's own, stable text: a dependency's or a library's
 error text (engine errors, addresses, pydantic's internal type names) goes to the log line of
@@ -16,23 +17,30 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
+from app.api.context import RequestContext, find_context
 from app.errors import (
+    BadHttpRequest,
     CircuitOpen,
+    ClientDisconnected,
     DeadlineExceeded,
     DependencyError,
     Forbidden,
+    HeadersTooLarge,
     InputRejected,
     InvalidRequest,
     Overloaded,
     PayloadTooLarge,
     RagError,
     RateLimited,
+    RequestTimeout,
     Unauthorized,
 )
 
 log = logging.getLogger("rag.errors")
 
+CLIENT_CLOSED = 499
 # domain error -> (status, error type); the first matching class wins (subclasses first)
 ERROR_TABLE: tuple[tuple[type[RagError], int, str], ...] = (
     (InvalidRequest, 422, "invalid_request"),
@@ -40,6 +48,11 @@ ERROR_TABLE: tuple[tuple[type[RagError], int, str], ...] = (
     (Forbidden, 403, "forbidden"),
     (RateLimited, 429, "rate_limited"),
     (PayloadTooLarge, 413, "payload_too_large"),
+    (RequestTimeout, 408, "request_timeout"),
+    (HeadersTooLarge, 431, "headers_too_large"),
+    (BadHttpRequest, 400, "bad_request"),
+    # nginx's convention for "client went away before the answer": logged and counted, never sent
+    (ClientDisconnected, CLIENT_CLOSED, "client_closed"),
     (Overloaded, 503, "overloaded"),
     (DeadlineExceeded, 504, "deadline_exceeded"),
     # a dependency could not take a value the caller sent: the caller's fault, not an outage
@@ -82,11 +95,16 @@ def printable(text: str, limit: int = _MAX_ECHO_CHARS) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def error_body(type_: str, message: str, request_id: str) -> bytes:
+    """The JSON body of every error answer."""
+    message = printable(message, limit=1000)
+    return orjson.dumps({"error": {"type": type_, "message": message, "request_id": request_id}})
+
+
 def error_response(
     status: int, type_: str, message: str, request_id: str, retry_after: int | None = None
 ) -> Response:
-    message = printable(message, limit=1000)
-    body = orjson.dumps({"error": {"type": type_, "message": message, "request_id": request_id}})
+    body = error_body(type_, message, request_id)
     headers = {}  # X-Request-ID is added by the middleware to every response
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -100,17 +118,20 @@ def classify(exc: RagError) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+def protocol_error(exc: RagError, request_id: str) -> tuple[int, bytes]:
+    """Status and body for an answer the HTTP protocol layer writes itself, before any request
+    reaches the app (app/api/http_guard.py)."""
+    status, type_ = classify(exc)
+    return status, error_body(type_, exc.message, request_id)
+
+
 def request_id_of(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
+    ctx = find_context(request.scope)
+    return ctx.request_id if ctx is not None else ""
 
 
-def _retry_after(request: Request) -> int:
-    state = request.scope.get("state", {}).get("rag")
-    return state.settings.server.retry_after_s if state is not None else RETRY_AFTER_S
-
-
-async def rag_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RagError)
+def render(exc: RagError, ctx: RequestContext | None) -> Response:
+    """The answer to a domain error."""
     status, type_ = classify(exc)
     message = exc.message
     if isinstance(exc, DependencyError):
@@ -123,11 +144,36 @@ async def rag_error_handler(request: Request, exc: Exception) -> Response:
             message = INPUT_REJECTED
         elif not isinstance(exc, CircuitOpen):  # the breaker's message is the gateway's own
             message = f"{exc.dependency}: {DEPENDENCY_MESSAGES.get(exc.reason, 'failed')}"
-    retry_after = _retry_after(request) if status == 503 else None
-    resp = error_response(status, type_, message, request_id_of(request), retry_after)
-    # WWW-Authenticate (401), Retry-After and X-RateLimit-* (429) travel with the error
+    retry_after = None
+    if status == 503:
+        retry_after = ctx.app.settings.server.retry_after_s if ctx is not None else RETRY_AFTER_S
+    resp = error_response(status, type_, message, ctx.request_id if ctx is not None else "", retry_after)
+    # WWW-Authenticate (401), Retry-After and X-RateLimit-* (429), Connection (408) travel with it
     resp.headers.update(getattr(exc, "headers", None) or {})
     return resp
+
+
+async def rag_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RagError)
+    return render(exc, find_context(request.scope))
+
+
+async def answer_error(
+    exc: Exception, ctx: RequestContext, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer an error raised in the middleware (domain errors, and anything a handler let
+    escape: 500), unless an answer has started already. A client that left gets no answer; its
+    request is counted as CLIENT_CLOSED."""
+    if ctx.status != 0:
+        return
+    if isinstance(exc, ClientDisconnected):
+        ctx.status = CLIENT_CLOSED
+        return
+    if isinstance(exc, RagError):
+        resp = render(exc, ctx)
+    else:
+        resp = error_response(500, "internal_error", "internal error", ctx.request_id)
+    await resp(scope, receive, send)
 
 
 # routes whose callers must authenticate: a body FastAPI cannot parse is refused before its
@@ -139,10 +185,11 @@ async def _authenticate_first(request: Request) -> Response | None:
     """An error answer to a body that could not be parsed comes before authentication; run it now,
     so that an unauthenticated caller learns nothing about the body (401 first) and an
     authenticated one is counted and gets its X-RateLimit-* headers like any other answer."""
-    from app.api.auth import PRINCIPAL, admin_principal, bearer, principal
+    from app.api.auth import admin_principal, bearer, principal
 
     route = getattr(request.scope.get("route"), "path", None)
-    if route not in AUTHENTICATED_ROUTES or PRINCIPAL in request.scope.get("state", {}):
+    ctx = find_context(request.scope)
+    if route not in AUTHENTICATED_ROUTES or (ctx is not None and ctx.principal is not None):
         return None
     try:
         who = await principal(request, await bearer(request))

@@ -79,9 +79,6 @@ async def metrics(state: State) -> Response:
     format (0.0.4) that every Prometheus version and agent reads."""
     # a breaker moves from OPEN to HALF_OPEN when it is next asked; ask now, so a breaker whose
     # wait is over shows 1 (half-open) even when no request has come since
-    guards = state.pipeline.guards
-    for breaker in (guards.embedder.breaker, guards.qdrant.breaker, guards.reranker.breaker):
-        _ = breaker.state
-    if state.cache is not None:
-        _ = state.cache.breaker.state
+    if state.breakers is not None:
+        state.breakers.refresh()
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)

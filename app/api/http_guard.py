@@ -18,6 +18,9 @@ Here, per connection:
 - uvicorn's own "invalid HTTP request" answer (smuggling shapes, garbage) is a JSON error body
   like every other error of the gateway.
 
+Each of these answers is a domain error (RequestTimeout, HeadersTooLarge, BadHttpRequest) whose
+status and body come from app/api/errors.py, like every other error answer.
+
 After a 408 or 431 the connection is half-closed and what the client still sends is read and
 dropped for at most LINGER_S (nothing is buffered), so that the client reads the answer instead
 of a connection reset.
@@ -35,8 +38,10 @@ import logging
 import uuid
 from typing import Any, ClassVar
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from app.api.errors import protocol_error
+from app.errors import BadHttpRequest, HeadersTooLarge, RagError, RequestTimeout
 
 log = logging.getLogger("rag.http")
 HEADERS_END = b"\r\n\r\n"
@@ -51,8 +56,9 @@ def _limits_from_env() -> tuple[float, int]:
     return server.header_timeout_s, server.max_header_bytes
 
 
-def _answer(status: int, type_: str, message: str) -> bytes:
-    body = orjson.dumps({"error": {"type": type_, "message": message, "request_id": uuid.uuid4().hex}})
+def _answer(exc: RagError) -> bytes:
+    """The whole answer: status line, headers and the JSON error body; the connection closes."""
+    status, body = protocol_error(exc, uuid.uuid4().hex)
     head = [
         STATUS_LINE[status],
         b"content-type: application/json\r\n",
@@ -95,7 +101,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # it never said anything: nothing to answer
             return
         message = f"the request headers did not arrive within {self._header_timeout_s:g}s"
-        self._refuse(_answer(408, "request_timeout", message))
+        self._refuse(_answer(RequestTimeout(message)))
 
     def _refuse(self, answer: bytes) -> None:
         """Answer, half-close, drop further input, close after LINGER_S."""
@@ -128,7 +134,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if head_bytes > self._max_header_bytes:
                 message = f"request line and headers exceed {self._max_header_bytes} bytes"
                 log.info("connection closed: headers too large", extra={"bytes": head_bytes})
-                self._refuse(_answer(431, "headers_too_large", message))
+                self._refuse(_answer(HeadersTooLarge(message)))
                 return
             self._header_bytes = head_bytes
             self._tail = seen[-(len(HEADERS_END) - 1) :]
@@ -150,5 +156,5 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self._disarm()
         if not self.transport.is_closing():
-            self.transport.write(_answer(400, "bad_request", msg))
+            self.transport.write(_answer(BadHttpRequest(msg)))
             self.transport.close()

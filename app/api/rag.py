@@ -1,17 +1,18 @@
-"""POST /rag: validate, run the pipeline, answer with the pre-serialized JSON body and the
-X-Cache / Server-Timing headers."""
+"""POST /rag: validate, check the request against the tenant's policy, run the pipeline, answer
+with the pre-serialized JSON body and the X-Cache / Server-Timing headers (the middleware adds
+X-Request-ID and the rate-limit headers)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from app.api.auth import rate_limit_headers, tenant_max_k
-from app.api.deps import State, get_deadline, get_tenant
-from app.errors import InvalidRequest
+from app.api.auth import Policy
+from app.api.context import RequestContext, request_context
+from app.api.deps import State, get_deadline
 from app.pipeline import as_dict
 from app.resilience import Deadline
 from app.schemas import ErrorBody, RagRequest, RagResponse
@@ -35,26 +36,21 @@ _ERRORS = {
 @router.post("/rag", response_model=RagResponse, responses=_ERRORS)  # type: ignore[arg-type]
 async def rag(
     body: RagRequest,
-    request: Request,
+    ctx: Annotated[RequestContext, Depends(request_context)],
     state: State,
-    tenant: Annotated[str, Depends(get_tenant)],
+    policy: Policy,
     deadline: Annotated[Deadline, Depends(get_deadline)],
 ) -> Response:
-    scope_state = request.scope["state"]
-    max_k = tenant_max_k(state.settings, tenant)
-    if ("k" in body.model_fields_set and body.k > max_k) or (body.top_n or 0) > max_k:
-        raise InvalidRequest(f"k and top_n must be at most {max_k} for this tenant")
-    if body.k > max_k:
-        body = body.model_copy(update={"k": max_k})  # the default k, cut to the tenant's policy
+    body = policy.limit_k(body)
     if state.settings.logging.log_query:
-        scope_state["query"] = body.q
-    result = await state.pipeline.run(body, tenant, deadline)
-    scope_state["cache"] = result.cache
-    if result.degraded:
-        scope_state["degraded"] = [d["reason"] for d in result.degraded]
+        ctx.query = body.q
+    policy.check_filters(body)
+    result = await state.pipeline.run(body, policy, deadline)
+    ctx.cache = result.cache
+    ctx.degraded = [d["reason"] for d in result.degraded]
     t = result.timings_ms
     payload = {
-        "request_id": scope_state["request_id"],
+        "request_id": ctx.request_id,
         "results": [as_dict(r) for r in result.results],
         "reranked": result.reranked,
         "cache": result.cache,
@@ -65,7 +61,6 @@ async def rag(
         "X-Cache": result.cache,
         "Server-Timing": f"embed;dur={t['embed']}, search;dur={t['search']}, rerank;dur={t['rerank']}",
     }
-    headers.update(rate_limit_headers(request))
     return Response(
         orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
         media_type="application/json",

@@ -44,3 +44,22 @@ def raise_for_http_error(dependency: str, resp: httpx.Response) -> None:
     if code >= 500:
         raise DependencyBadResponse(dependency, f"answered {code}")
     raise DependencyRejected(dependency, f"refused the request with {code}")
+
+
+class HttpBackend:
+    """What the HTTP-speaking clients share: their httpx client, `GET /health` as the
+    readiness check (any 4xx or 5xx is unavailable) and closing the client."""
+
+    dependency: str
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def ping(self) -> None:
+        with translate_http_errors(self.dependency):
+            resp = await self._client.get("/health")
+        if resp.status_code >= 400:
+            raise DependencyUnavailable(self.dependency, f"health answered {resp.status_code}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

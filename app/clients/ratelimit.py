@@ -5,9 +5,9 @@ check-and-record is atomic.
 Redis down, slow or unconfigured never means unlimited and never a 500: a local in-process
 window of the same shape decides instead. It shadows every allowed request even while Redis
 answers, so when Redis goes away mid-window the local window already knows the recent
-requests of this process. After a Redis failure the limiter stays local for `REDIS_RETRY_S`
-instead of paying a Redis timeout per request. Each Redis call is bounded by the
-`RAG_REDIS__*` timeouts.
+requests of this process. Redis is reached through the shared RedisClient: each call is bounded
+by `RAG_REDIS__TIMEOUT_S + RAG_REDIS__CONNECT_TIMEOUT_S`, and once the Redis breaker is open the
+limiter decides locally without paying a Redis timeout per request.
 
 Time comes from the injected clock (wall clock, milliseconds) and is passed to the script, so
 replicas must keep their clocks in sync (NTP), and tests can move time without sleeping.
@@ -15,7 +15,6 @@ replicas must keep their clocks in sync (NTP), and tests can move time without s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import secrets
@@ -25,17 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
+from app.clients.redis_client import DEPENDENCY, RedisClient, RedisUnavailable, breaker_config
+from app.resilience import CircuitBreaker
 from app.settings import RedisSettings
 
 log = logging.getLogger("rag.ratelimit")
-DEPENDENCY = "redis"
 KEY_PREFIX = "ratelimit:v1:"
-REDIS_RETRY_S = 1.0  # after a failure, how long to decide locally before trying Redis again
 
 # KEYS[1] the key's sorted set of request times (ms); ARGV: now_ms, window_ms, limit, member.
 # Entries older than the window are dropped; the request is recorded only if it is allowed,
@@ -114,36 +108,26 @@ class LocalWindow:
 class RateLimiter:
     def __init__(
         self,
-        client: Redis | None,
-        settings: RedisSettings,
+        redis: RedisClient | None,
         window_s: float,
         clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
-        self._s = settings
+        self.redis = redis
         self.window_s = window_s
         self.clock = clock
-        self._monotonic = monotonic
-        self._redis_retry_at = 0.0
         self.local = LocalWindow()
-        self._script: Any = client.register_script(SLIDING_WINDOW_LUA) if client is not None else None
+        self._script: Any = redis.client.register_script(SLIDING_WINDOW_LUA) if redis is not None else None
+        self._bound_s = None if redis is None else redis.timeout_s + redis.connect_timeout_s
         self._on_redis = True  # for logging the switch to and from the local window once
 
     @classmethod
     def from_settings(
         cls, s: RedisSettings, window_s: float, clock: Callable[[], float] = time.time
     ) -> RateLimiter:
-        client = None
-        if s.url:
-            client = Redis.from_url(
-                s.url,
-                socket_timeout=s.timeout_s,
-                socket_connect_timeout=s.connect_timeout_s,
-                max_connections=s.max_connections,
-                retry=Retry(NoBackoff(), 0),  # one bounded attempt; the local window is the fallback
-            )
-        return cls(client, s, window_s, clock)
+        """A limiter on a Redis client of its own (tools and tests). The gateway builds one
+        RedisClient and shares it with the rerank cache."""
+        breaker = CircuitBreaker(DEPENDENCY, breaker_config(s))
+        return cls(RedisClient.from_settings(s, breaker), window_s, clock)
 
     async def hit(self, key: str, limit: int) -> Decision:
         """Count one request of `key` against `limit` per window and say whether it may go on."""
@@ -156,23 +140,22 @@ class RateLimiter:
         return decision
 
     async def _redis_hit(self, key: str, limit: int, now: float) -> Decision | None:
-        if self._script is None or self._monotonic() < self._redis_retry_at:
+        if self._script is None or self.redis is None:
             return None
         window_ms = max(1, round(self.window_s * 1000))
         member = f"{round(now * 1000)}-{secrets.token_hex(6)}"
+        args = [round(now * 1000), window_ms, limit, member]
         try:
-            async with asyncio.timeout(self._s.timeout_s + self._s.connect_timeout_s):
-                raw = await self._script(
-                    keys=[KEY_PREFIX + key], args=[round(now * 1000), window_ms, limit, member]
-                )
+            raw = await self.redis.call(
+                lambda _: self._script(keys=[KEY_PREFIX + key], args=args), self._bound_s
+            )
             allowed, count, reset_ms = (int(v) for v in raw)
-        except (RedisError, OSError, TimeoutError, ValueError, TypeError) as exc:
-            self._redis_retry_at = self._monotonic() + REDIS_RETRY_S
+        except (RedisUnavailable, ValueError, TypeError) as exc:
             if self._on_redis:
                 self._on_redis = False
                 log.warning(
                     "rate limiter: Redis unavailable, using the local window",
-                    extra={"error": type(exc).__name__},
+                    extra={"error": type(exc.__cause__ or exc).__name__},
                 )
             return None
         if not self._on_redis:
@@ -181,9 +164,9 @@ class RateLimiter:
         return Decision(bool(allowed), limit, max(0, limit - count), reset_ms / 1000, "redis")
 
     async def ping(self) -> None:
-        if self._client is not None:
-            await self._client.ping()
+        if self.redis is not None:
+            await self.redis.ping()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()

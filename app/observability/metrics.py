@@ -1,5 +1,5 @@
-"""Every Prometheus metric of the gateway (names, labels and buckets are the DESIGN §3 contract),
-and their exposition, single- or multi-process.
+"""Every Prometheus metric of the gateway and their exposition, single- or multi-process. Names,
+labels and buckets are a contract: docs/ARCHITECTURE.md, "Metric contract".
 
 The registry is injectable so tests and several apps in one process never share state.
 Labelled children on the hot path are cached in dicts, so a request allocates no metric object.
@@ -106,6 +106,18 @@ class Metrics:
             registry=r,
         )
         self._exact_fallback = {r: self.exact_fallback.labels(r) for r in ("short", "unverified_write")}
+        self.ingest_documents = Counter(
+            "rag_ingest_documents_total",
+            "Documents taken in by ingestion jobs (written or skipped as unchanged)",
+            registry=r,
+        )
+        self.ingest_jobs = Gauge(
+            "rag_ingest_jobs",
+            "Ingestion jobs known to this process, by state",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.in_flight = Gauge(
             "rag_requests_in_flight", "In-flight /rag requests", registry=r, multiprocess_mode="livesum"
         )
@@ -116,6 +128,10 @@ class Metrics:
         self._breakers: dict[str, Gauge] = {}
         if self.multiprocess_dir is not None:
             _forget_dead_workers(self.multiprocess_dir)
+
+    def set_jobs(self, by_state: dict[str, int]) -> None:
+        for state, n in by_state.items():
+            self.ingest_jobs.labels(state).set(n)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self._stage[stage].observe(seconds)

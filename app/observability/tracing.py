@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.propagators.textmap import Getter
+from opentelemetry.propagators.textmap import default_getter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -36,16 +36,10 @@ SHUTDOWN_TIMEOUT_S = 2.0
 _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 
 
-class _HeaderGetter(Getter[Mapping[str, str]]):
-    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
-        v = carrier.get(key)
-        return [v] if v is not None else None
-
-    def keys(self, carrier: Mapping[str, str]) -> list[str]:
-        return list(carrier.keys())
-
-
-HEADER_GETTER = _HeaderGetter()
+# incoming headers are read from the request's headers as a dict of lower-case names to strings
+# (the middleware builds it from the ASGI (bytes, bytes) pairs): OpenTelemetry's `default_getter`
+# reads exactly that shape
+HEADER_GETTER = default_getter
 
 
 class GatewayTracerProvider(TracerProvider):

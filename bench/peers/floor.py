@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from bench.peers import serve
 
 
 def make_app(body: bytes) -> Starlette:
@@ -33,16 +34,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--body", type=Path, required=True, help="the JSON answer to send")
     args = parser.parse_args()
-    uvicorn.run(
-        make_app(args.body.read_bytes()),
-        host="127.0.0.1",
-        port=args.port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-    )
+    serve(make_app(args.body.read_bytes()), args.port)
 
 
 if __name__ == "__main__":

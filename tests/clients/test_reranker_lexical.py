@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from app.clients.reranker import LexicalReranker, bm25_scores, tokenize
+from app.clients.rerank import LexicalReranker, bm25_scores
+from app.clients.rerank.tokenize import tokenize
 from app.types import Candidate
 
 
@@ -185,7 +186,6 @@ async def test_score_runs_off_loop_and_checks_the_result() -> None:
         assert len(scores) == len(FUSION)
         assert all(math.isfinite(s) for s in scores)
         assert scores == r.score_sync("quantum qubits", FUSION)
-        assert r.remote is False
         await r.ping()
     finally:
         await r.aclose()
@@ -225,4 +225,18 @@ def test_cached_token_statistics_score_like_fresh_ones_and_follow_the_content_ha
         for i in range(9)
     ]
     assert r.score_sync("finer", many) == LexicalReranker(0.5, 0.9, 0.4).score_sync("finer", many)
-    assert len(r._stats._data) <= 4
+    assert len(r._stats) <= 4
+
+
+def test_the_bench_peer_and_the_eval_count_the_rerankers_own_terms() -> None:
+    """The naive bench peer and the eval's BM25 baseline once carried a copy of the tokenizer
+    that drifted: they must use the reranker's own, and the naive peer the gateway's passage
+    schema."""
+    pytest.importorskip("torch")
+    import bench.peers.naive as naive
+    import eval.bm25
+    from app.schemas import Passage
+
+    assert naive.tokenize is tokenize
+    assert eval.bm25.tokenize is tokenize
+    assert naive.Passage is Passage

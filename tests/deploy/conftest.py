@@ -8,9 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from deploy_support import ROOT, Source, k8s_files, run, write_rendered
 
 SOURCES = ["k8s", "helm-default", "helm-ci"]

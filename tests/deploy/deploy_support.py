@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from bench.loadgen import hey_command
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "k8s"
 CHART_DIR = ROOT / "helm" / "rag-gateway"
@@ -61,6 +63,18 @@ def run(
     return subprocess.run(
         cmd, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, check=False, **kw
     )
+
+
+_HEY_RESPONSES = re.compile(r"^\s+\[(\d{3})\]\s+(\d+) responses", re.M)
+
+
+def hey_rag(url: str, concurrency: int, duration_s: float = 10) -> tuple[dict[str, str], str]:
+    """`hey` POSTing one /rag query to `url` (bench's command line): the count of answers by
+    status code, and hey's report."""
+    body = json.dumps({"q": "what causes inflation", "k": 50})
+    proc = run(hey_command(f"{url}/rag", duration_s, concurrency, body), timeout=duration_s + 110)
+    assert proc.returncode == 0, f"hey exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return dict(_HEY_RESPONSES.findall(proc.stdout)), proc.stdout
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:

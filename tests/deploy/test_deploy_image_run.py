@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from deploy_support import ROOT
+from deploy_support import ROOT, hey_rag
+from support.net import free_port
 
 pytestmark = pytest.mark.container
 
@@ -75,12 +75,6 @@ def containers_can_run() -> str:
     if probe.returncode != 0:
         pytest.skip(f"containers cannot run: podman cannot start the base image: {probe.stderr[-500:]}")
     return image
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -215,12 +209,7 @@ def test_readyz_rag_and_metrics(bootstrapped: Running) -> None:
 
 
 def test_hey_through_the_published_port(bootstrapped: Running) -> None:
-    body = json.dumps({"q": "what causes inflation", "k": 50})
-    out = sh(
-        "hey", "-z", "10s", "-c", "20", "-m", "POST", "-T", "application/json", "-d", body,
-        f"{bootstrapped.url}/rag", timeout=120,
-    ).stdout  # fmt: skip
-    codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, re.M))
+    codes, out = hey_rag(bootstrapped.url, concurrency=20)
     assert codes and set(codes) == {"200"}, out
     assert int(codes["200"]) > 20, out
     assert "Error distribution" not in out, out

@@ -294,50 +294,30 @@ def canary_series(job: str) -> list[dict[str, str]]:
     def pod(h: str, i: int) -> dict[str, str]:
         return {**CANARY, "job": job, "instance": f"10.1.0.{i}:8080", "rollouts_pod_template_hash": h}
 
+    def degraded(h: str, i: int, reason: str, per_min: float, start: float = 0) -> dict[str, str]:
+        """The pod's rag_degraded_total{component="reranker", reason=...} counter."""
+        labels = {**_pod_base(pod(h, i)), "component": "reranker", "reason": reason}
+        return counter("rag_degraded_total", labels, per_min, start=start)
+
     s: list[dict[str, str]] = []
     # healthy: p95 0.04875 s, 0.5% 5xx, 2% degraded
     s += histogram(HTTP, {**pod("healthy", 1), "status": "200"}, {0.05: 597})
     s += histogram(HTTP, {**pod("healthy", 1), "status": "503"}, {0.05: 3})
-    s += [
-        counter(
-            "rag_degraded_total",
-            {**_pod_base(pod("healthy", 1)), "component": "reranker", "reason": "timeout"},
-            12,
-        )
-    ]
+    s += [degraded("healthy", 1, "timeout", 12)]
     # slow: p95 0.9875 s, 9.1% 5xx, 10% degraded
     s += histogram(HTTP, {**pod("slow", 2), "status": "200"}, {1: 600})
     s += histogram(HTTP, {**pod("slow", 2), "status": "503"}, {1: 60})
-    s += [
-        counter(
-            "rag_degraded_total",
-            {**_pod_base(pod("slow", 2)), "component": "reranker", "reason": "circuit_open"},
-            66,
-        )
-    ]
+    s += [degraded("slow", 2, "circuit_open", 66)]
     # erroring: fast, but 5% 5xx
     s += histogram(HTTP, {**pod("erroring", 3), "status": "200"}, {0.05: 570})
     s += histogram(HTTP, {**pod("erroring", 3), "status": "504"}, {0.05: 30})
     # idle: series exist, no new requests (rates 0: quantile and ratios NaN)
     s += histogram(HTTP, {**pod("idle", 4), "status": "200"}, {0.05: 0}, start=100)
-    s += [
-        counter(
-            "rag_degraded_total",
-            {**_pod_base(pod("idle", 4)), "component": "reranker", "reason": "timeout"},
-            0,
-            start=3,
-        )
-    ]
+    s += [degraded("idle", 4, "timeout", 0, start=3)]
     # the stable pods are slow and failing: a query that ignores the canary hash would see them
     s += histogram(HTTP, {**pod("stable", 9), "status": "200"}, {5: 600})
     s += histogram(HTTP, {**pod("stable", 9), "status": "500"}, {5: 600})
-    s += [
-        counter(
-            "rag_degraded_total",
-            {**_pod_base(pod("stable", 9)), "component": "reranker", "reason": "error"},
-            600,
-        )
-    ]
+    s += [degraded("stable", 9, "error", 600)]
     # a slow canary with the same hash in another namespace must not leak in either
     s += histogram(HTTP, {**pod("healthy", 7), "namespace": "other", "status": "200"}, {10: 6000})
     return s

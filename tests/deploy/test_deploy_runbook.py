@@ -1,6 +1,6 @@
 """RUNBOOK.md and INCIDENT_TEMPLATE.md: every alert's runbook_url lands on a section of the
-runbook with symptom, check and action; every failure mode of DESIGN section 1 has one; the
-alerts carry severity, summary and `for`."""
+runbook with symptom, check and action; every failure mode of the degradation table
+(docs/ARCHITECTURE.md) has one; the alerts carry severity, summary and `for`."""
 
 from __future__ import annotations
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from deploy_support import ROOT, alert_rules, dashboard_exprs, substitute_grafana
+from deploy_support import ROOT, alert_rules, dashboard_exprs, hey_rag, substitute_grafana
+from support.poll import poll
 from test_deploy_image_run import containers_can_run, sh
 
 pytestmark = pytest.mark.container
@@ -75,21 +74,6 @@ def promql(expr: str) -> list[dict[str, Any]]:
     return list(data["data"]["result"])
 
 
-def wait_for(what: str, check: Any, within_s: float) -> Any:
-    """Poll `check` (a condition of the system, not a retry of an assertion) until truthy."""
-    end = time.monotonic() + within_s
-    while True:
-        try:
-            value = check()
-        except OSError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not within {within_s} s")
-        time.sleep(1)
-
-
 def healthy(name: str) -> bool:
     sh("podman", "healthcheck", "run", name, check=False)
     out = sh("podman", "inspect", "--format", "{{.State.Health.Status}}", name, check=False)
@@ -129,15 +113,15 @@ def test_services_up_as_overridden(stack: Stack) -> None:
     )
     names = {c["Labels"]["io.podman.compose.service"]: c["State"] for c in json.loads(ps.stdout)}
     assert names == {"gateway": "running", "redis": "running", "prometheus": "running"}, names
-    wait_for("redis healthy", lambda: healthy(container("redis")), 60)
-    wait_for("gateway healthy", lambda: healthy(container("gateway")), 120)
+    poll(lambda: healthy(container("redis")), 60, interval=1, what="redis healthy")
+    poll(lambda: healthy(container("gateway")), 120, interval=1, what="gateway healthy")
 
 
 def test_bootstrap_inside_the_gateway_then_ready_with_redis(stack: Stack) -> None:
     gw = container("gateway")
     sh("podman", "exec", gw, "python", "scripts/qdrant_bootstrap.py", "--n", str(CORPUS), timeout=600)
     sh("podman", "restart", "-t", "10", gw, timeout=60)
-    wait_for("gateway healthy after restart", lambda: healthy(gw), 120)
+    poll(lambda: healthy(gw), 120, interval=1, what="gateway healthy after restart")
     ready = get_json(f"{GATEWAY}/readyz")  # 200, or urlopen raises
     assert {"embedder", "qdrant", "redis"} <= set(ready["ok"]) and not ready["failing"], ready
 
@@ -151,7 +135,7 @@ def test_second_identical_rag_is_a_cache_hit(stack: Stack) -> None:
         keys = sh("podman", "exec", container("redis"), "redis-cli", "--scan", "--pattern", "rerank:*").stdout
         return bool(keys.split())
 
-    wait_for("the rerank result written to Redis", stored, 10)
+    poll(stored, 10, interval=1, what="the rerank result written to Redis")
     second = post("/rag", body)
     assert second["cache"] == "hit", second
     assert [p["id"] for p in second["results"]] == [p["id"] for p in first["results"]]
@@ -161,7 +145,7 @@ def test_prometheus_scrapes_the_gateway_and_loads_the_rules(stack: Stack) -> Non
     def up() -> list[dict[str, Any]]:
         return [r for r in promql('up{job="rag-gateway"}') if r["value"][1] == "1"]
 
-    [target] = wait_for("up{job=rag-gateway} == 1", up, 60)
+    [target] = poll(up, 60, interval=1, what="up{job=rag-gateway} == 1")
     assert target["metric"]["instance"] == "gateway:8080"
     groups = get_json(f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
     loaded = {r["name"] for g in groups for r in g["rules"]}
@@ -171,12 +155,7 @@ def test_prometheus_scrapes_the_gateway_and_loads_the_rules(stack: Stack) -> Non
 
 
 def test_dashboard_p95_and_hit_rate_after_hey(stack: Stack) -> None:
-    body = json.dumps({"q": "what causes inflation", "k": 50})
-    out = sh(
-        "hey", "-z", "10s", "-c", "10", "-m", "POST", "-T", "application/json", "-d", body,
-        f"{GATEWAY}/rag", timeout=120,
-    ).stdout  # fmt: skip
-    codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, re.M))
+    codes, out = hey_rag(GATEWAY, concurrency=10)
     assert set(codes) == {"200"}, out
     exprs = dict(dashboard_exprs())
     p95 = next(e for e in exprs.values() if "histogram_quantile(0.95" in e and 'route="/rag"' in e)
@@ -188,8 +167,8 @@ def test_dashboard_p95_and_hit_rate_after_hey(stack: Stack) -> None:
         return values[0] if values and all(math.isfinite(v) for v in values) else None
 
     # two scrapes (15 s apart) must hold the run's counts before a rate has a value
-    p95_s = wait_for("the dashboard's p95 has a value", lambda: number(p95), 90)
-    hits = wait_for("the dashboard's hit rate has a value", lambda: number(hit_rate), 30)
+    p95_s = poll(lambda: number(p95), 90, interval=1, what="the dashboard's p95 has a value")
+    hits = poll(lambda: number(hit_rate), 30, interval=1, what="the dashboard's hit rate has a value")
     assert 0 < p95_s < 10 and 0 < hits <= 1, (p95_s, hits)
     print(f"stack after hey: p95 {p95_s * 1000:.0f} ms, rerank cache hit rate {hits:.2f}")
 

@@ -7,20 +7,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import helpers
 import pytest
+from support import app as support_app
+from support.app import merge_groups
+from support.net import free_port
 
 from app.settings import Settings
 
 from .proxy import FaultProxy
 from .reranker_server import RerankerServer
-from .support import free_port
 
 
 @pytest.fixture
 def running_app() -> Any:
-    """The app with its lifespan behind an ASGI httpx client (tests/helpers.py)."""
-    return helpers.running_app
+    """The app with its lifespan behind an ASGI httpx client (tests/support/app.py)."""
+    return support_app.running_app
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +61,6 @@ def reranker_proxy(reranker: RerankerServer, proxies: Callable[[int], FaultProxy
     return proxies(reranker.port)
 
 
-def merge(base: dict[str, dict[str, Any]], groups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out = {k: dict(v) for k, v in base.items()}
-    for name, values in groups.items():
-        out[name] = {**out.get(name, {}), **values}
-    return out
-
-
 @pytest.fixture
 def fault_settings(
     settings_factory: Any, redis_proxy: FaultProxy, reranker_proxy: FaultProxy
@@ -86,7 +80,7 @@ def fault_settings(
     }
 
     def make(**groups: dict[str, Any]) -> Settings:
-        settings: Settings = settings_factory(**merge(defaults, groups))
+        settings: Settings = settings_factory(**merge_groups(defaults, groups))
         return settings
 
     return make

@@ -1,11 +1,10 @@
-"""Helpers shared by the fault tests: a real uvicorn gateway in the test's loop, Prometheus text
-parsing, timing of one /rag call, and distinct queries."""
+"""Helpers of the fault tests: a real uvicorn gateway in the test's loop, timing of one /rag call,
+and distinct queries (ports and /metrics samples come from the shared `support` package)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -13,19 +12,13 @@ from typing import Any
 
 import httpx
 import uvicorn
-from prometheus_client.parser import text_string_to_metric_families
+from support.net import free_port
 
 from app.settings import Settings
 
 # Slack over a deadline for "answered in time": the gateway's own work after the deadline
 # (serialising, the ASGI hop) plus scheduling noise on a small machine shared with others.
 SLACK_S = 0.25
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def queries(n: int, tag: str = "") -> list[str]:
@@ -78,20 +71,6 @@ async def served_app(settings: Settings) -> AsyncIterator[tuple[str, Any]]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
-
-
-def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
-    """One sample from /metrics (0 when the series does not exist yet)."""
-    text = (await client.get("/metrics")).text
-    return parse_metrics(text).get((name, frozenset(labels.items())), 0.0)
 
 
 @dataclass

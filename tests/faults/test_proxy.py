@@ -45,6 +45,14 @@ async def roundtrip(port: int, payload: bytes, timeout: float = 1.0) -> bytes:
         writer.close()
 
 
+async def open_and_ping(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection through the proxy, shown to work with one echoed "ping"."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"ping")
+    assert await reader.read(4) == b"ping"
+    return reader, writer
+
+
 async def test_pass_and_delay(echo_port: int) -> None:
     with FaultProxy(echo_port) as proxy:
         assert await roundtrip(proxy.port, b"hello") == b"hello"
@@ -57,9 +65,7 @@ async def test_pass_and_delay(echo_port: int) -> None:
 
 async def test_black_hole_swallows_new_and_open_connections(echo_port: int) -> None:
     with FaultProxy(echo_port) as proxy:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        writer.write(b"ping")
-        assert await reader.read(4) == b"ping"
+        reader, writer = await open_and_ping(proxy.port)
         proxy.set(Mode.BLACK_HOLE)
         writer.write(b"lost")
         with pytest.raises(TimeoutError):
@@ -73,9 +79,7 @@ async def test_black_hole_swallows_new_and_open_connections(echo_port: int) -> N
 
 async def test_reset_new_and_open_connections(echo_port: int) -> None:
     with FaultProxy(echo_port) as proxy:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        writer.write(b"ping")
-        assert await reader.read(4) == b"ping"
+        reader, _writer = await open_and_ping(proxy.port)
         proxy.set(Mode.RESET)
 
         async def read_until_closed() -> None:
@@ -96,7 +100,7 @@ async def test_close_after_n_bytes(echo_port: int) -> None:
 
 
 async def test_upstream_down_closes_the_client(echo_port: int) -> None:
-    from .support import free_port
+    from support.net import free_port
 
     with FaultProxy(free_port()) as proxy:
         assert await roundtrip(proxy.port, b"anyone?") == b""

@@ -14,12 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from support.prom import metric
 
-from app.clients.cache import CacheUnavailable, RerankCache
+from app.clients.cache import RerankCache
+from app.clients.redis_client import RedisUnavailable
 from app.resilience import BreakerConfig, CircuitBreaker
 from app.settings import RedisSettings
 
-from .support import SLACK_S, metric, queries, timed_rag
+from .support import SLACK_S, queries, timed_rag
 
 DEADLINE_S = 1.0
 K = 10
@@ -193,7 +195,7 @@ async def test_the_rerank_cache_reads_the_right_scores_after_a_timed_out_get(
         await cache.set("rerank:v1:one", [1.0])
         await cache.set("rerank:v1:two", [2.0, 3.0])
         done = await blocked(redis_url, how)
-        with pytest.raises(CacheUnavailable):
+        with pytest.raises(RedisUnavailable):
             await cache.get("rerank:v1:one")
         await done
         assert await cache.get("rerank:v1:two") == [2.0, 3.0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.clients.reranker import HttpReranker
+from app.clients.rerank import HttpReranker
 from app.errors import DependencyRejected, DependencyUnavailable
 from app.settings import RerankerSettings
 from app.types import Candidate

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import free_port
 from hostile_support import Gateway, start_gateway
+from support.net import free_port
 
 
 @pytest.fixture(scope="module")

@@ -12,51 +12,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+from support.keys import Key, make_key
+from support.paths import ROOT
+from support.prom import metric
 
-from app.security import hash_token, new_token
-
-ROOT = Path(__file__).resolve().parents[2]
-TEST_SCRYPT_N = 2**10  # the production default is 2**14; the checks are the same
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class Key:
-    id: str
-    tenant: str
-    token: str
-    admin: bool = False
-
-    def entry(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "hash": hash_token(self.token, n=TEST_SCRYPT_N),
-            "admin": self.admin,
-            "rate_limit": 1_000_000,
-        }
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    @property
-    def header_line(self) -> bytes:
-        return f"Authorization: Bearer {self.token}\r\n".encode()
-
-
-def make_key(key_id: str, tenant: str, admin: bool = False) -> Key:
-    return Key(key_id, tenant, new_token(key_id), admin)
-
-
-MALLORY = make_key("mallory-1", "acme")  # the hostile tenant
-ALICE = make_key("alice-1", "default")  # another tenant, with the corpus
-ADMIN = make_key("admin-1", "default", admin=True)
+# no rate limit in the way of the probes
+MALLORY = make_key("mallory-1", "acme", rate_limit=1_000_000)  # the hostile tenant
+ALICE = make_key("alice-1", "default", rate_limit=1_000_000)  # another tenant, with the corpus
+ADMIN = make_key("admin-1", "default", admin=True, rate_limit=1_000_000)
 
 
 @dataclass
@@ -121,19 +90,6 @@ def start_gateway(port: int, env_overrides: dict[str, str], log_path: Path) -> G
         time.sleep(0.1)
     gw.stop()
     raise TimeoutError("gateway did not start")
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
-    text = (await client.get("/metrics")).text
-    return samples(text).get((name, frozenset(labels.items())), 0.0)
 
 
 async def request_count(client: httpx.AsyncClient, method: str, route: str, status: int) -> float:

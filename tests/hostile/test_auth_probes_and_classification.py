@@ -8,13 +8,18 @@ import asyncio
 from typing import Any
 
 import pytest
-from helpers import free_port, running_app
-from hostile_support import ALICE, MALLORY, TEST_SCRYPT_N, samples
+from hostile_support import ALICE, MALLORY
+from support.app import running_app
+from support.keys import TEST_SCRYPT_N
+from support.net import free_port
+from support.prom import parse_samples as samples
 
+from app.apikeys import KeyHash, new_token
 from app.errors import InputRejected, RateLimited, Unauthorized
+from app.policy import TenantPolicy
 from app.resilience import BreakerState, Deadline
 from app.schemas import RagRequest
-from app.security import Authenticator, KeyHash, new_token
+from app.security import Authenticator
 from app.settings import Settings
 
 
@@ -122,7 +127,9 @@ async def test_a_value_the_engine_cannot_take_never_moves_the_breaker(settings_f
         )
         for _ in range(30):
             with pytest.raises(InputRejected):
-                await pipeline.run(bad, "default", Deadline(5.0))
+                await pipeline.run(
+                    bad, TenantPolicy.for_tenant(app.state.rag.settings, "default"), Deadline(5.0)
+                )
         assert pipeline.guards.qdrant.breaker.state is BreakerState.CLOSED
         r = await client.post("/rag", json={"q": "chess opening principles", "k": 5})
         assert r.status_code == 200

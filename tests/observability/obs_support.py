@@ -1,6 +1,6 @@
 """Helpers for the observability tests: the gateway as a real uvicorn process, a real Prometheus
-server, `hey`, an OTLP/HTTP trace receiver decoding with opentelemetry-proto, and a parser for the
-text exposition format."""
+server, `hey` (bench's command line), an OTLP/HTTP trace receiver decoding with opentelemetry-proto,
+and sums and quantiles over the samples of the text exposition format (support.prom parses it)."""
 
 from __future__ import annotations
 
@@ -23,38 +23,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import ROOT, free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from prometheus_client.parser import text_string_to_metric_families
+from support.httpserver import reply, serve_in_thread
+from support.net import free_port
+from support.paths import ROOT
+from support.poll import poll
+from support.prom import Samples
 
 from app.observability.metrics import BUCKETS
+from bench.loadgen import hey_command
 
 # ---------------------------------------------------------------------------------------------
 # exposition format
 
 
-def parse_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of a /metrics page, keyed by (sample name, labels)."""
-    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+def total(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples called `name` whose labels include `labels`."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
-def buckets(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> dict[float, float]:
+def buckets(samples: Samples, name: str, **labels: str) -> dict[float, float]:
     """Cumulative bucket counts of a histogram, summed over the other labels, by `le`."""
     out: dict[float, float] = {}
     want = set(labels.items())
@@ -82,7 +75,8 @@ def histogram_quantile(q: float, cumulative: dict[float, float]) -> float:
 
 
 def bucket_of(seconds: float) -> tuple[float, float]:
-    """The (lower, upper] bucket of DESIGN §3 that holds `seconds`."""
+    """The (lower, upper] bucket of the latency histograms (app.observability.metrics.BUCKETS)
+    that holds `seconds`."""
     lower = 0.0
     for b in (*BUCKETS, float("inf")):
         if seconds <= b:
@@ -236,22 +230,14 @@ def prometheus_server(target: str, tmp: Path) -> Iterator[Prometheus]:
     )
     prom = Prometheus(port, proc)
     try:
-        wait_until(lambda: get(f"http://127.0.0.1:{port}/-/ready", timeout=1.0)[0] == 200, 30)
+        poll(
+            lambda: get(f"http://127.0.0.1:{port}/-/ready", timeout=1.0)[0] == 200,
+            30,
+            what="prometheus ready",
+        )
         yield prom
     finally:
         stop_process(proc)
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,20 +255,7 @@ def run_hey(url: str, body: str, duration_s: int, concurrency: int) -> HeyResult
     binary = shutil.which("hey")
     assert binary, "hey is not installed: `make test` installs it"
     out = subprocess.run(
-        [
-            binary,
-            "-z",
-            f"{duration_s}s",
-            "-c",
-            str(concurrency),
-            "-m",
-            "POST",
-            "-T",
-            "application/json",
-            "-d",
-            body,
-            url,
-        ],
+        hey_command(url, duration_s, concurrency, body),
         capture_output=True,
         text=True,
         timeout=duration_s + 60,
@@ -345,18 +318,12 @@ class OtlpReceiver:
                     self.send_error(400)
                     return
                 receiver.add(ExportTraceServiceRequest.FromString(body))
-                out = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                reply(self, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_thread(Handler)
         return self
 
     def add(self, req: ExportTraceServiceRequest) -> None:

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import free_port, running_app
+from support.app import running_app
+from support.net import free_port
 
 from app.observability.logging import JsonFormatter, redact
 

@@ -1,5 +1,6 @@
-"""The metrics contract of DESIGN §3: names, types, labels and buckets; bounded label values under a
-scan of random paths and methods; no metric object allocated per request; and promtool's lint."""
+"""The metric contract (see docs/ARCHITECTURE.md, "Metric contract"): names, types, labels and
+buckets; bounded label values under a scan of random paths and methods; no metric object
+allocated per request; and promtool's lint."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from typing import Any
 import prometheus_client.metrics
 import pytest
 from asgi_lifespan import LifespanManager
-from helpers import free_port, running_app
-from obs_support import parse_samples, total
+from obs_support import total
 from prometheus_client import CollectorRegistry
+from support.app import running_app
+from support.net import free_port
+from support.prom import parse_samples
 
 from app.main import create_app
 from app.observability.metrics import Metrics
 
-# DESIGN §3, written out again on purpose: the test is the contract, not a copy of the code
+# docs/ARCHITECTURE.md, "Metric contract", written out again on purpose: the test is the
+# contract, not a copy of the code
 DESIGN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 DESIGN = {
     "http_server_request_duration_seconds": ("histogram", {"method", "route", "status"}),
@@ -32,6 +36,8 @@ DESIGN = {
     "rag_circuit_breaker_state": ("gauge", {"dependency"}),
     "rag_requests_in_flight": ("gauge", set()),
     "rag_search_exact_fallback": ("counter", {"reason"}),
+    "rag_ingest_documents": ("counter", set()),
+    "rag_ingest_jobs": ("gauge", {"state"}),
 }
 
 
@@ -43,6 +49,7 @@ def test_names_types_labels_and_buckets_are_the_design_contract() -> None:
     m.count_degraded("reranker", "timeout")
     m.count_retry("qdrant")
     m.set_breaker_state("reranker", 2)
+    m.set_jobs({"queued": 1, "running": 0})
     families = {f.name: f for f in m.registry.collect()}
     assert set(families) == set(DESIGN)
     for name, (kind, labels) in DESIGN.items():

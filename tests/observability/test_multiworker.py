@@ -16,9 +16,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from helpers import ROOT
-from obs_support import gateway_process, parse_samples, post_json, total, wait_until
+from obs_support import gateway_process, post_json, total
 from prometheus_client.multiprocess import MultiProcessCollector
+from support.paths import ROOT
+from support.poll import poll
+from support.prom import parse_samples
 
 COUNT = "http_server_request_duration_seconds_count"
 
@@ -53,7 +55,7 @@ def test_two_workers_are_counted_together(tmp_path: Path, model_dir: Path) -> No
     }
     with gateway_process(env, tmp_path, args=("--workers", "2")) as gw:
         assert not stale.exists()  # cleaned before the workers started
-        wait_until(lambda: len(_pids(mpdir, "gauge_livemax")) == 2, 120)  # both workers started
+        poll(lambda: len(_pids(mpdir, "gauge_livemax")) == 2, 120)  # both workers started
 
         # requests on fresh connections, several at once, until both workers have served some
         sent = 0
@@ -67,7 +69,7 @@ def test_two_workers_are_counted_together(tmp_path: Path, model_dir: Path) -> No
                     break
         assert set(statuses) == {503}
         # a worker records the duration just after the response went out: give it that moment
-        wait_until(lambda: sum(_rag_requests_by_worker(mpdir).values()) >= sent, 10)
+        poll(lambda: sum(_rag_requests_by_worker(mpdir).values()) >= sent, 10)
         per_worker = _rag_requests_by_worker(mpdir)
         assert len(per_worker) == 2 and all(per_worker.values()), per_worker
         assert sum(per_worker.values()) == sent

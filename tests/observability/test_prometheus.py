@@ -1,7 +1,7 @@
 """The dashboards' queries, answered by a real Prometheus scraping the real gateway under load.
 
 The gateway runs as `python -m app` (uvicorn) on the test collection and a real Redis; Prometheus
-scrapes it every second; `hey` drives one repeated query. Then the DESIGN §3 p95/p99 and hit-rate
+scrapes it every second; `hey` drives one repeated query. Then the p95/p99 and hit-rate
 queries run through Prometheus's HTTP API and are held against what the client measured and
 against the gateway's own counters read before and after the load.
 """
@@ -17,13 +17,13 @@ from obs_support import (
     buckets,
     gateway_process,
     histogram_quantile,
-    parse_samples,
     post_json,
     prometheus_server,
     run_hey,
     total,
-    wait_until,
 )
+from support.poll import poll
+from support.prom import parse_samples
 
 DESIGN_P95 = "histogram_quantile(0.95, sum(rate(http_server_request_duration_seconds_bucket[5m])) by (le))"
 DESIGN_P99 = "histogram_quantile(0.99, sum(rate(http_server_request_duration_seconds_bucket[5m])) by (le))"
@@ -52,14 +52,14 @@ def test_prometheus_quantiles_and_hit_rate_match_the_client(
         assert post_json(gw.url + "/rag", {"q": "warm up", "k": 50}) == 200
         (tmp_path / "prom").mkdir()
         with prometheus_server(f"127.0.0.1:{gw.port}", tmp_path / "prom") as prom:
-            wait_until(prom.targets_up, 30)
-            wait_until(lambda: prom.query('http_server_request_duration_seconds_count{route="/rag"}'), 30)
+            poll(prom.targets_up, 30)
+            poll(lambda: prom.query('http_server_request_duration_seconds_count{route="/rag"}'), 30)
             before = parse_samples(gw.metrics())
 
             hey = run_hey(gw.url + "/rag", '{"q":"test","k":50}', duration_s=8, concurrency=CONCURRENCY)
 
             # requests hey abandoned at the end are still being cancelled: wait until none is left
-            wait_until(lambda: total(parse_samples(gw.metrics()), "rag_requests_in_flight") == 0, 15)
+            poll(lambda: total(parse_samples(gw.metrics()), "rag_requests_in_flight") == 0, 15)
             after = parse_samples(gw.metrics())
             count = "http_server_request_duration_seconds_count"
             served = total(after, count, route="/rag") - total(before, count, route="/rag")
@@ -67,7 +67,7 @@ def test_prometheus_quantiles_and_hit_rate_match_the_client(
                 before, count, route="/rag", status="200"
             )
             # wait until Prometheus has scraped everything the load produced
-            wait_until(
+            poll(
                 lambda: (
                     prom.scalar('sum(http_server_request_duration_seconds_count{route="/rag"})')
                     >= total(after, "http_server_request_duration_seconds_count", route="/rag")

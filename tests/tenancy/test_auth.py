@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from tenancy_support import Key, assert_json_error, auth_settings, corpus, ingest, make_key, serve
+from support.keys import Key, make_key
+from tenancy_support import assert_json_error, auth_settings, corpus, ingest, serve
 
+from app.apikeys import KeyHash
 from app.observability.logging import JsonFormatter
-from app.security import KeyHash
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = make_key("user-1", "default")

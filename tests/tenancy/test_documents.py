@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tenancy_support import assert_json_error, auth_settings, make_key, serve
+from support.keys import make_key
+from tenancy_support import assert_json_error, auth_settings, serve
 
 ADMIN = make_key("admin-docs", "ops", admin=True)
 LIMIT = 64 * 1024

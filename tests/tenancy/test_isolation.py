@@ -13,9 +13,11 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tenancy_support import assert_json_error, auth_settings, corpus, ingest, make_key, serve
+from support.keys import make_key
+from tenancy_support import assert_json_error, auth_settings, corpus, ingest, serve
 
 from app.clients.cache import KEY_PREFIX, cache_key
+from app.policy import TenantPolicy
 from app.schemas import normalize_query
 from app.types import Candidate, point_id
 
@@ -168,5 +170,23 @@ async def test_per_tenant_max_k_and_ef(gateway: tuple[httpx.AsyncClient, Any]) -
     assert r.status_code == 200 and len(r.json()["results"]) == 30  # the default k, cut to the policy
     r = await client.post("/rag", json={"q": "python packaging wheel", "k": 35}, headers=GLOBEX.headers)
     assert r.status_code == 200 and len(r.json()["results"]) == 35  # globex has no k policy
-    assert app.state.rag.pipeline.resolve_ef("globex", None) == 128
-    assert app.state.rag.pipeline.resolve_ef("acme", None) == app.state.rag.settings.qdrant.ef_default
+    conf = app.state.rag.settings
+    assert TenantPolicy.for_tenant(conf, "globex").search_ef(None) == 128
+    assert TenantPolicy.for_tenant(conf, "acme").search_ef(None) == conf.qdrant.ef_default
+
+
+async def test_every_answer_carries_the_request_id_and_rate_limit_headers_once(
+    gateway: tuple[httpx.AsyncClient, Any],
+) -> None:
+    """The middleware adds them on the way out; no handler merges them by hand."""
+    client, _ = gateway
+    rag = await client.post("/rag", json={"q": "anything", "k": 3, "rerank": False}, headers=ACME.headers)
+    gone = await client.delete("/documents/never-stored?tenant=acme", headers=ADMIN.headers)  # a no-op
+    refused = await client.post("/rag", json={"q": "anything", "k": 31}, headers=ACME.headers)
+    for r, status in ((rag, 200), (gone, 200), (refused, 422)):
+        assert r.status_code == status
+        for name in ("x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"):
+            assert len(r.headers.get_list(name)) == 1, (r.request.url, name)
+        assert r.headers["x-ratelimit-limit"] == "100000"
+    assert rag.json()["request_id"] == rag.headers["x-request-id"]
+    assert refused.json()["error"]["request_id"] == refused.headers["x-request-id"]

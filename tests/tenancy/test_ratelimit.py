@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tenancy_support import assert_json_error, auth_settings, corpus, ingest, make_key, serve
+from support.keys import make_key
+from tenancy_support import assert_json_error, auth_settings, corpus, ingest, serve
 
 from app.clients.ratelimit import KEY_PREFIX, RateLimiter
 from app.settings import RedisSettings
@@ -43,7 +44,7 @@ async def limiter(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterat
 
 async def test_exact_sliding_window(limiter: tuple[RateLimiter, Clock]) -> None:
     lim, clock = limiter
-    source = "redis" if lim._client is not None else "local"
+    source = "redis" if lim.redis is not None else "local"
     seen = []
     for i in range(5):  # at t = 0, 1, 2, 3, 4
         clock.t = T0 + i

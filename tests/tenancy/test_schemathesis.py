@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import content_type_conformance
-from tenancy_support import auth_settings, corpus, ingest, make_key, serve
+from support.keys import make_key
+from tenancy_support import auth_settings, corpus, ingest, serve
 
 ADMIN = make_key("admin-st", "default", admin=True)
 MAX_EXAMPLES = 15

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.keys import make_key
 from support.store import DefectiveIndex
-from tenancy_support import auth_settings, corpus, ingest, make_key, serve
+from tenancy_support import auth_settings, corpus, ingest, serve
 
 from app.search import SearchIntegrity
 from app.types import point_id

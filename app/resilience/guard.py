@@ -1,5 +1,6 @@
-"""Resilience primitives: Deadline, CircuitBreaker, RetryBudget and the Guard that composes them
-around one dependency call (deadline -> circuit breaker -> retry with full jitter).
+"""Deadline, RetryBudget and the Guard that composes them with a circuit breaker around one
+dependency call (deadline -> circuit breaker -> retry with full jitter). See
+docs/ARCHITECTURE.md, "Resilience".
 
 No I/O here: clocks, sleeps and the jitter's random source are injected, so every boundary is
 testable with a fake clock (tests/test_resilience_unit.py).
@@ -8,7 +9,6 @@ testable with a fake clock (tests/test_resilience_unit.py).
 from __future__ import annotations
 
 import asyncio
-import enum
 import random
 import time
 from collections import deque
@@ -18,9 +18,10 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_any, stop_base
-from tenacity.wait import wait_base
+from tenacity.wait import wait_exponential, wait_random_exponential
 
-from app.errors import CircuitOpen, DeadlineExceeded, DependencyError, DependencyTimeout
+from app.errors import DeadlineExceeded, DependencyError, DependencyTimeout
+from app.resilience.breaker import BreakerState, CircuitBreaker
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -41,169 +42,6 @@ class Deadline:
     @property
     def expired(self) -> bool:
         return self._clock() >= self.expires_at
-
-
-class BreakerState(enum.IntEnum):
-    """Values are the `rag_circuit_breaker_state` gauge values."""
-
-    CLOSED = 0
-    HALF_OPEN = 1
-    OPEN = 2
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerConfig:
-    window: int = 20
-    min_calls: int = 10
-    failure_rate: float = 0.5
-    open_s: float = 5.0
-    half_open_permits: int = 2
-    # a HALF_OPEN trial whose outcome was never reported (a caller bug) gives its permit back
-    # after this long, so the breaker can never get stuck refusing every call
-    trial_timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.window < 1 or self.min_calls < 1 or self.half_open_permits < 1:
-            raise ValueError("breaker window, min_calls and half_open_permits must be >= 1")
-        if not 0 < self.failure_rate <= 1:
-            raise ValueError("breaker failure_rate must be in (0, 1]")
-        if self.open_s <= 0 or self.trial_timeout_s <= 0:
-            raise ValueError("breaker open_s and trial_timeout_s must be > 0")
-
-    @property
-    def effective_min_calls(self) -> int:
-        # as resilience4j: a minimum above the window size would never be reached
-        return min(self.min_calls, self.window)
-
-
-@dataclass(eq=False, slots=True)
-class Permit:
-    """Permission for one call, handed back with its outcome. A permit from an earlier state
-    (the breaker moved on while the call ran) is stale: its outcome is not counted."""
-
-    generation: int
-    trial: bool
-    taken_at: float
-
-
-class CircuitBreaker:
-    """Count-based sliding-window breaker.
-
-    CLOSED: outcomes go into a window of the last `window` calls; once at least `min_calls`
-    are recorded and the failure share reaches `failure_rate`, it opens.
-    OPEN: every call is refused without touching the dependency, until exactly `open_s`
-    after opening, when it becomes HALF_OPEN.
-    HALF_OPEN: at most `half_open_permits` trial calls at once; a failure reopens it, and
-    `half_open_permits` successes close it with an empty window.
-    Ignored outcomes (cancelled calls, 4xx) release their permit and count as nothing.
-    Outcomes of calls permitted before the last state change are stale and count as nothing.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        config: BreakerConfig,
-        clock: Clock = time.monotonic,
-        on_state_change: Callable[[str, BreakerState], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.config = config
-        self._clock = clock
-        self._on_state_change = on_state_change
-        self._state = BreakerState.CLOSED
-        self._generation = 0
-        self._window: deque[bool] = deque(maxlen=config.window)  # True = failure
-        self._failures = 0
-        self._opened_at = 0.0
-        self._trials: set[Permit] = set()
-        self._trial_successes = 0
-
-    @property
-    def state(self) -> BreakerState:
-        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.config.open_s:
-            self._transition(BreakerState.HALF_OPEN)
-        return self._state
-
-    @property
-    def failure_rate(self) -> float:
-        """Failure share in the current window (0 when empty)."""
-        return self._failures / len(self._window) if self._window else 0.0
-
-    def open_remaining(self) -> float:
-        """Seconds until an OPEN breaker half-opens (0 unless OPEN)."""
-        if self.state is not BreakerState.OPEN:
-            return 0.0
-        return max(0.0, self._opened_at + self.config.open_s - self._clock())
-
-    def acquire(self) -> Permit:
-        """Take permission for one call, or raise CircuitOpen (no call may be made)."""
-        state = self.state
-        now = self._clock()
-        if state is BreakerState.CLOSED:
-            return Permit(self._generation, trial=False, taken_at=now)
-        if state is BreakerState.HALF_OPEN:
-            edge = now - self.config.trial_timeout_s
-            for p in [p for p in self._trials if p.taken_at <= edge]:
-                self._trials.discard(p)
-            if len(self._trials) < self.config.half_open_permits:
-                permit = Permit(self._generation, trial=True, taken_at=now)
-                self._trials.add(permit)
-                return permit
-        raise CircuitOpen(self.name, f"circuit breaker is {state.name.lower()}")
-
-    def _current(self, permit: Permit) -> bool:
-        if permit.generation != self._generation:
-            return False
-        if permit.trial:
-            # reclaimed by the trial timeout: its outcome no longer counts
-            return permit in self._trials
-        return True
-
-    def on_success(self, permit: Permit) -> None:
-        if not self._current(permit):
-            return
-        if self._state is BreakerState.HALF_OPEN:
-            self._trials.discard(permit)
-            self._trial_successes += 1
-            if self._trial_successes >= self.config.half_open_permits:
-                self._transition(BreakerState.CLOSED)
-        elif self._state is BreakerState.CLOSED:
-            self._record(failure=False)
-
-    def on_failure(self, permit: Permit) -> None:
-        if not self._current(permit):
-            return
-        if self._state is BreakerState.HALF_OPEN:
-            self._transition(BreakerState.OPEN)
-        elif self._state is BreakerState.CLOSED:
-            self._record(failure=True)
-            if (
-                len(self._window) >= self.config.effective_min_calls
-                and self._failures / len(self._window) >= self.config.failure_rate
-            ):
-                self._transition(BreakerState.OPEN)
-
-    def on_ignored(self, permit: Permit) -> None:
-        if self._current(permit) and permit.trial:
-            self._trials.discard(permit)
-
-    def _record(self, failure: bool) -> None:
-        if len(self._window) == self._window.maxlen and self._window[0]:
-            self._failures -= 1
-        self._window.append(failure)
-        self._failures += failure
-
-    def _transition(self, state: BreakerState) -> None:
-        self._state = state
-        self._generation += 1
-        self._window.clear()
-        self._failures = 0
-        self._trials.clear()
-        self._trial_successes = 0
-        if state is BreakerState.OPEN:
-            self._opened_at = self._clock()
-        if self._on_state_change is not None:
-            self._on_state_change(self.name, state)
 
 
 class RetryBudget:
@@ -250,20 +88,17 @@ class RetryConfig:
     cap_s: float = 0.2
 
 
-class wait_full_jitter(wait_base):  # named like tenacity's own waits
-    """AWS "full jitter": the n-th retry (n = 0, 1, ...) sleeps uniform(0, min(cap, base * 2**n))."""
+class wait_full_jitter(wait_random_exponential):  # named like tenacity's own waits
+    """tenacity's full jitter (the n-th retry, n = 0, 1, ..., sleeps uniform(0, min(cap, base *
+    2**n))) drawing from an injected random source, so that tests can seed it."""
 
     def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
+        super().__init__(multiplier=base_s, max=cap_s)
         self.rng = rng or random.Random()
 
-    def bound(self, n: int) -> float:
-        return min(self.cap_s, self.base_s * 2.0 ** min(n, 64))
-
     def __call__(self, retry_state: RetryCallState) -> float:
-        # attempt_number is 1 after the first failure: that is retry n = 0
-        return self.rng.uniform(0.0, self.bound(retry_state.attempt_number - 1))
+        high = wait_exponential.__call__(self, retry_state)  # the interval, computed by tenacity
+        return self.rng.uniform(self.min, high)
 
 
 class Guard:

@@ -1,0 +1,168 @@
+"""The whole-answer cache: a repeated /rag request answered without embedding, search or rerank,
+and never from before a write (see docs/ARCHITECTURE.md, "Answer cache").
+
+Two tiers: in process (LRU bounded in bytes) and Redis (shared by replicas, with a TTL). The key
+covers everything an answer depends on: the tenant, the canonical request, the embedder,
+reranker and collection identities, and the collection **generation**. Every write through the
+gateway bumps the generation before it returns; with Redis the generation is one shared counter,
+so a write through one replica changes every replica's next key. While Redis is unreachable
+the generation is this process's own: local writes still invalidate at once, but another
+replica's writes cannot be seen, so entries made then live at most `local_ttl_s`.
+
+Entries hold the answer's JSON without its `request_id` (each hit answers with its own).
+Concurrent identical misses compute once per process (single flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+
+from app.clients.redis_client import RedisClient, RedisUnavailable
+
+GENERATION_KEY = "answer:gen:"
+ANSWER_KEY = "answer:v1:"
+REQUEST_ID_PREFIX = b'{"request_id":'
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    value: str
+    shared: bool  # read from Redis (every replica sees the same), or this process's own
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    rest: bytes  # the answer's JSON after its request_id
+    expires_at: float
+
+
+def split_answer(body: bytes) -> bytes:
+    """The answer without its request_id: everything after the first field's value. The
+    pipeline writes request_id first, a JSON string without escapes (ids are [A-Za-z0-9-])."""
+    if not body.startswith(REQUEST_ID_PREFIX + b'"'):
+        raise ValueError("an answer starts with its request_id")
+    end = body.index(b'"', len(REQUEST_ID_PREFIX) + 1)
+    return body[end + 1 :]
+
+
+def join_answer(request_id: str, rest: bytes) -> bytes:
+    return REQUEST_ID_PREFIX + b'"' + request_id.encode() + b'"' + rest
+
+
+def answer_key(generation: str, identity: str, tenant: str, canonical_request: bytes) -> str:
+    h = hashlib.sha256()
+    for part in (generation.encode(), identity.encode(), tenant.encode(), canonical_request):
+        h.update(part)
+        h.update(b"\x00")
+    return ANSWER_KEY + h.hexdigest()
+
+
+class AnswerCache:
+    def __init__(
+        self,
+        redis: RedisClient | None,
+        collection: str,
+        max_bytes: int,
+        ttl_s: float,
+        local_ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.local_ttl_s = local_ttl_s
+        self._gen_key = GENERATION_KEY + collection
+        self._local_gen = 0
+        self._unshared_write = False
+        self._clock = clock
+        self._entries: LRUCache[str, Entry] = LRUCache(maxsize=max_bytes, getsizeof=_entry_size)
+        self._max_entry = max(1, max_bytes // 8)  # one answer never evicts most of the cache
+        self._flights: dict[str, asyncio.Future[bytes | None]] = {}
+
+    async def generation(self) -> Generation:
+        """The current generation: Redis's shared counter, else this process's own. A local
+        write whose shared bump failed is bumped first, so Redis never serves from before it."""
+        if self.redis is not None:
+            try:
+                if self._unshared_write:
+                    await self.redis.call(lambda r: r.incr(self._gen_key))
+                    self._unshared_write = False
+                raw = await self.redis.call(lambda r: r.get(self._gen_key))
+                return Generation(f"s{int(raw or 0)}", shared=True)
+            except (RedisUnavailable, ValueError):
+                pass
+        return Generation(f"l{self._local_gen}", shared=False)
+
+    async def bump(self) -> None:
+        """A write happened: every answer cached before it is unreachable from now on. Called
+        before the write's response is sent."""
+        self._local_gen += 1
+        self._entries.clear()  # unreachable anyway: give the memory back
+        if self.redis is not None:
+            try:
+                await self.redis.call(lambda r: r.incr(self._gen_key))
+            except RedisUnavailable:
+                # other replicas cannot know until Redis is back: their entries are bounded by
+                # their TTLs (documented); ours bumps the shared counter before using it again
+                self._unshared_write = True
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        now = self._clock()
+        if entry is not None:
+            if entry.expires_at > now:
+                return entry.rest
+            self._entries.pop(key, None)
+        if self.redis is None:
+            return None
+        try:
+            raw = await self.redis.call(lambda r: r.get(key))
+        except RedisUnavailable:
+            return None
+        if not isinstance(raw, bytes):
+            return None
+        self._remember(key, raw, self.local_ttl_s)
+        return raw
+
+    async def put(self, key: str, rest: bytes, generation: Generation) -> None:
+        self._remember(key, rest, self.ttl_s if generation.shared else self.local_ttl_s)
+        if self.redis is not None and generation.shared:
+            with contextlib.suppress(RedisUnavailable):  # the local tier still has it
+                await self.redis.call(lambda r: r.set(key, rest, ex=max(1, round(self.ttl_s))))
+
+    def _remember(self, key: str, rest: bytes, ttl_s: float) -> None:
+        if len(rest) <= self._max_entry:
+            self._entries[key] = Entry(rest, self._clock() + ttl_s)
+
+    async def single_flight(self, key: str, compute: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
+        """Compute a missing answer once per process; concurrent identical misses wait for it.
+        `compute` returns None for an answer that must not be cached (degraded): then each
+        waiter computes its own."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            result = await asyncio.shield(flight)
+            if result is not None:
+                return result
+            return await compute()
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._flights[key] = fut
+        try:
+            result = await compute()
+        except BaseException:
+            fut.set_result(None)
+            raise
+        finally:
+            self._flights.pop(key, None)
+        if not fut.done():
+            fut.set_result(result)
+        return result
+
+
+def _entry_size(entry: Entry) -> int:
+    return len(entry.rest) + 200  # the key and the entry's own overhead, roughly

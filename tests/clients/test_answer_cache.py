@@ -1,0 +1,175 @@
+"""The whole-answer cache with a real Redis: two tiers, generations shared by replicas, TTLs on
+an injected clock, byte bounds, Redis killed (local generation, the pending shared bump applied
+once it is back), single flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from app.answer_cache import AnswerCache, answer_key, join_answer, split_answer
+from app.clients.redis_client import RedisClient
+from app.resilience import BreakerConfig, CircuitBreaker
+from app.settings import RedisSettings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def redis(redis_server: Any) -> Iterator[Any]:
+    yield redis_server
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.resume()
+
+
+def client(url: str) -> RedisClient:
+    breaker = CircuitBreaker("redis", BreakerConfig(window=1, min_calls=1, open_s=0.001))
+    c = RedisClient.from_settings(RedisSettings(url=url, timeout_s=0.5), breaker)
+    assert c is not None
+    return c
+
+
+@pytest.fixture
+async def pair(redis_url: str, redis: Any) -> AsyncIterator[tuple[AnswerCache, AnswerCache, Clock]]:
+    """Two replicas' caches on one Redis, one collection name unique to the test."""
+    clock = Clock()
+    name = f"c{id(clock)}"
+    a = AnswerCache(client(redis_url), name, max_bytes=64_000, ttl_s=60, local_ttl_s=5, clock=clock)
+    b = AnswerCache(client(redis_url), name, max_bytes=64_000, ttl_s=60, local_ttl_s=5, clock=clock)
+    yield a, b, clock
+    for c in (a, b):
+        assert c.redis is not None
+        await c.redis.aclose()
+
+
+def body(rid: str, results: list[str]) -> bytes:
+    return orjson.dumps({"request_id": rid, "results": results, "cache": "miss"})
+
+
+def test_an_answer_is_stored_without_its_request_id_and_served_with_the_hits_own() -> None:
+    rest = split_answer(body("req-1", ["a", "b"]))
+    assert b"req-1" not in rest
+    assert orjson.loads(join_answer("req-2", rest)) == {
+        "request_id": "req-2",
+        "results": ["a", "b"],
+        "cache": "miss",
+    }
+    with pytest.raises(ValueError, match="starts with its request_id"):
+        split_answer(b'{"results": []}')
+
+
+def test_the_key_covers_generation_identity_tenant_and_request() -> None:
+    base = ("s1", "emb|rr|coll", "t1", b'{"q":"x","k":50}')
+    keys = {
+        answer_key(*base),
+        answer_key("s2", *base[1:]),
+        answer_key(base[0], "emb2|rr|coll", *base[2:]),
+        answer_key(*base[:2], "t2", base[3]),
+        answer_key(*base[:3], b'{"q":"x","k":51}'),
+    }
+    assert len(keys) == 5
+
+
+async def test_a_write_through_one_replica_changes_the_others_next_key(
+    pair: tuple[AnswerCache, AnswerCache, Clock],
+) -> None:
+    a, b, _ = pair
+    gen = await a.generation()
+    assert gen.shared
+    key = answer_key(gen.value, "id", "t1", b"req")
+    await a.put(key, b',"results":[1]}', gen)
+    assert await b.get(key) == b',"results":[1]}'  # from Redis: shared by replicas
+
+    await a.bump()
+    gen_b = await b.generation()
+    assert gen_b.value != gen.value
+    assert await b.get(answer_key(gen_b.value, "id", "t1", b"req")) is None  # the very next request misses
+
+
+async def test_local_tier_ttl_and_byte_bound(redis_url: str, redis: Any) -> None:
+    clock = Clock()
+    cache = AnswerCache(None, "local-only", max_bytes=8_000, ttl_s=60, local_ttl_s=5, clock=clock)
+    gen = await cache.generation()
+    assert not gen.shared and gen.value == "l0"
+    await cache.put("k1", b"x" * 100, gen)
+    clock.now += 4.999
+    assert await cache.get("k1") == b"x" * 100
+    clock.now += 0.001
+    assert await cache.get("k1") is None  # without a shared generation: local_ttl_s at most
+
+    for i in range(100):  # 100 entries of ~300 bytes into 8,000 bytes: the oldest go
+        await cache.put(f"n{i}", b"y" * 100, gen)
+    assert await cache.get("n99") is not None and await cache.get("n0") is None
+    await cache.put("huge", b"z" * 2000, gen)  # over an eighth of the cache: not kept
+    assert await cache.get("huge") is None
+
+    await cache.bump()
+    assert (await cache.generation()).value == "l1"
+
+
+async def test_redis_killed_then_back_the_local_write_is_bumped_before_the_shared_tier_is_used(
+    pair: tuple[AnswerCache, AnswerCache, Clock], redis: Any
+) -> None:
+    a, b, clock = pair
+    before = await a.generation()
+    key = answer_key(before.value, "id", "t1", b"req")
+    await b.put(key, b',"old":1}', before)
+
+    redis.kill()
+    down = await a.generation()
+    assert not down.shared
+    await a.bump()  # a write while Redis is down: local only, the shared bump is pending
+    assert await a.get(key) is None  # the local tier was cleared; Redis is not reachable
+    redis.start()
+    await asyncio.sleep(0.01)  # the breaker's 1 ms open time
+    clock.now += 1
+    after = await a.generation()
+    assert after.shared and after.value != before.value  # pending bump applied first
+    # every replica sees it (b's pooled connection died with Redis: its first call may fail
+    # and make it fall back to its own generation once)
+    for _ in range(3):
+        seen = await b.generation()
+        if seen.shared:
+            break
+        await asyncio.sleep(0.01)
+    assert seen.value == after.value
+
+
+async def test_single_flight_computes_once_and_never_shares_an_uncacheable_answer() -> None:
+    cache = AnswerCache(None, "sf", max_bytes=8_000, ttl_s=60, local_ttl_s=5)
+    calls = 0
+    gate = asyncio.Event()
+
+    async def compute() -> bytes | None:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return b',"r":1}'
+
+    tasks = [asyncio.ensure_future(cache.single_flight("k", compute)) for _ in range(10)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*tasks) == [b',"r":1}'] * 10
+    assert calls == 1
+
+    calls = 0
+
+    async def degraded() -> bytes | None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        return None
+
+    assert await asyncio.gather(*(cache.single_flight("d", degraded) for _ in range(5))) == [None] * 5
+    assert calls == 5  # each waiter computed its own: a degraded answer is never shared
