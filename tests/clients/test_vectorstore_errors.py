@@ -1,4 +1,4 @@
-"""The two translation tables of app/clients/vectorstore/errors.py, row by row: every row is the
+"""The two translation tables of app/clients/vectorstore (errors.py, client_errors.py), row by row: every row is the
 first match of one example exception of its library, and that example becomes the row's domain
 error, with what it means for the breaker (app/resilience.py counts `counts_as_failure`)."""
 
@@ -14,7 +14,8 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from app import errors as domain
-from app.clients.vectorstore.errors import CLIENT_ERRORS, EDGE_ERRORS, Row, translate, translated
+from app.clients.vectorstore.client_errors import CLIENT_ERRORS
+from app.clients.vectorstore.errors import EDGE_ERRORS, Row, translate, translated
 
 
 def answered(status: int) -> UnexpectedResponse:

@@ -24,13 +24,15 @@ same shard saw all of them). The pipeline still checks counts and falls back to 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.clients.vectorstore.base import Vectors
 from app.clients.vectorstore.edge import EdgeStore
-from app.clients.vectorstore.server import ServerStore
 from app.settings import QdrantSettings
 from app.types import Candidate, Filters, PointIn
+
+if TYPE_CHECKING:
+    from app.clients.vectorstore.server import ServerStore
 
 __all__ = ["EdgeStore", "ServerStore", "VectorStore", "vectorstore_from_settings"]
 
@@ -76,5 +78,20 @@ class VectorStore(Protocol):
 
 def vectorstore_from_settings(s: QdrantSettings) -> VectorStore:
     if s.url:
-        return ServerStore.from_settings(s)
+        return _server_store().from_settings(s)
     return EdgeStore.from_settings(s)
+
+
+def _server_store() -> type[ServerStore]:
+    # imported on first use, not with the package: qdrant-client adds about a second to the
+    # start-up of every process, and the default (embedded) backend never needs it
+    from app.clients.vectorstore.server import ServerStore
+
+    return ServerStore
+
+
+def __getattr__(name: str) -> Any:
+    """`from app.clients.vectorstore import ServerStore` still works (PEP 562)."""
+    if name == "ServerStore":
+        return _server_store()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,10 @@
 """The exceptions of both Qdrant libraries as domain errors (see docs/ARCHITECTURE.md, "Errors").
 
-One table per library, read like httpx's `map_httpcore_exceptions`: rows in order, most specific
-first; the first row whose type matches (and whose condition holds) gives the domain error. The
-last row of each table takes any Exception, so no library exception crosses the store's boundary.
-What the rows mean for the breaker (app/resilience.py):
+One table per library (qdrant-edge's here; qdrant-client's in client_errors.py, apart so that
+the embedded backend never imports qdrant-client), read like httpx's `map_httpcore_exceptions`:
+rows in order, most specific first; the first row whose type matches (and whose condition
+holds) gives the domain error. The last row of each table takes any Exception, so no library
+exception crosses the store's boundary. What the rows mean for the breaker (app/resilience.py):
 
 - the request was refused for one of its values (Qdrant's 400/422, "Wrong input", a value the
   binding cannot convert): `InputRejected`, the caller's fault, neither success nor failure;
@@ -19,16 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import httpx
-import pydantic
-from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
 from app.clients.vectorstore.shared import DEPENDENCY
 from app.errors import (
     DependencyBadResponse,
     DependencyError,
-    DependencyRejected,
     DependencyTimeout,
     DependencyUnavailable,
     InputRejected,
@@ -52,19 +47,19 @@ class Row:
     when: Check = _always
 
 
-def _status(*codes: int) -> Check:
+def status(*codes: int) -> Check:
     return lambda exc: getattr(exc, "status_code", None) in codes
 
 
-def _client_error(exc: BaseException) -> bool:
+def client_error(exc: BaseException) -> bool:
     return 400 <= int(getattr(exc, "status_code", 0) or 0) < 500
 
 
-def _source(*kinds: type[BaseException]) -> Check:
+def source(*kinds: type[BaseException]) -> Check:
     return lambda exc: isinstance(getattr(exc, "source", None), kinds)
 
 
-def _says(*starts: str) -> Check:
+def says(*starts: str) -> Check:
     return lambda exc: str(exc).startswith(starts)
 
 
@@ -80,38 +75,6 @@ REFUSED_VALUE = (
     "Not existing vector name",
 )
 
-CLIENT_ERRORS: tuple[Row, ...] = (
-    # a server's answer, by status
-    Row(UnexpectedResponse, DependencyUnavailable, "collection not found (404)", _status(404)),
-    Row(UnexpectedResponse, DependencyUnavailable, "overloaded or unreachable", _status(429, 502, 503, 504)),
-    Row(UnexpectedResponse, InputRejected, "refused a value of the request", _status(400, 422)),
-    Row(UnexpectedResponse, DependencyRejected, "refused the request", _client_error),
-    Row(UnexpectedResponse, DependencyBadResponse, "answered with an error"),
-    Row(ResourceExhaustedResponse, DependencyUnavailable, "rate limited (429)"),
-    # qdrant-client wraps both transport failures and unparsable answers in this one type
-    Row(
-        ResponseHandlingException,
-        DependencyTimeout,
-        "timed out",
-        _source(httpx.TimeoutException, TimeoutError),
-    ),
-    Row(
-        ResponseHandlingException,
-        DependencyUnavailable,
-        "request failed",
-        _source(httpx.TransportError, OSError),
-    ),
-    Row(ResponseHandlingException, DependencyBadResponse, "unusable answer"),
-    Row((TimeoutError, httpx.TimeoutException), DependencyTimeout, "timed out"),
-    Row((OSError, httpx.TransportError), DependencyUnavailable, "connection failed"),
-    # a request value the client's models or encoder cannot take: the caller's fault
-    Row((pydantic.ValidationError, UnicodeError), InputRejected, "client could not take a value"),
-    # local mode (":memory:") raises ValueError where a server answers 400 or 404
-    Row(ValueError, InputRejected, "local mode refused a value", _says(*REFUSED_VALUE)),
-    Row(ValueError, DependencyUnavailable, "local mode", lambda exc: "not found" in str(exc)),
-    Row(Exception, DependencyBadResponse, "client error"),
-)
-
 EDGE_ERRORS: tuple[Row, ...] = (
     # the binding could not convert a value (a lone surrogate, an integer out of range, a value
     # of another type): the request's fault, not the engine's
@@ -119,22 +82,24 @@ EDGE_ERRORS: tuple[Row, ...] = (
         (TypeError, ValueError, UnicodeError, OverflowError), InputRejected, "embedded engine refused a value"
     ),
     # the store was closed (its thread pool shut down, the shard closed) under a late call
-    Row(RuntimeError, DependencyUnavailable, "store closed", _says("cannot schedule new futures")),
-    Row(Exception, DependencyUnavailable, "store closed", _says("Service runtime error: Shard is not init")),
+    Row(RuntimeError, DependencyUnavailable, "store closed", says("cannot schedule new futures")),
+    Row(Exception, DependencyUnavailable, "store closed", says("Service runtime error: Shard is not init")),
     Row(TimeoutError, DependencyTimeout, "embedded engine timed out"),
     Row(OSError, DependencyUnavailable, "embedded engine storage failed"),
     # the engine raises plain Exceptions whose text starts with Qdrant's error kind
-    Row(Exception, DependencyTimeout, "embedded engine timed out", _says("Timeout error")),
-    Row(Exception, InputRejected, "embedded engine refused a value", _says(*REFUSED_VALUE)),
+    Row(Exception, DependencyTimeout, "embedded engine timed out", says("Timeout error")),
+    Row(Exception, InputRejected, "embedded engine refused a value", says(*REFUSED_VALUE)),
     Row(Exception, DependencyBadResponse, "embedded engine error"),
 )
 
 
 def _detail(exc: BaseException) -> str:
-    if isinstance(exc, UnexpectedResponse):
-        return f"{exc.status_code} {exc.reason_phrase}"
-    if isinstance(exc, ResponseHandlingException):
-        return repr(exc.source)
+    status, reason = getattr(exc, "status_code", None), getattr(exc, "reason_phrase", None)
+    if status is not None and reason is not None:  # a server's answer
+        return f"{status} {reason}"
+    source = getattr(exc, "source", None)
+    if isinstance(source, BaseException):  # qdrant-client's wrapper of what went wrong
+        return repr(source)
     return f"{type(exc).__name__}: {exc}"
 
 

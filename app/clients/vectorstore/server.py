@@ -8,7 +8,8 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient, models
 
 from app.clients.vectorstore.base import QdrantStore, Vectors
-from app.clients.vectorstore.errors import CLIENT_ERRORS, translated
+from app.clients.vectorstore.client_errors import CLIENT_ERRORS
+from app.clients.vectorstore.errors import translated
 from app.clients.vectorstore.shared import Condition, collection_info, index_entry, payload_indexes
 from app.settings import QdrantSettings
 from app.types import Candidate, PointIn
