@@ -22,7 +22,13 @@ from app.clients.vectorstore import (
     VectorStore,
     vectorstore_from_settings,
 )
-from app.errors import DependencyError, DependencyRejected, DependencyTimeout, DependencyUnavailable
+from app.errors import (
+    DependencyError,
+    DependencyRejected,
+    DependencyTimeout,
+    DependencyUnavailable,
+    InputRejected,
+)
 from app.settings import QdrantSettings
 from app.types import PointIn, point_id
 
@@ -35,6 +41,7 @@ pytestmark = [
 ]
 
 DIM = 16
+TENANT_INDEX = {"data_type": "keyword", "params": {"type": "keyword", "is_tenant": True}}
 TOPICS = ["alpha", "beta", "gamma"]
 BACKENDS = ["edge", "server"]
 
@@ -157,9 +164,9 @@ async def test_edge_collection_survives_reopen(tmp_path: Path) -> None:
 
 
 async def test_schema_hnsw_and_tenant_index(store: VectorStore, backend: str) -> None:
-    """DESIGN §4: HNSW m=32 / ef_construct=200 and a keyword index on `tenant` with is_tenant.
-    The embedded engine reports them back; qdrant-client's local mode does not keep them, so for
-    the server backend the test checks what the store asked the server to create."""
+    """The collection schema: HNSW m=32 / ef_construct=200 and a keyword index on `tenant` with
+    is_tenant. The embedded engine reports them back; qdrant-client's local mode does not keep
+    them, so for the server backend the test checks what the store asked the server to create."""
     points, _ = make_points("a", 40, seed=4)
     await load(store, points)
     info = await store.info()
@@ -172,7 +179,8 @@ async def test_schema_hnsw_and_tenant_index(store: VectorStore, backend: str) ->
         "config",
         "payload_schema",
     }
-    assert info["status"] == "green"
+    # the engine reports no status (it has no background optimizer); a server reports its own
+    assert info["status"] == (None if backend == "edge" else "green")
     assert info["points_count"] == 40
     assert info["config"]["params"]["vectors"] == {"size": DIM, "distance": "Cosine"}
     assert set(info["config"]["hnsw_config"]) == {"m", "ef_construct"}
@@ -182,11 +190,7 @@ async def test_schema_hnsw_and_tenant_index(store: VectorStore, backend: str) ->
         keyword = {"data_type": "keyword", "params": {"type": "keyword"}}
         # every allow-listed filter key is indexed (issue: selective filters came back short)
         assert info["payload_schema"] == {
-            "tenant": {
-                "data_type": "keyword",
-                "params": {"type": "keyword", "is_tenant": True},
-                "points": 40,
-            },
+            "tenant": {**TENANT_INDEX, "points": 40},
             "source": {**keyword, "points": 40},
             "doc_id": {**keyword, "points": 40},
             "topic": {**keyword, "points": 40},
@@ -218,7 +222,16 @@ async def test_hnsw_settings_flow_from_settings(backend: str, tmp_path: Path) ->
     try:
         await s.ensure_collection(DIM)
         if isinstance(s, EdgeStore):
-            assert (await s.info())["config"]["hnsw_config"] == {"m": 12, "ef_construct": 64}
+            # info() must report what the engine stored, not the settings of whoever asks: the
+            # store's own settings are swapped for the defaults (32/200) before asking
+            s._s = settings_for(backend, tmp_path)
+            points, _ = make_points("a", 40, seed=3)
+            await load(s, points)
+            info = await s.info()
+            assert info["config"]["hnsw_config"] == {"m": 12, "ef_construct": 64}
+            assert info["config"]["params"]["vectors"] == {"size": DIM, "distance": "Cosine"}
+            assert info["points_count"] == info["indexed_vectors_count"] == 40
+            assert info["status"] is None  # the engine reports none
         else:
             hnsw = s._client.calls[0][2]["hnsw_config"]
             assert (hnsw.m, hnsw.ef_construct) == (12, 64)
@@ -265,13 +278,7 @@ async def test_server_info_translates_a_server_answer(tmp_path: Path) -> None:
             "optimizer_config": {"default_segment_number": 0, "flush_interval_sec": 5},
             "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
         },
-        "payload_schema": {
-            "tenant": {
-                "data_type": "keyword",
-                "params": {"type": "keyword", "is_tenant": True},
-                "points": 1000,
-            }
-        },
+        "payload_schema": {"tenant": {**TENANT_INDEX, "points": 1000}},
     }
 
     class OneAnswer:
@@ -289,13 +296,7 @@ async def test_server_info_translates_a_server_answer(tmp_path: Path) -> None:
             "params": {"vectors": {"size": 384, "distance": "Cosine"}},
             "hnsw_config": {"m": 32, "ef_construct": 200},
         },
-        "payload_schema": {
-            "tenant": {
-                "data_type": "keyword",
-                "params": {"type": "keyword", "is_tenant": True},
-                "points": 1000,
-            }
-        },
+        "payload_schema": {"tenant": {**TENANT_INDEX, "points": 1000}},
     }
 
 
@@ -449,6 +450,21 @@ async def test_dropped_collection_is_unavailable_then_recreated(store: VectorSto
         await store.search(vectors["doc-0"], 5, 64, "a", {})
     assert await store.ensure_collection(DIM) is True
     assert await store.count() == 0
+
+
+async def test_a_filter_value_the_backend_refuses_is_input_rejected(loaded: Loaded) -> None:
+    """Mixed types in one key's values, a float: refused by the engine's binding or by
+    qdrant-client's models. The caller's fault on both backends: InputRejected (422), which the
+    breaker does not count."""
+    query = loaded.vectors["a"]["doc-0"]
+    bad: list[dict[str, Any]] = [{"topic": ["alpha", 5]}, {"rank": [1.5]}]
+    for filters in bad:
+        with pytest.raises(InputRejected) as err:
+            await loaded.store.search(query, 5, 64, "a", filters)
+        assert not err.value.counts_as_failure
+        with pytest.raises(InputRejected):
+            await loaded.store.count("a", filters)
+    assert await loaded.store.count("a") == 60  # and the store still answers
 
 
 async def test_upsert_of_wrong_dimension_is_a_dependency_error(store: VectorStore) -> None:

@@ -13,50 +13,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from support.store import DefectiveIndex
 
 from app.clients.vectorstore import EdgeStore
 from app.search import complete_search, forget_points, integrity_of, verify_writes
 from app.settings import QdrantSettings
-from app.types import Candidate, Filters, PointIn, point_id
+from app.types import PointIn, point_id
 
 DIM = 16
-
-
-class LossyStore:
-    """The real embedded store, except that its index (not exact search, not counts) cannot see
-    the points in `lost`."""
-
-    def __init__(self, inner: EdgeStore) -> None:
-        self._inner = inner
-        self.lost: set[str] = set()
-        self.exact_searches = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def search(
-        self,
-        vector: npt.NDArray[np.float32],
-        k: int,
-        ef: int,
-        tenant: str,
-        filters: Filters,
-        exact: bool = False,
-    ) -> list[Candidate]:
-        if exact:
-            self.exact_searches += 1
-            hits: list[Candidate] = await self._inner.search(vector, k, ef, tenant, filters, True)
-            return hits
-        hits = await self._inner.search(vector, k + len(self.lost), ef, tenant, filters)
-        return [h for h in hits if h.id not in self.lost][:k]
-
-    async def nearest_ids(
-        self, vectors: npt.NDArray[np.float32], k: int, ef: int, tenant: str
-    ) -> list[list[tuple[str, float]]]:
-        found: list[list[tuple[str, float]]] = await self._inner.nearest_ids(
-            vectors, k + len(self.lost), ef, tenant
-        )
-        return [[(i, s) for i, s in hits if i not in self.lost][:k] for hits in found]
 
 
 def points(tenant: str, n: int, seed: int) -> list[PointIn]:
@@ -75,10 +39,11 @@ def points(tenant: str, n: int, seed: int) -> list[PointIn]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LossyStore]:
+async def store(tmp_path: Path) -> AsyncIterator[DefectiveIndex]:
+    """The real embedded store, except that its index cannot see the points in `lost`."""
     inner = EdgeStore(QdrantSettings(path=tmp_path, collection="wv"))
     await inner.ensure_collection(DIM)
-    lossy = LossyStore(inner)
+    lossy = DefectiveIndex(inner)
     try:
         yield lossy
     finally:
@@ -95,7 +60,7 @@ async def write(store: Any, pts: list[PointIn]) -> dict[str, int]:
     return missed
 
 
-async def test_a_lost_point_makes_its_tenant_exact_until_found(store: LossyStore) -> None:
+async def test_a_lost_point_makes_its_tenant_exact_until_found(store: DefectiveIndex) -> None:
     acme, globex = points("acme", 20, 1), points("globex", 20, 2)
     assert await write(store, acme + globex) == {}
     more = points("acme", 5, 3)
@@ -118,7 +83,7 @@ async def test_a_lost_point_makes_its_tenant_exact_until_found(store: LossyStore
     assert hits[0].id == more[1].id and reasons == ["unverified_write"]  # the index again
 
 
-async def test_a_short_index_answer_is_served_exactly_and_counted(store: LossyStore) -> None:
+async def test_a_short_index_answer_is_served_exactly_and_counted(store: DefectiveIndex) -> None:
     acme = points("acme", 10, 5)
     await write(store, acme)
     store.lost = {acme[0].id, acme[1].id}
@@ -127,7 +92,7 @@ async def test_a_short_index_answer_is_served_exactly_and_counted(store: LossySt
     assert len(hits) == 10 and hits[0].id == acme[0].id and reasons == ["short"]
 
 
-async def test_concurrent_writes_do_not_erase_each_others_marks(store: LossyStore) -> None:
+async def test_concurrent_writes_do_not_erase_each_others_marks(store: DefectiveIndex) -> None:
     a, b = points("acme", 8, 6), points("acme", 8, 7)
     store.lost = {a[2].id}
     await asyncio.gather(write(store, a), write(store, b))
@@ -137,7 +102,7 @@ async def test_concurrent_writes_do_not_erase_each_others_marks(store: LossyStor
     assert set(integrity_of(store).unverified["acme"]) == {a[2].id}
 
 
-async def test_a_deleted_point_is_gone_not_lost(store: LossyStore) -> None:
+async def test_a_deleted_point_is_gone_not_lost(store: DefectiveIndex) -> None:
     a = points("acme", 6, 9)
     store.lost = {a[0].id, a[1].id}
     await write(store, a)

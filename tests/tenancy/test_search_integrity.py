@@ -15,13 +15,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy.typing as npt
 import pytest
 from support.keys import make_key
+from support.store import DefectiveIndex
 from tenancy_support import auth_settings, corpus, ingest, serve
 
 from app.search import SearchIntegrity
-from app.types import Candidate, Filters, point_id
+from app.types import point_id
 
 ADMIN = make_key("admin-si", "ops", admin=True)
 ACME = make_key("acme-si", "acme")
@@ -94,36 +94,15 @@ async def test_searches_racing_an_upload_see_every_confirmed_passage(model_dir: 
         assert len(await rag(client, ACME, q="cluster memory limit", k=200)) == 126
 
 
-class ShortStore:
-    """The real store, except that its index answers (not exact search) lose all but one hit:
-    an engine defect, made on purpose."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def search(
-        self,
-        vector: npt.NDArray[Any],
-        k: int,
-        ef: int,
-        tenant: str,
-        filters: Filters,
-        exact: bool = False,
-    ) -> list[Candidate]:
-        hits: list[Candidate] = await self._inner.search(vector, k, ef, tenant, filters, exact)
-        return hits if exact else hits[:1]
-
-
 async def test_a_short_index_answer_is_repeated_exactly_counted_and_logged(
     model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with serve(_settings(model_dir, tmp_path / "qdrant")) as (client, app):
         await ingest(client, ADMIN, "acme", DOCS)
         pipeline = app.state.rag.pipeline
-        pipeline.store = ShortStore(pipeline.store)
+        # the real store, except that its index answers (not exact search) lose all but one hit:
+        # an engine defect, made on purpose
+        pipeline.store = DefectiveIndex(pipeline.store, keep=1)
         with caplog.at_level(logging.WARNING, logger="rag.search"):
             for q in ("python packaging wheel", "anything else"):
                 assert len(await rag(client, ACME, q=q, k=10)) == 10
