@@ -21,11 +21,12 @@ import logging
 import math
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from cachetools import LRUCache, TTLCache
 
 from app.apikeys import DEFAULT_N, DEFAULT_P, DEFAULT_R, DKLEN, SALT_BYTES, KeyHash, split_token
 from app.errors import RateLimited, Unauthorized
@@ -37,6 +38,7 @@ log = logging.getLogger("rag.auth")
 
 CACHE_MAX_ENTRIES = 4096
 CLIENTS_MAX_ENTRIES = 4096
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,10 @@ class Authenticator:
         self._ttl = auth.cache_ttl_s
         self._clock = clock
         self._fingerprint_key = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, tuple[Principal | None, float]] = OrderedDict()
+        # fingerprint -> principal (None: a token known to be wrong), least recently used out first
+        self._cache: TTLCache[bytes, Principal | None] | None = None
+        if self._ttl > 0:
+            self._cache = TTLCache(maxsize=CACHE_MAX_ENTRIES, ttl=self._ttl, timer=clock)
         self._slots = asyncio.Semaphore(auth.verify_concurrency)
         self._keys: dict[str, _Key] = {}
         for k in keys:
@@ -109,7 +114,8 @@ class Authenticator:
         self._dummy = KeyHash(n, r, p, secrets.token_bytes(SALT_BYTES), secrets.token_bytes(dklen))
         self._failed_limit = auth.failed_per_client
         self._failed_window_s = float(auth.failed_window_s)
-        self._failed: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address -> (window start, count)
+        # address -> (window start, count), least recently used out first
+        self._failed: LRUCache[str, tuple[float, int]] = LRUCache(maxsize=CLIENTS_MAX_ENTRIES)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
@@ -140,23 +146,16 @@ class Authenticator:
         return hmac.new(self._fingerprint_key, token.encode(), hashlib.sha256).digest()
 
     def _cached(self, fp: bytes) -> tuple[bool, Principal | None]:
-        hit = self._cache.get(fp)
-        if hit is None:
+        if self._cache is None:
             return False, None
-        principal, expires = hit
-        if self._clock() >= expires:
-            del self._cache[fp]
+        hit = self._cache.get(fp, _MISSING)  # one lookup: an entry may expire between two
+        if hit is _MISSING:
             return False, None
-        self._cache.move_to_end(fp)
-        return True, principal
+        return True, hit  # type: ignore[return-value]
 
     def _remember(self, fp: bytes, principal: Principal | None) -> None:
-        if self._ttl <= 0:
-            return
-        self._cache[fp] = (principal, self._clock() + self._ttl)
-        self._cache.move_to_end(fp)
-        while len(self._cache) > CACHE_MAX_ENTRIES:
-            self._cache.popitem(last=False)
+        if self._cache is not None:
+            self._cache[fp] = principal
 
     def _failures(self, client: str) -> tuple[float, int]:
         """(window start, failed derivations) of `client` in its current window."""
@@ -179,9 +178,6 @@ class Authenticator:
     def _record_failure(self, client: str) -> None:
         start, count = self._failures(client)
         self._failed[client] = (start, count + 1)
-        self._failed.move_to_end(client)
-        while len(self._failed) > CLIENTS_MAX_ENTRIES:
-            self._failed.popitem(last=False)
 
     async def authenticate(self, token: str | None, client: str = "") -> Principal:
         """The caller's Principal, or Unauthorized (or RateLimited: `client`, the caller's address,
