@@ -21,9 +21,38 @@ from app.api.auth import Admin
 from app.api.deps import State
 from app.errors import PayloadTooLarge
 from app.jobs import JobRunner
+from app.schemas import ErrorBody
 from app.settings import TENANT_PATTERN
 
 router = APIRouter(tags=["jobs"])
+_BASE_ERRORS = {
+    401: "missing, malformed, wrong or revoked API key",
+    403: "the key is not an admin key",
+    422: "invalid input",
+    429: "the key's rate limit is used up (Retry-After, X-RateLimit-* set)",
+}
+
+
+def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"model": ErrorBody, "description": text} for code, text in {**_BASE_ERRORS, **extra}.items()
+    }
+
+
+_UPLOAD = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-ndjson": {
+                "schema": {
+                    "type": "array",
+                    "description": "JSON Lines: one document per line, checked line by line as the job runs",
+                    "items": {"type": "object"},
+                }
+            }
+        },
+    }
+}
 log = logging.getLogger("rag.jobs")
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
 LIST_LIMIT = 100
@@ -41,7 +70,14 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-@router.post("/jobs/ingest", status_code=202)
+@router.post(
+    "/jobs/ingest",
+    status_code=202,
+    openapi_extra=_UPLOAD,
+    responses=_errors(
+        {404: "jobs are off", 408: "the upload stalled", 413: "body too large", 415: "not JSON Lines"}
+    ),
+)
 async def submit_ingest(
     request: Request,
     tenant: Annotated[str, Query(pattern=TENANT_PATTERN, description="tenant the documents belong to")],
@@ -93,7 +129,7 @@ async def submit_ingest(
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="job id")]
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=_errors({404: "no such job"}))
 async def get_job(job_id: JobId, request: Request, state: State, admin: Admin) -> Response:
     """One job's state and counts."""
     job = _runner(state).store.load(job_id)
@@ -102,14 +138,14 @@ async def get_job(job_id: JobId, request: Request, state: State, admin: Admin) -
     return _json(job.public())
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=_errors({404: "jobs are off"}))
 async def list_jobs(request: Request, state: State, admin: Admin) -> Response:
     """The most recent jobs, newest first."""
     jobs = _runner(state).store.all()[:LIST_LIMIT]
     return _json({"jobs": [j.public() for j in jobs]})
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", responses=_errors({404: "no such job"}))
 async def cancel_job(job_id: JobId, request: Request, state: State, admin: Admin) -> Response:
     """Cancel a job: a queued one at once, a running one after its current batch (what it wrote
     stays, and its state says so); a finished job is left as it is."""

@@ -208,3 +208,16 @@ async def test_admin_collection_reports_the_engines_numbers(gateway: tuple[httpx
     gw = result["gateway"]
     assert gw["backend"] == "embedded" and gw["embedder"]["dim"] == 384
     assert gw["last_write_at"] is not None and gw["generation"] is None  # the answer cache is off
+
+
+async def test_a_document_over_one_mebibyte_is_422(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+    """Up to 1 MiB of text is taken (and chunked); one character more is refused, naming `text`
+    (this module's body limit is the default 4 MiB, so the document itself is what is refused)."""
+    from app.document_in import MAX_TEXT_CHARS
+
+    client, _ = gateway
+    too_long = {"tenant": "t1", "documents": [{"id": "huge", "text": "a " * (MAX_TEXT_CHARS // 2) + "b"}]}
+    r = await client.post("/documents", json=too_long, headers=ADMIN.headers)
+    err = assert_json_error(r, 422, "invalid_request")
+    assert "text" in err["message"]
+    assert MAX_TEXT_CHARS == 1024 * 1024

@@ -5,6 +5,7 @@ ignored (requests without or with a broken key get 401)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,15 @@ from support.keys import make_key
 from tenancy_support import auth_settings, corpus, ingest, serve
 
 ADMIN = make_key("admin-st", "default", admin=True)
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _json_lines(ctx: Any, value: Any) -> bytes:
+    """A JSON Lines upload: one line per generated item."""
+    items = value if isinstance(value, list) else [value]
+    return b"".join(json.dumps(item).encode() + b"\n" for item in items)
+
+
 MAX_EXAMPLES = 15
 # POST /documents embeds what it gets: fewer examples keep the run short
 EXAMPLES = {
@@ -70,6 +80,13 @@ OPERATIONS = [
     ("GET", "/livez", False),
     ("GET", "/readyz", False),
     ("GET", "/metrics", False),
+    # its body is checked line by line as the job runs (bad lines are reported, not refused):
+    # there is no request the upload itself rejects for its content, so no negative data
+    ("POST", "/jobs/ingest", False),
+    ("GET", "/jobs", False),
+    ("GET", "/jobs/{job_id}", True),
+    ("DELETE", "/jobs/{job_id}", True),
+    ("GET", "/admin/collection", False),
 ]
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
