@@ -11,22 +11,14 @@ from starlette.responses import Response
 
 from app.api.auth import Admin
 from app.api.deps import State
-from app.schemas import ErrorBody
+from app.api.responses import ADMIN_ERRORS, documented
 
 router = APIRouter(tags=["admin"])
 
 
 @router.get(
     "/admin/collection",
-    responses={
-        code: {"model": ErrorBody, "description": text}
-        for code, text in {
-            401: "missing, malformed, wrong or revoked API key",
-            403: "the key is not an admin key",
-            429: "the key's rate limit is used up",
-            503: "the vector store is unavailable (Retry-After set)",
-        }.items()
-    },
+    responses=documented(ADMIN_ERRORS, {503: "the vector store is unavailable (Retry-After set)"}),
 )
 async def collection(state: State, admin: Admin) -> Response:
     """The serving collection: what the engine reports, and what the gateway knows of it."""

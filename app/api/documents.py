@@ -24,9 +24,9 @@ from starlette.responses import Response
 
 from app.api.auth import Admin
 from app.api.deps import State
+from app.api.responses import ADMIN_ERRORS, documented
 from app.document_in import DOC_ID_PATTERN, MAX_DOCUMENTS, DocumentIn, check_filter_types, to_document
 from app.ingest import content_hash, document_point_ids, ingest_documents
-from app.schemas import ErrorBody
 from app.search import forget_points
 from app.settings import TENANT_PATTERN
 from app.types import point_id
@@ -62,15 +62,9 @@ class DeletedResponse(BaseModel):
 
 
 def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    base = {
-        401: "missing, malformed, wrong or revoked API key",
-        403: "the key is not an admin key",
-        422: "invalid input",
-        429: "the key's rate limit is used up (Retry-After, X-RateLimit-* set)",
-        503: "the vector store or the embedder is unavailable (Retry-After set)",
-        **extra,
-    }
-    return {code: {"model": ErrorBody, "description": text} for code, text in base.items()}
+    return documented(
+        ADMIN_ERRORS, {503: "the vector store or the embedder is unavailable (Retry-After set)"}, extra
+    )
 
 
 def _json(body: BaseModel) -> Response:

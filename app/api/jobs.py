@@ -19,24 +19,16 @@ from starlette.responses import Response
 
 from app.api.auth import Admin
 from app.api.deps import State
+from app.api.responses import ADMIN_ERRORS, documented
 from app.errors import PayloadTooLarge
 from app.jobs import JobRunner
-from app.schemas import ErrorBody
 from app.settings import TENANT_PATTERN
 
 router = APIRouter(tags=["jobs"])
-_BASE_ERRORS = {
-    401: "missing, malformed, wrong or revoked API key",
-    403: "the key is not an admin key",
-    422: "invalid input",
-    429: "the key's rate limit is used up (Retry-After, X-RateLimit-* set)",
-}
 
 
 def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    return {
-        code: {"model": ErrorBody, "description": text} for code, text in {**_BASE_ERRORS, **extra}.items()
-    }
+    return documented(ADMIN_ERRORS, extra)
 
 
 _UPLOAD = {

@@ -16,17 +16,17 @@ from app.answer_cache import answer_key, join_answer, split_answer
 from app.api.auth import Policy
 from app.api.context import RequestContext, request_context
 from app.api.deps import State, get_deadline
+from app.api.responses import documented
 from app.lifespan import AppState
 from app.pipeline import RagResult, as_dict
 from app.policy import TenantPolicy
 from app.resilience import Deadline
-from app.schemas import ErrorBody, RagRequest, RagResponse
+from app.schemas import RagRequest, RagResponse
 
 router = APIRouter()
 
-_ERRORS = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+_ERRORS = documented(
+    {
         400: "malformed JSON",
         401: "missing, malformed, wrong or revoked API key (WWW-Authenticate set)",
         413: "body too large",
@@ -34,11 +34,11 @@ _ERRORS = {
         429: "the key's rate limit is used up (Retry-After, X-RateLimit-* set)",
         503: "dependency unavailable or overloaded (Retry-After set)",
         504: "deadline exceeded",
-    }.items()
-}
+    }
+)
 
 
-@router.post("/rag", response_model=RagResponse, responses=_ERRORS)  # type: ignore[arg-type]
+@router.post("/rag", response_model=RagResponse, responses=_ERRORS)
 async def rag(
     body: RagRequest,
     ctx: Annotated[RequestContext, Depends(request_context)],

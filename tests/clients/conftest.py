@@ -83,3 +83,12 @@ def silent_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
     finally:
         sock.close()
+
+
+@pytest.fixture
+def redis(redis_server: Any) -> Iterator[Any]:
+    """The session's Redis, left running and resumed whatever the test did to it."""
+    yield redis_server
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.resume()

@@ -5,32 +5,17 @@ once it is back), single flight."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from support.clock import FakeClock
 
 from app.answer_cache import AnswerCache, answer_key, join_answer, split_answer
 from app.clients.redis_client import RedisClient
 from app.resilience import BreakerConfig, CircuitBreaker
 from app.settings import RedisSettings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def redis(redis_server: Any) -> Iterator[Any]:
-    yield redis_server
-    if redis_server.proc is None:
-        redis_server.start()
-    redis_server.resume()
 
 
 def client(url: str) -> RedisClient:
@@ -41,9 +26,9 @@ def client(url: str) -> RedisClient:
 
 
 @pytest.fixture
-async def pair(redis_url: str, redis: Any) -> AsyncIterator[tuple[AnswerCache, AnswerCache, Clock]]:
+async def pair(redis_url: str, redis: Any) -> AsyncIterator[tuple[AnswerCache, AnswerCache, FakeClock]]:
     """Two replicas' caches on one Redis, one collection name unique to the test."""
-    clock = Clock()
+    clock = FakeClock()
     name = f"c{id(clock)}"
     a = AnswerCache(client(redis_url), name, max_bytes=64_000, ttl_s=60, local_ttl_s=5, clock=clock)
     b = AnswerCache(client(redis_url), name, max_bytes=64_000, ttl_s=60, local_ttl_s=5, clock=clock)
@@ -82,7 +67,7 @@ def test_the_key_covers_generation_identity_tenant_and_request() -> None:
 
 
 async def test_a_write_through_one_replica_changes_the_others_next_key(
-    pair: tuple[AnswerCache, AnswerCache, Clock],
+    pair: tuple[AnswerCache, AnswerCache, FakeClock],
 ) -> None:
     a, b, _ = pair
     gen = await a.generation()
@@ -98,7 +83,7 @@ async def test_a_write_through_one_replica_changes_the_others_next_key(
 
 
 async def test_local_tier_ttl_and_byte_bound(redis_url: str, redis: Any) -> None:
-    clock = Clock()
+    clock = FakeClock()
     cache = AnswerCache(None, "local-only", max_bytes=8_000, ttl_s=60, local_ttl_s=5, clock=clock)
     gen = await cache.generation()
     assert not gen.shared and gen.value == "l0"
@@ -119,7 +104,7 @@ async def test_local_tier_ttl_and_byte_bound(redis_url: str, redis: Any) -> None
 
 
 async def test_redis_killed_then_back_the_local_write_is_bumped_before_the_shared_tier_is_used(
-    pair: tuple[AnswerCache, AnswerCache, Clock], redis: Any
+    pair: tuple[AnswerCache, AnswerCache, FakeClock], redis: Any
 ) -> None:
     a, b, clock = pair
     before = await a.generation()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support.clock import FakeClock
 
 from app.clients.cache import KEY_PREFIX, RerankCache, cache_key, pack, unpack
 from app.clients.redis_client import RedisUnavailable
@@ -114,14 +115,6 @@ def test_unpack_refuses_a_truncated_value() -> None:
 # --- against the real Redis --------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -147,15 +140,6 @@ async def cache(redis_url: str, breaker: CircuitBreaker) -> AsyncIterator[Rerank
         yield c
     finally:
         await c.aclose()
-
-
-@pytest.fixture
-def redis(redis_server: Any) -> Iterator[Any]:
-    """The session's Redis, left running and resumed whatever the test did to it."""
-    yield redis_server
-    if redis_server.proc is None:
-        redis_server.start()
-    redis_server.resume()
 
 
 def connections_received(redis_server: Any) -> int:

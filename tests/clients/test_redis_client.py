@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from redis import exceptions as rx
 from support.app import make_settings, running_app
+from support.clock import FakeClock
 
 from app.clients.redis_client import translate_redis_error
 from app.errors import (
@@ -41,16 +42,8 @@ def test_every_row_of_the_redis_error_table(exc: Exception, expected: type[Depen
     assert err.counts_as_failure
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_registry_iterates_its_breakers_and_refresh_half_opens_them() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     changes: list[tuple[str, BreakerState]] = []
     registry = BreakerRegistry(on_state_change=lambda n, s: changes.append((n, s)), clock=clock)
     a = registry.create("a", BreakerConfig(window=1, min_calls=1, open_s=2.0))
