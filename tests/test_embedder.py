@@ -123,7 +123,7 @@ def mis_exported_model(model_dir: Path, tmp_path: Path) -> Path:
     broken = tmp_path / "mis-exported"
     broken.mkdir()
     for name in ("model.onnx", "tokenizer.json"):
-        (broken / name).symlink_to(model_dir / name)
+        (broken / name).symlink_to((model_dir / name).resolve())
     manifest = json.loads((model_dir / "manifest.json").read_text())
     (broken / "manifest.json").write_text(json.dumps({**manifest, "max_length": 1024}))
     return broken

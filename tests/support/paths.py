@@ -6,4 +6,5 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_DIR = Path(os.environ.get("RAG_EMBEDDER__MODEL_DIR", ROOT / "data/models/all-MiniLM-L6-v2"))
+# absolute: `make test` exports it relative to the checkout, and tests link to it from elsewhere
+MODEL_DIR = Path(os.environ.get("RAG_EMBEDDER__MODEL_DIR", ROOT / "data/models/all-MiniLM-L6-v2")).resolve()
