@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from support.paths import ROOT
 
 from scripts.settings_doc import BEGIN, END, rows, table
@@ -78,8 +77,7 @@ def test_every_rag_variable_named_in_docs_exists() -> None:
 
 
 def test_every_docs_reference_in_the_code_and_the_docs_resolves() -> None:
-    if not (ROOT / "docs").is_dir():
-        pytest.skip("no docs/ in this checkout yet: nothing to resolve the references against")
+    assert (ROOT / "docs" / "ARCHITECTURE.md").is_file(), "the design document the code cites"
     sources = [*sorted((ROOT / "app").rglob("*.py")), *doc_files()]
     bad = {
         str(path.relative_to(ROOT)): refs
