@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import orjson
 from cachetools import LRUCache
 
 from app.clients.redis_client import RedisClient, RedisUnavailable
@@ -45,17 +46,17 @@ class Entry:
     expires_at: float
 
 
-def split_answer(body: bytes) -> bytes:
-    """The answer without its request_id: everything after the first field's value. The
-    pipeline writes request_id first, a JSON string without escapes (ids are [A-Za-z0-9-])."""
-    if not body.startswith(REQUEST_ID_PREFIX + b'"'):
+def split_answer(body: bytes, request_id: str) -> bytes:
+    """The answer without its request_id: what follows the first field, which the pipeline writes
+    first. The id is serialized as orjson writes it (a client's id may hold quotes)."""
+    prefix = REQUEST_ID_PREFIX + orjson.dumps(request_id)
+    if not body.startswith(prefix):
         raise ValueError("an answer starts with its request_id")
-    end = body.index(b'"', len(REQUEST_ID_PREFIX) + 1)
-    return body[end + 1 :]
+    return body[len(prefix) :]
 
 
 def join_answer(request_id: str, rest: bytes) -> bytes:
-    return REQUEST_ID_PREFIX + b'"' + request_id.encode() + b'"' + rest
+    return REQUEST_ID_PREFIX + orjson.dumps(request_id) + rest
 
 
 def answer_key(generation: str, identity: str, tenant: str, canonical_request: bytes) -> str:

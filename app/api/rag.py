@@ -70,7 +70,7 @@ async def rag(
     async def compute() -> tuple[bytes | None, tuple[bytes, RagResult]]:
         out = await _compute(state, body, policy, deadline, ctx)
         # a degraded answer is never cached: the next request may get the full one
-        return (None if out[1].degraded else split_answer(out[0])), out
+        return (None if out[1].degraded else split_answer(out[0], ctx.request_id)), out
 
     shared, own = await answers.single_flight(key, compute)
     if own is None:  # an identical request computed it meanwhile

@@ -43,15 +43,26 @@ def body(rid: str, results: list[str]) -> bytes:
 
 
 def test_an_answer_is_stored_without_its_request_id_and_served_with_the_hits_own() -> None:
-    rest = split_answer(body("req-1", ["a", "b"]))
+    rest = split_answer(body("req-1", ["a", "b"]), "req-1")
     assert b"req-1" not in rest
     assert orjson.loads(join_answer("req-2", rest)) == {
         "request_id": "req-2",
         "results": ["a", "b"],
         "cache": "miss",
     }
+    # a client's request id may hold quotes and backslashes: never a broken or shifted answer
+    hostile = 'x"\\y\\"z'
+    rest = split_answer(body(hostile, ["c"]), hostile)
+    assert orjson.loads(join_answer(hostile, rest)) == {
+        "request_id": hostile,
+        "results": ["c"],
+        "cache": "miss",
+    }
+    assert orjson.loads(join_answer("plain", rest))["results"] == ["c"]
     with pytest.raises(ValueError, match="starts with its request_id"):
-        split_answer(b'{"results": []}')
+        split_answer(b'{"results": []}', "req-1")
+    with pytest.raises(ValueError, match="starts with its request_id"):
+        split_answer(body("req-1", []), "req-2")
 
 
 def test_the_key_covers_generation_identity_tenant_and_request() -> None:

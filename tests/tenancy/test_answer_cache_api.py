@@ -64,10 +64,20 @@ async def test_a_repeat_is_a_hit_with_its_own_request_id(
     # the same request in another spelling is the same answer: defaults applied, filters ordered
     spelled = await ask(a, ALICE, body={"top_n": 5, "rerank": True, "q": "  " + QUERY["q"] + " "})
     assert spelled.headers["x-answer-cache"] == "hit"
+    # a client's own request id with quotes: the cached answer and every later hit stay JSON
+    quoted = 'my "id" \\ here'
+    hit = await ask(a, ALICE, **{"X-Request-ID": quoted})
+    assert hit.headers["x-answer-cache"] == "hit" and hit.json()["request_id"] == quoted
+    other = {"q": "starter smells of acetone"}
+    miss = await ask(a, ALICE, body=other, **{"X-Request-ID": quoted})  # stored from this one
+    later = await ask(a, ALICE, body=other)
+    assert (miss.headers["x-answer-cache"], later.headers["x-answer-cache"]) == ("miss", "hit")
+    assert later.json()["request_id"] == later.headers["x-request-id"]
+    assert later.json()["results"] == miss.json()["results"]
     bypass = await ask(a, ALICE, **{"Cache-Control": "no-cache"})
     assert bypass.headers["x-answer-cache"] == "bypass"
     metrics = (await a.get("/metrics")).text
-    assert "rag_answer_cache_hit_total 2.0" in metrics and "rag_answer_cache_miss_total 1.0" in metrics
+    assert "rag_answer_cache_hit_total 4.0" in metrics and "rag_answer_cache_miss_total 2.0" in metrics
 
 
 async def test_a_write_changes_the_next_answer_here_and_in_the_other_replica(
