@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.clients.vectorstore.files import copy_tree
 from app.settings import QdrantSettings
 from bench import data, loadgen, recall, report, servers
 from bench.data import log
@@ -168,7 +169,7 @@ class Bench:
         if "S5" in self.plan.scenarios:
             # its own copy: one process owns an embedded shard directory
             traced_path = RUN_DIR / "traced-shard"
-            shutil.copytree(shards[CORPUS_N], traced_path)
+            copy_tree(shards[CORPUS_N], traced_path)
             traced = servers.gateway(
                 "gateway-traced", traced_path, self.model_dir, rurl(1), RUN_DIR, otlp=self.sink.endpoint
             )

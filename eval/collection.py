@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from app.clients.embedder import Embedder, OnnxEmbedder, embedder_from_settings
 from app.clients.vectorstore import vectorstore_from_settings
+from app.clients.vectorstore.files import copy_tree
 from app.ingest import Document, ingest_documents
 from app.settings import EmbedderSettings, QdrantSettings
 
@@ -211,5 +212,5 @@ def _publish(tmp: Path, entry: Path, meta: dict[str, Any], replace: bool) -> dic
 
 def private_copy(built: Built, dest: Path) -> Path:
     """Copy the cached collection to `dest`; returns the qdrant path to open it from."""
-    shutil.copytree(built.path / "qdrant", dest / "qdrant")
+    copy_tree(built.path / "qdrant", dest / "qdrant")
     return dest / "qdrant"

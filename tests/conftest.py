@@ -35,6 +35,7 @@ from support.net import free_port  # noqa: E402
 from support.paths import MODEL_DIR  # noqa: E402
 from support.redis import RedisServer  # noqa: E402
 
+from app.clients.vectorstore.files import copy_tree  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 CORPUS_SIZE = 600
@@ -101,7 +102,7 @@ def built_collection(
 def qdrant_path(built_collection: Path, tmp_path: Path) -> Path:
     """A private copy of the built collection: one embedded engine per directory."""
     dest = tmp_path / "qdrant"
-    shutil.copytree(built_collection, dest)
+    copy_tree(built_collection, dest)
     return dest
 
 

@@ -3,7 +3,6 @@ closed, nothing in flight; stopped when the module is done), and an httpx client
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ import httpx
 import pytest
 from hostile_support import Gateway, start_gateway
 from support.net import free_port
+
+from app.clients.vectorstore.files import copy_tree
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def gateway(
         redis_server.start()
     base = tmp_path_factory.mktemp("hostile")
     qdrant = base / "qdrant"
-    shutil.copytree(built_collection, qdrant)
+    copy_tree(built_collection, qdrant)
     gw = start_gateway(
         free_port(),
         {

@@ -5,7 +5,6 @@ document of the upload is there, once."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from typing import Any
 import httpx
 from hostile_support import ADMIN, MALLORY, start_gateway
 from support.net import free_port
+
+from app.clients.vectorstore.files import copy_tree
 
 DOCS = 160
 
@@ -27,7 +28,7 @@ def test_a_job_killed_mid_way_resumes_after_a_restart(
     model_dir: Path, built_collection: Path, redis_server: Any, tmp_path: Path
 ) -> None:
     qdrant = tmp_path / "qdrant"
-    shutil.copytree(built_collection, qdrant)
+    copy_tree(built_collection, qdrant)
     env = {
         "RAG_EMBEDDER__MODEL_DIR": str(model_dir),
         "RAG_QDRANT__PATH": str(qdrant),
