@@ -51,6 +51,11 @@ class EmbedderSettings(BaseModel):
         "onnx", description="`onnx` in-process model or `http` remote service"
     )
     model_dir: Path = Field(Path("data/models/all-MiniLM-L6-v2"), description="exported ONNX model directory")
+    variant: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="ONNX weights: `fp32`, or `int8` (dynamic quantisation: less CPU per query); a"
+        " collection must be searched with the variant that embedded it",
+    )
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime pick")
     cache_size: int = Field(4096, ge=0, description="query-embedding LRU entries; 0 disables it")
     url: str | None = Field(None, description="base URL of a remote embedding service (kind=http)")

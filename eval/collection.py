@@ -70,7 +70,8 @@ class ShardedEmbedder:
 
     def __init__(self, settings: EmbedderSettings, sessions: int) -> None:
         self._parts = [
-            OnnxEmbedder(settings.model_dir, threads=1, cache_size=0) for _ in range(max(1, sessions))
+            OnnxEmbedder(settings.model_dir, threads=1, cache_size=0, variant=settings.variant)
+            for _ in range(max(1, sessions))
         ]
         self.id = self._parts[0].id
         self.dim = self._parts[0].dim

@@ -7,8 +7,11 @@ gateway itself runs the exported graph with onnxruntime + tokenizers.
 
 Output directory layout (what app/clients/embedder/onnx.py reads):
   model.onnx        token embeddings [batch, seq, dim]; pooling happens in the gateway
+  model_int8.onnx   the same graph with int8 weights (onnxruntime dynamic quantisation), for
+                    RAG_EMBEDDER__VARIANT=int8
   tokenizer.json    the model's fast tokenizer
-  manifest.json     dim, max_length, pooling, source and a sha256 revision of model.onnx
+  manifest.json     dim, max_length, pooling, source, a sha256 revision of model.onnx, and
+                    `variants.int8` (file and revision of model_int8.onnx)
 
 Skips the export when the output already holds a manifest for the same source (use --force).
 """
@@ -106,6 +109,27 @@ def export(src: Path, out: Path, opset: int) -> dict[str, object]:
     }
 
 
+INT8_FILE = "model_int8.onnx"
+
+
+def _revision(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def quantize(out: Path) -> dict[str, str]:
+    """Write model_int8.onnx: model.onnx with int8 weights (dynamic quantisation: activations are
+    quantised at run time, so no calibration data is needed). Deterministic for the same input."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" hint is noise
+    tmp = out / (INT8_FILE + ".tmp")
+    quantize_dynamic(out / "model.onnx", tmp, weight_type=QuantType.QInt8)
+    tmp.replace(out / INT8_FILE)
+    return {"file": INT8_FILE, "revision": _revision(out / INT8_FILE)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output dir (default {DEFAULT_OUT})")
@@ -119,9 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     if manifest_path.exists() and (args.out / "model.onnx").exists() and not args.force:
         current = json.loads(manifest_path.read_text())
         if current.get("source_sha256") == source_sha:
+            int8 = current.get("variants", {}).get("int8")
+            if int8 is None or not (args.out / int8["file"]).exists():
+                current.setdefault("variants", {})["int8"] = quantize(args.out)
+                manifest_path.write_text(json.dumps(current, indent=2) + "\n")
+                print(f"added the int8 variant to {args.out}")
             print(f"ONNX model is current: {args.out} (revision {current['revision']})")
             return 0
     manifest = export(src, args.out, args.opset)
+    manifest["variants"] = {"int8": quantize(args.out)}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"exported ONNX model to {args.out} (revision {manifest['revision']})")
     return 0

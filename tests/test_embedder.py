@@ -86,6 +86,38 @@ def test_missing_model_dir_says_how_to_export(tmp_path: Path) -> None:
         OnnxEmbedder(tmp_path)
 
 
+def test_int8_variant_is_its_own_embedder_and_ranks_like_fp32(
+    model_dir: Path, corpus: list[dict[str, Any]]
+) -> None:
+    fp32 = OnnxEmbedder(model_dir, cache_size=0)
+    int8 = OnnxEmbedder(model_dir, cache_size=0, variant="int8")
+    # a different id: vectors of one variant are never taken for the other's (caches, collections)
+    assert int8.id != fp32.id and ":int8@" in int8.id and int8.dim == fp32.dim
+    a, b = fp32.encode(TEXTS), int8.encode(TEXTS)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert (a * b).sum(axis=1).min() > 0.9
+    # each variant searching its own vectors finds mostly the same neighbours
+    passages = [p["text"] for p in corpus[:300]]
+    queries = [" ".join(t.split()[:6]) for t in passages[::10]]
+    overlaps = []
+    for emb in (fp32, int8):
+        top = np.argsort(-(emb.encode(queries) @ emb.encode(passages).T), axis=1)[:, :10]
+        overlaps.append(top)
+    shared = [len(set(x) & set(y)) / 10 for x, y in zip(*overlaps, strict=True)]
+    assert float(np.mean(shared)) >= 0.7, shared
+
+
+def test_a_missing_int8_variant_says_how_to_export(model_dir: Path, tmp_path: Path) -> None:
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest.pop("variants", None)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "tokenizer.json").symlink_to(model_dir / "tokenizer.json")
+    (tmp_path / "model.onnx").symlink_to(model_dir / "model.onnx")
+    assert OnnxEmbedder(tmp_path).id == OnnxEmbedder(model_dir).id
+    with pytest.raises(FileNotFoundError, match=r"no int8 weights .*export_onnx\.py"):
+        OnnxEmbedder(tmp_path, variant="int8")
+
+
 async def test_concurrent_misses_share_model_calls_and_match_single(model_dir: Path) -> None:
     e = OnnxEmbedder(model_dir, cache_size=0, max_batch=4)
     calls: list[int] = []
