@@ -140,7 +140,7 @@ async def ingest_documents(
 
     A (tenant, doc id) given twice is one document: the later one wins, as if upserted in order.
     """
-    await store.ensure_collection(embedder.dim)
+    await store.ensure_collection(embedder.dim, embedder.id)
     latest = list({(d.tenant, d.doc_id): d for d in docs}.values())
     hashes = {(d.tenant, d.doc_id): doc_hash(d, chunker) for d in latest}
     # what these documents look like in the store, asked before anything is written

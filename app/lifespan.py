@@ -21,7 +21,7 @@ from app.clients.redis_client import RedisClient, breaker_config
 from app.clients.rerank import Reranker, reranker_from_settings
 from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.document_in import line_parser
-from app.errors import DependencyError
+from app.errors import DependencyError, DependencyRejected
 from app.ingest import Document, IngestStats, ingest_documents
 from app.jobs import Job, JobRunner, JobStore
 from app.observability.events import breaker_observer
@@ -115,7 +115,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             stack.push_async_callback(redis.aclose)
         cache = None if redis is None else RerankCache(redis, settings.redis.ttl_s)
 
-        await _announce(settings, store, cache)
+        await _announce(settings, store, embedder.id, cache)
         auth = Authenticator.from_settings(settings)
         auth.announce()
         limiter = RateLimiter(redis, settings.auth.rate_window_s)
@@ -197,9 +197,17 @@ async def _start_jobs(state: AppState) -> JobRunner:
     return runner
 
 
-async def _announce(settings: Settings, store: VectorStore, cache: RerankCache | None) -> None:
-    """Say at start-up what the gateway serves from, so an operator sees it in the first lines."""
+async def _announce(settings: Settings, store: VectorStore, embedder: str, cache: RerankCache | None) -> None:
+    """Say at start-up what the gateway serves from, so an operator sees it in the first lines.
+    A collection that another embedder made is refused here: the gateway does not start."""
     where: dict[str, Any] = {"collection": store.collection}
+    try:
+        await store.check_embedder(embedder)
+    except DependencyRejected as exc:
+        log.error("refusing to serve", extra={"collection": store.collection, "error": exc.message})
+        raise RuntimeError(exc.message) from None
+    except DependencyError:
+        pass  # not reachable now: said below, by the first call that fails the same way
     try:
         added = await store.ensure_indexes()
         if added:

@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> int:
         if args.recreate:
             await store.drop()
             store = vectorstore_from_settings(qdrant)
-        created = await store.ensure_collection(embedder.dim)
+        created = await store.ensure_collection(embedder.dim, embedder.id)
         print(f"collection {qdrant.collection!r}: {'created' if created else 'exists'}", file=sys.stderr)
         if args.if_empty and not created and await store.count() > 0:
             print("collection is not empty; nothing loaded (--if-empty)", file=sys.stderr)

@@ -243,3 +243,14 @@ async def test_a_query_never_waits_behind_a_whole_ingestion_batch(model_dir: Pat
         assert np.allclose(vectors[:16], whole, atol=1e-5)
     finally:
         await emb.aclose()
+
+
+async def test_the_gateway_refuses_a_collection_another_embedder_made(settings_factory: Any) -> None:
+    # the built collection records the fp32 model that embedded it
+    with pytest.raises(RuntimeError, match=r"embedded by \S+@\w+ but this gateway embeds with \S+:int8@"):
+        async with running_app(settings_factory(embedder={"variant": "int8"})):
+            pass
+    # refused, not altered: the gateway with the model that made it starts and serves
+    async with running_app(settings_factory()) as (c, _):
+        r = await c.post("/rag", json={"q": "espresso grind size", "k": 5})
+        assert r.status_code == 200 and r.json()["results"]

@@ -148,6 +148,24 @@ async def test_ensure_collection_is_idempotent(store: VectorStore) -> None:
     assert await store.count() == 10
 
 
+async def test_a_collection_records_its_embedder_and_refuses_another(store: VectorStore) -> None:
+    await store.check_embedder("m@1")  # no collection yet: nothing to check, nothing recorded
+    assert await store.ensure_collection(DIM, "m@1") is True
+    assert await store.ensure_collection(DIM, "m@1") is False
+    await store.check_embedder("m@1")
+    with pytest.raises(DependencyRejected, match="embedded by m@1 but this gateway embeds with m:int8@2"):
+        await store.check_embedder("m:int8@2")
+    with pytest.raises(DependencyRejected, match="embedded by m@1"):
+        await store.ensure_collection(DIM, "m:int8@2")
+
+
+async def test_a_collection_that_recorded_no_embedder_takes_the_first(store: VectorStore) -> None:
+    assert await store.ensure_collection(DIM) is True  # made as before collections recorded it
+    await store.check_embedder("m@1")
+    with pytest.raises(DependencyRejected, match="embedded by m@1"):
+        await store.check_embedder("m@2")
+
+
 async def test_edge_collection_survives_reopen(tmp_path: Path) -> None:
     s = EdgeStore.from_settings(settings_for("edge", tmp_path))
     assert await s.ensure_collection(DIM) is True
@@ -159,6 +177,14 @@ async def test_edge_collection_survives_reopen(tmp_path: Path) -> None:
     try:
         assert await again.ensure_collection(DIM) is False
         assert await again.count() == 12
+        await again.check_embedder("m@1")  # recorded beside the engine's files; it still opens
+    finally:
+        await again.aclose()
+    third = EdgeStore.from_settings(settings_for("edge", tmp_path))
+    try:
+        assert await third.count() == 12
+        with pytest.raises(DependencyRejected, match="embedded by m@1"):
+            await third.check_embedder("m@2")
     finally:
         await again.aclose()
 

@@ -17,7 +17,7 @@ from app.clients.vectorstore.shared import (
     check_dim,
     conditions,
 )
-from app.errors import DependencyUnavailable
+from app.errors import DependencyRejected, DependencyUnavailable
 from app.settings import QdrantSettings
 from app.types import Candidate, Filters
 
@@ -41,6 +41,14 @@ class QdrantStore(ABC):
     @abstractmethod
     async def _stored_dim(self) -> int | None:
         """The vector size the collection was made with, None if it cannot be told."""
+
+    @abstractmethod
+    async def _stored_embedder(self) -> str | None:
+        """The id of the embedder the collection records as having made its vectors, if any."""
+
+    @abstractmethod
+    async def _record_embedder(self, embedder: str) -> None:
+        """Record `embedder` as the one that makes the collection's vectors."""
 
     @abstractmethod
     async def _create(self, dim: int) -> None:
@@ -79,14 +87,40 @@ class QdrantStore(ABC):
 
     # --- the interface --------------------------------------------------------------------
 
-    async def ensure_collection(self, dim: int) -> bool:
-        """Create the collection if it does not exist; True if it was created. An existing one of
-        another vector size is refused (DependencyRejected)."""
+    async def ensure_collection(self, dim: int, embedder: str | None = None) -> bool:
+        """Create the collection if it does not exist, recording `embedder` (its id) as the maker
+        of its vectors; True if it was created. An existing one of another vector size, or made
+        by another embedder, is refused (DependencyRejected)."""
         if await self._exists():
             check_dim(self.collection, await self._stored_dim(), dim)
+            if embedder is not None:
+                await self.check_embedder(embedder)
             return False
         await self._create(dim)
+        if embedder is not None:
+            await self._record_embedder(embedder)
         return True
+
+    async def check_embedder(self, embedder: str) -> None:
+        """Vectors of one model (or variant) are meaningless to another's queries: a collection
+        that records another embedder is refused (DependencyRejected). One that records none (made
+        before collections recorded it) takes `embedder`, and the log says so. No collection, no
+        check: the first write creates it with `embedder`."""
+        if not await self._exists():
+            return
+        stored = await self._stored_embedder()
+        if stored is None:
+            await self._record_embedder(embedder)
+            log.warning(
+                "collection recorded no embedder: recording this one",
+                extra={"collection": self.collection, "embedder": embedder},
+            )
+        elif stored != embedder:
+            raise DependencyRejected(
+                DEPENDENCY,
+                f"collection {self.collection!r} was embedded by {stored} but this gateway embeds "
+                f"with {embedder}; set the embedder back, or re-embed into a new collection",
+            )
 
     async def ensure_indexes(self) -> list[str]:
         """Add the payload index of every allow-listed filter key the collection lacks (a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,6 +37,7 @@ from app.clients.vectorstore.base import QdrantStore, Vectors
 from app.clients.vectorstore.errors import EDGE_ERRORS, translated
 from app.clients.vectorstore.shared import (
     DEPENDENCY,
+    EMBEDDER_KEY,
     Condition,
     collection_info,
     index_entry,
@@ -47,6 +49,7 @@ from app.types import Candidate, PointIn
 
 # the engine's record of its configuration; see EdgeStore._stored_config for why it is read
 CONFIG_FILE = "edge_config.json"
+GATEWAY_FILE = "gateway.json"  # what the gateway records of the collection (its embedder)
 
 
 def _index_params(kind: FilterKeyType, is_tenant: bool = False) -> Any:
@@ -147,6 +150,28 @@ class EdgeStore(QdrantStore):
     async def _stored_dim(self) -> int | None:
         dim: int | None = await self._run(self._stored_dim_now)
         return dim
+
+    async def _stored_embedder(self) -> str | None:
+        stored = await self._run(self._stored_embedder_now)
+        return stored if isinstance(stored, str) else None
+
+    def _stored_embedder_now(self) -> Any:
+        try:
+            return json.loads((self.path / GATEWAY_FILE).read_text()).get(EMBEDDER_KEY)
+        except FileNotFoundError:
+            return None
+
+    async def _record_embedder(self, embedder: str) -> None:
+        await self._run(self._record_embedder_now, embedder)
+
+    def _record_embedder_now(self, embedder: str) -> None:
+        # beside the engine's own files, so a copy of the shard carries it; replaced atomically
+        tmp = self.path / (GATEWAY_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump({EMBEDDER_KEY: embedder}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path / GATEWAY_FILE)
 
     async def _create(self, dim: int) -> None:
         await self._run(self._create_now, dim)

@@ -10,7 +10,13 @@ from qdrant_client import AsyncQdrantClient, models
 from app.clients.vectorstore.base import QdrantStore, Vectors
 from app.clients.vectorstore.client_errors import CLIENT_ERRORS
 from app.clients.vectorstore.errors import translated
-from app.clients.vectorstore.shared import Condition, collection_info, index_entry, payload_indexes
+from app.clients.vectorstore.shared import (
+    EMBEDDER_KEY,
+    Condition,
+    collection_info,
+    index_entry,
+    payload_indexes,
+)
 from app.settings import QdrantSettings
 from app.types import Candidate, PointIn
 
@@ -64,6 +70,15 @@ class ServerStore(QdrantStore):
     async def _stored_dim(self) -> int | None:
         info = await self._call(lambda: self._client.get_collection(self.collection))
         return getattr(info.config.params.vectors, "size", None)
+
+    async def _stored_embedder(self) -> str | None:
+        info = await self._call(lambda: self._client.get_collection(self.collection))
+        stored = (info.config.metadata or {}).get(EMBEDDER_KEY)
+        return stored if isinstance(stored, str) else None
+
+    async def _record_embedder(self, embedder: str) -> None:
+        meta = {EMBEDDER_KEY: embedder}
+        await self._call(lambda: self._client.update_collection(self.collection, metadata=meta))
 
     async def _create(self, dim: int) -> None:
         await self._call(

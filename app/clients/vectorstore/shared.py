@@ -13,6 +13,7 @@ from app.types import Filters, FilterValue
 DEPENDENCY = "qdrant"
 NEAREST_BATCH = 64  # vectors per batch of a nearest_ids call
 TENANT_KEY = "tenant"
+EMBEDDER_KEY = "embedder"  # collection metadata: the id of the embedder that made its vectors
 
 # one condition of a filter: a payload key and its value (a match), or a list of values (any)
 Condition = tuple[str, FilterValue | list[FilterValue]]
