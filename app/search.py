@@ -33,7 +33,7 @@ from app.types import Candidate, Filters
 
 log = logging.getLogger("rag.search")
 VERIFY_LIMIT = 10
-VERIFY_EF = 64  # the serving default (RAG_QDRANT__EF_DEFAULT); writers pass the configured one
+VERIFY_EF = 128  # the serving default (RAG_QDRANT__EF_DEFAULT); writers pass the configured one
 SAME_VECTOR = 0.9999  # cosine of a point with its own vector, give or take float rounding
 
 

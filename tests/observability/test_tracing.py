@@ -134,7 +134,7 @@ async def test_one_trace_per_request_with_stage_and_client_spans(
         if trace_id == TRACE_ID:  # first request: miss, reranker called over HTTP, scores stored
             assert server.parent_id == PARENT_ID
             assert server.attributes["rag.cache"] == "miss"
-            assert search["rag.ef"] == 64
+            assert search["rag.ef"] == 128  # RAG_QDRANT__EF_DEFAULT
             assert cache_get.attributes["rag.cache"] == "miss"
             assert stages["rerank"].attributes["rag.cache"] == "miss"
             assert set(rerank) == {"cache.get", "POST", "cache.set"}
