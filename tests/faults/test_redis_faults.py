@@ -33,6 +33,7 @@ class Shot:
     ended: float
     status: int
     cache: str | None
+    answer: str | None = None  # X-Answer-Cache
 
 
 class Load:
@@ -52,7 +53,8 @@ class Load:
         while not self._stop.is_set():
             r = await timed_rag(self.client, q=self.qs[i % len(self.qs)], k=K)
             cache = r.json().get("cache") if r.status == 200 else None
-            self.shots.append(Shot(r.started, r.started + r.elapsed, r.status, cache))
+            answer = r.headers.get("X-Answer-Cache")
+            self.shots.append(Shot(r.started, r.started + r.elapsed, r.status, cache, answer))
             i += 1
             await asyncio.sleep(self.pace_s)
 
@@ -141,6 +143,48 @@ async def test_redis_frozen_under_load(
         async with running_app(settings) as (client, _):
             shots, away, back_from, recovered = await run_outage(client, freeze, thaw, away_s=1.4)
             check_outage(shots, away, back_from, recovered)
+    finally:
+        redis_server.resume()
+
+
+@pytest.mark.parametrize("how", ["kill", "sigstop"])
+async def test_the_answer_cache_keeps_answering_while_redis_is_away(
+    fault_settings: Any, running_app: Any, redis_server: Any, how: str
+) -> None:
+    """With the answer cache on, Redis (its shared tier and the generation) going away costs no
+    answer: the in-process tier goes on answering repeats, and once Redis is back the shared
+    tier is used again."""
+    settings = fault_settings(
+        server={"deadline_s": DEADLINE_S}, reranker={"kind": "lexical"}, answer_cache={"enabled": True}
+    )
+    if how == "kill":
+        outage, recover = redis_server.kill, redis_server.start
+    else:
+        outage, recover = redis_server.pause, redis_server.resume
+
+    def answer_hits_after(t: float) -> Callable[[list[Shot]], bool]:
+        return lambda shots: any(s.answer == "hit" and s.started > t for s in shots)
+
+    try:
+        async with running_app(settings) as (client, _):
+            load = Load(client, queries(4, "answers"))
+            try:
+                await load.until(answer_hits_after(0), 20, "answer-cache hits before the outage")
+                outage()
+                away = time.monotonic()
+                await asyncio.sleep(1.5)
+                back_from = time.monotonic()
+                recover()
+                back = time.monotonic()
+                await load.until(answer_hits_after(back), 10, "answer-cache hits after Redis came back")
+                await asyncio.sleep(0.5)
+            finally:
+                shots = await load.stop()
+            check_every_answer(shots)
+            during = [s for s in shots if s.started > away + 0.01 and s.ended < back_from]
+            assert len(during) >= 3
+            assert any(s.answer == "hit" for s in during), [s.answer for s in during]
+            assert await metric(client, "rag_answer_cache_hit_total") > 0
     finally:
         redis_server.resume()
 
