@@ -103,6 +103,12 @@ class JobsSettings(BaseModel):
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="upload limit of POST /jobs/ingest")
     idle_timeout_s: float = Field(30.0, gt=0, description="an upload that sends nothing this long is cut off")
     batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")
+    keep_days: float = Field(
+        7.0, gt=0, description="records of finished jobs older than this are pruned (then 404)"
+    )
+    keep_jobs: int = Field(
+        1000, ge=1, description="at most this many finished job records are kept, the newest"
+    )
 
 
 class QdrantSettings(BaseModel):

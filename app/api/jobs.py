@@ -106,6 +106,7 @@ async def submit_ingest(
     except (PayloadTooLarge, ClientDisconnect):
         runner.store.discard(job.job_id)
         raise
+    job.bytes = size
     runner.submit(job)
     log.info(
         "ingest job queued",
@@ -123,7 +124,7 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="job id")]
 
 @router.get("/jobs/{job_id}", responses=_errors({404: "no such job"}))
 async def get_job(job_id: JobId, request: Request, state: State, admin: Admin) -> Response:
-    """One job's state and counts."""
+    """One job's state, counts and progress; 404 once its record is pruned."""
     job = _runner(state).store.load(job_id)
     if job is None:
         raise HTTPException(404, "no such job")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ async def test_over_the_limit_is_413_and_leaves_nothing_behind(
 async def test_a_job_runs_to_success_reports_bad_lines_and_its_passages_are_found(
     gateway: tuple[httpx.AsyncClient, Path],
 ) -> None:
-    client, _ = gateway
+    client, jobs_dir = gateway
     lines = [
         json.dumps(
             {"id": f"j{i}", "text": f"Job passage {i} about a cyclist named Rider{i}.", "topic": "tour"}
@@ -119,6 +120,8 @@ async def test_a_job_runs_to_success_reports_bad_lines_and_its_passages_are_foun
     assert out["failed"][0]["error"] == "line is not valid JSON"
     assert out["failed"][1]["error"].startswith("id:")  # the id does not match its pattern
     assert out["chunks"] > 19 and out["upserted"] == out["chunks"]  # the long one is several points
+    assert out["progress"] == 100.0 and out["bytes"] == out["bytes_done"] == len(body)
+    assert not (jobs_dir / job_id / "input.ndjson").exists()  # the record stays, the upload goes
     listed = (await client.get("/jobs", headers=ADMIN.headers)).json()["jobs"]
     assert job_id in [j["job_id"] for j in listed]
 
@@ -221,3 +224,29 @@ async def test_a_document_over_one_mebibyte_is_422(gateway: tuple[httpx.AsyncCli
     err = assert_json_error(r, 422, "invalid_request")
     assert "text" in err["message"]
     assert MAX_TEXT_CHARS == 1024 * 1024
+
+
+async def test_a_pruned_job_is_404(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+    """A finished job's record outlives RAG_JOBS__KEEP_DAYS only until the next prune (one runs
+    after every job); its id then answers 404 like an id that never was."""
+    from app.job_store import JobStore
+
+    client, jobs_dir = gateway
+    store = JobStore(jobs_dir)
+    old = store.new("t1")
+    old.state, old.finished_at = "succeeded", time.time() - 30 * 86400
+    store.save(old)
+    assert (await client.get(f"/jobs/{old.job_id}", headers=ADMIN.headers)).status_code == 200
+    body = json.dumps({"id": "prune-trigger", "text": "a job whose end prunes old records"}).encode()
+    r = await client.post("/jobs/ingest?tenant=t1", content=body, headers={**NDJSON, **ADMIN.headers})
+    assert r.status_code == 202, r.text
+    assert (await finished(client, r.headers["location"]))["state"] == "succeeded"
+    for _ in range(500):
+        r = await client.get(f"/jobs/{old.job_id}", headers=ADMIN.headers)
+        if r.status_code != 200:
+            break
+        await asyncio.sleep(0.01)
+    assert_json_error(r, 404, "not_found")
+    assert not (jobs_dir / old.job_id).exists()
+    listed = (await client.get("/jobs", headers=ADMIN.headers)).json()["jobs"]
+    assert old.job_id not in [j["job_id"] for j in listed]
