@@ -59,6 +59,13 @@ class EmbedderSettings(BaseModel):
     )
     model: str = Field("all-MiniLM-L6-v2", description="model name sent to an OpenAI-style API")
     timeout_s: float = Field(2.0, gt=0, description="bound on one embedder attempt")
+    ingest_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="share of the in-process model's time ingestion takes while queries wait "
+        "(1 = no priority lane, only small ingestion calls)",
+    )
 
     @model_validator(mode="after")
     def _url_for_http(self) -> EmbedderSettings:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from support.keys import make_key
+from support.prom import metric
 from tenancy_support import assert_json_error, auth_settings, serve
 
 ADMIN = make_key("admin-jobs", "ops", admin=True)
@@ -97,6 +98,8 @@ async def test_a_job_runs_to_success_reports_bad_lines_and_its_passages_are_foun
     gateway: tuple[httpx.AsyncClient, Path],
 ) -> None:
     client, jobs_dir = gateway
+    ingested = await metric(client, "rag_ingest_documents_total")
+    succeeded = await metric(client, "rag_ingest_jobs", state="succeeded")
     lines = [
         json.dumps(
             {"id": f"j{i}", "text": f"Job passage {i} about a cyclist named Rider{i}.", "topic": "tour"}
@@ -122,6 +125,10 @@ async def test_a_job_runs_to_success_reports_bad_lines_and_its_passages_are_foun
     assert out["chunks"] > 19 and out["upserted"] == out["chunks"]  # the long one is several points
     assert out["progress"] == 100.0 and out["bytes"] == out["bytes_done"] == len(body)
     assert not (jobs_dir / job_id / "input.ndjson").exists()  # the record stays, the upload goes
+    # progress in metrics too: the good documents counted, the job among the succeeded
+    assert await metric(client, "rag_ingest_documents_total") == ingested + 19
+    assert await metric(client, "rag_ingest_jobs", state="succeeded") == succeeded + 1
+    assert await metric(client, "rag_ingest_jobs", state="running") == 0
     listed = (await client.get("/jobs", headers=ADMIN.headers)).json()["jobs"]
     assert job_id in [j["job_id"] for j in listed]
 
