@@ -59,6 +59,7 @@ class Plan:
     scenarios: list[str]
     concurrency: int = 20
     s4_concurrency: int = 4
+    ingest_share: float | None = None  # S6 gateway's RAG_EMBEDDER__INGEST_SHARE (None: default)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -76,6 +77,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan.sizes = sorted({int(s) for s in args.sizes.split(",")})
     if args.scenarios:
         plan.scenarios = [s.strip().upper() for s in args.scenarios.split(",")]
+    plan.ingest_share = args.ingest_share
     return plan
 
 
@@ -189,7 +191,14 @@ class Bench:
                 RUN_DIR,
                 # commits often enough that the job's rate over one measured window is exact
                 # to a few passages (a query waits behind one model call whatever the batch)
-                extra_env={"RAG_JOBS__BATCH_DOCS": str(ingest.BATCH_DOCS)},
+                extra_env={
+                    "RAG_JOBS__BATCH_DOCS": str(ingest.BATCH_DOCS),
+                    **(
+                        {"RAG_EMBEDDER__INGEST_SHARE": str(self.plan.ingest_share)}
+                        if self.plan.ingest_share
+                        else {}
+                    ),
+                },
             )
             wanted += [(report.NO_JOB, busy), (report.DURING_JOB, busy)]
         if "S4" in self.plan.scenarios:
@@ -352,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="S4 collection sizes, comma-separated (default 2000,20000,100000)")
     parser.add_argument("--scenarios", help="subset to run, e.g. S1,S5 (default all)")
     parser.add_argument("--note", default="", help="free text recorded with the results")
+    parser.add_argument(
+        "--ingest-share",
+        type=float,
+        help="S6: the gateway's RAG_EMBEDDER__INGEST_SHARE (default: its default; 1 = no priority lane)",
+    )
     args = parser.parse_args(argv)
     plan = make_plan(args)
     for tool in ("hey", "wrk", "redis-server"):
@@ -401,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": plan.warmup_s,
             "concurrency": plan.concurrency,
             "s4_concurrency": plan.s4_concurrency,
+            "ingest_share": plan.ingest_share,
             "sizes": plan.sizes,
             "full_size": FULL_SIZES[-1],
             "scenarios": plan.scenarios,
