@@ -116,6 +116,10 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def unfinished(self) -> int:
+        """Jobs queued or running here (and running in a process sharing the directory)."""
+        return sum(1 for state in self._states.values() if state not in FINISHED)
+
     def submit(self, job: Job) -> None:
         self.store.save(job)
         self._notify(job, 0)

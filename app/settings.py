@@ -110,6 +110,9 @@ class JobsSettings(BaseModel):
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="upload limit of POST /jobs/ingest")
     idle_timeout_s: float = Field(30.0, gt=0, description="an upload that sends nothing this long is cut off")
     batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")
+    max_unfinished: int = Field(
+        16, ge=1, description="jobs queued or running in one process; another upload gets 503 overloaded"
+    )
     keep_days: float = Field(
         7.0, gt=0, description="records of finished jobs older than this are pruned (then 404)"
     )

@@ -257,3 +257,31 @@ async def test_a_pruned_job_is_404(gateway: tuple[httpx.AsyncClient, Path]) -> N
     assert not (jobs_dir / old.job_id).exists()
     listed = (await client.get("/jobs", headers=ADMIN.headers)).json()["jobs"]
     assert old.job_id not in [j["job_id"] for j in listed]
+
+
+async def test_uploads_past_the_unfinished_jobs_limit_are_503(model_dir: Path, tmp_path: Path) -> None:
+    """RAG_JOBS__MAX_UNFINISHED bounds the uploads waiting on the data volume. The one job here is
+    `running` in another process sharing the directory (it holds the job's lock), so it stays
+    unfinished while the test runs, whatever the timing."""
+    from app.job_store import JobStore
+    from app.jobs import job_lock
+
+    store = JobStore(tmp_path / "jobs")
+    other = store.new("t1")
+    other.state = "running"
+    store.save(other)
+    store.input_path(other.job_id).write_text('{"id": "x", "text": "y"}\n')
+    settings = auth_settings(
+        model_dir, tmp_path / "qdrant", None, [ADMIN], jobs={"max_unfinished": 1, "dir": str(store.root)}
+    )
+    with job_lock(store, other.job_id) as mine:
+        assert mine
+        async with serve(settings) as (client, _):
+            body = b'{"id": "a", "text": "one more job"}\n'
+            r = await client.post("/jobs/ingest?tenant=t1", content=body, headers={**NDJSON, **ADMIN.headers})
+            assert_json_error(r, 503, "overloaded")
+            assert r.headers["retry-after"]
+            assert sorted(p.name for p in store.root.iterdir()) == [other.job_id]  # nothing taken
+            assert (await client.get(f"/jobs/{other.job_id}", headers=ADMIN.headers)).json()[
+                "state"
+            ] == "running"
