@@ -63,8 +63,7 @@ class EmbedderSettings(BaseModel):
         0.25,
         gt=0,
         le=1,
-        description="share of the in-process model's time ingestion takes while queries wait "
-        "(1 = no priority lane, only small ingestion calls)",
+        description="share of the model's time ingestion takes while queries wait (1 = no lane)",
     )
 
     @model_validator(mode="after")
@@ -113,12 +112,8 @@ class JobsSettings(BaseModel):
     max_unfinished: int = Field(
         16, ge=1, description="jobs queued or running in one process; another upload gets 503 overloaded"
     )
-    keep_days: float = Field(
-        7.0, gt=0, description="records of finished jobs older than this are pruned (then 404)"
-    )
-    keep_jobs: int = Field(
-        1000, ge=1, description="at most this many finished job records are kept, the newest"
-    )
+    keep_days: float = Field(7.0, gt=0, description="finished jobs' records older than this are pruned (404)")
+    keep_jobs: int = Field(1000, ge=1, description="at most this many finished jobs' records are kept")
 
 
 class QdrantSettings(BaseModel):
