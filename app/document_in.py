@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -33,6 +34,7 @@ MAX_FIELDS = 19  # id, text, source and up to 16 payload fields
 MAX_VALUE_CHARS = 256
 EXTRA_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 EXTRA_KEY = re.compile(EXTRA_KEY_PATTERN)
+DOC_ID = re.compile(DOC_ID_PATTERN)
 JSON_SAFE_INT = 2**53 - 1
 # set by ingestion, never by the caller
 RESERVED_NAMES: list[JsonValue] = [name for name in sorted(RESERVED) if name != "text"]
@@ -92,8 +94,26 @@ def to_document(d: DocumentIn, tenant: str) -> Document:
     )
 
 
+class BadLine(ValueError):
+    """A line of a job that is not a document: why, and the line's `id` when it has a usable one
+    (so the audit names the document, not only the line)."""
+
+    def __init__(self, message: str, doc_id: str | None = None) -> None:
+        super().__init__(message)
+        self.doc_id = doc_id
+
+
+def _line_id(line: bytes) -> str | None:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    doc_id = obj.get("id") if isinstance(obj, dict) else None
+    return doc_id if isinstance(doc_id, str) and DOC_ID.match(doc_id) else None
+
+
 def line_parser(tenant: str, filter_keys: Mapping[str, str]) -> Callable[[bytes], Document]:
-    """The parser of one line of an ingestion job: a document, or ValueError saying why not."""
+    """The parser of one line of an ingestion job: a document, or BadLine saying why not."""
 
     def parse(line: bytes) -> Document:
         try:
@@ -101,13 +121,13 @@ def line_parser(tenant: str, filter_keys: Mapping[str, str]) -> Callable[[bytes]
         except ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[0]
             if first["type"] == "json_invalid":
-                raise ValueError("line is not valid JSON") from None
+                raise BadLine("line is not valid JSON") from None
             where = ".".join(str(x) for x in first["loc"]) or "document"
-            raise ValueError(f"{where}: {first['msg']}") from None
+            raise BadLine(f"{where}: {first['msg']}", _line_id(line)) from None
         try:
             check_filter_types([doc], filter_keys)
         except InvalidRequest as exc:
-            raise ValueError(exc.message) from None
+            raise BadLine(exc.message, doc.id) from None
         return to_document(doc, tenant)
 
     return parse

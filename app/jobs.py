@@ -1,122 +1,66 @@
-"""Ingestion jobs: a JSON Lines file on disk, worked through in committed batches by one worker
-per process, with its state in a JSON file beside it (see docs/ARCHITECTURE.md, "Ingestion jobs").
+"""Ingestion jobs: a JSON Lines file on disk (app/job_store.py), worked through in committed
+batches by one worker per process (see docs/ARCHITECTURE.md, "Ingestion jobs").
 
 Nothing is lost across restarts: the upload and the state live under the data directory, and the
-state is replaced atomically (write, fsync, rename) after every committed batch. A job found
-`running` at start-up (the process died, even by SIGKILL) resumes after its last committed line;
-re-processing a batch that was written but not committed is harmless, since writes are upserts by
-stable point ids and unchanged documents are skipped.
+state is replaced atomically after every committed batch. A job found `running` at start-up (the
+process died, even by SIGKILL) resumes after its last committed line; re-processing a batch that
+was written but not committed is harmless, since writes are upserts by stable point ids and
+unchanged documents are skipped. A job being run holds an advisory lock on its directory, so
+processes sharing the jobs directory (several workers of one pod) never run one job twice, and a
+cancel is a file beside the state, seen by whichever process runs the job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import fcntl
 import logging
 import os
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
 
 from app.ingest import Document, IngestStats
+from app.job_store import FINISHED, STATES, Job, JobState, JobStore, read_lines
+
+__all__ = ["FINISHED", "Job", "JobRunner", "JobState", "JobStore", "Retention"]
 
 log = logging.getLogger("rag.jobs")
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_REPORTED_FAILURES = 100
+CANCEL = "cancel"
 
 ParseLine = Callable[[bytes], Document]  # raises ValueError with a message for the client
 ParserFor = Callable[[str], ParseLine]  # the line parser of a tenant
 IngestBatch = Callable[[list[Document]], Awaitable[IngestStats]]
 
 
-@dataclass(slots=True)
-class Job:
-    job_id: str
-    tenant: str
-    kind: str = "ingest"
-    state: JobState = "queued"
-    lines: int = 0  # lines read (blank lines included)
-    documents: int = 0  # good documents seen
-    chunks: int = 0
-    upserted: int = 0  # points written
-    skipped_unchanged: int = 0  # documents whose content had not changed: not re-embedded
-    failed: list[dict[str, Any]] = field(default_factory=list)  # the first 100 bad lines
-    failed_count: int = 0
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-    error: str | None = None  # why the job failed or was cancelled
-    committed_line: int = 0  # every line up to here is done and counted
-    resumed: int = 0  # times it was resumed after a restart
-
-    def public(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("committed_line")
-        return out
+@dataclass(frozen=True, slots=True)
+class Retention:
+    keep_s: float = 7 * 86400.0  # records of finished jobs, by age
+    keep_jobs: int = 1000  # and by count, the newest
+    stale_upload_s: float = 300.0  # an upload no process writes to any more
+    every_s: float = 3600.0  # how often an idle worker prunes
 
 
-class JobStore:
-    """One directory a job under `root`: `input.ndjson` and `state.json`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def new(self, tenant: str) -> Job:
-        job = Job(job_id=uuid.uuid4().hex, tenant=tenant)
-        (self.root / job.job_id).mkdir()
-        return job
-
-    def input_path(self, job_id: str) -> Path:
-        return self.root / job_id / "input.ndjson"
-
-    def save(self, job: Job) -> None:
-        path = self.root / job.job_id / "state.json"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(asdict(job), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    def load(self, job_id: str) -> Job | None:
-        if not JOB_ID.match(job_id):
-            return None  # never a path from the client
-        path = self.root / job_id / "state.json"
+@contextlib.contextmanager
+def job_lock(store: JobStore, job_id: str) -> Iterator[bool]:
+    """True while this process holds the job's lock; False if another process does. The kernel
+    drops the lock when the holder dies, even by SIGKILL."""
+    try:
+        fd = os.open(store.root / job_id / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        yield False  # the job is gone (pruned)
+        return
+    try:
         try:
-            return Job(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def all(self) -> list[Job]:
-        """Every job, newest first."""
-        jobs = [j for d in self.root.iterdir() if (j := self.load(d.name)) is not None]
-        return sorted(jobs, key=lambda j: j.created_at, reverse=True)
-
-    def discard(self, job_id: str) -> None:
-        """Forget a job that never got its upload (the client left mid-body)."""
-        if JOB_ID.match(job_id):
-            for name in ("input.ndjson", "state.json"):
-                with contextlib.suppress(FileNotFoundError):
-                    (self.root / job_id / name).unlink()
-            with contextlib.suppress(OSError):
-                (self.root / job_id).rmdir()
-
-
-def read_lines(path: Path, after: int) -> Iterator[tuple[int, bytes]]:
-    """(line number from 1, line) for every line after `after`, read lazily."""
-    with path.open("rb") as f:
-        for number, line in enumerate(f, start=1):
-            if number > after:
-                yield number, line
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 class JobRunner:
@@ -130,6 +74,7 @@ class JobRunner:
         batch_docs: int = 64,
         on_change: Callable[[dict[str, int], int], None] | None = None,
         after: Callable[[Job], Awaitable[None]] | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self.store = store
         self._parser_for = parser_for
@@ -137,20 +82,24 @@ class JobRunner:
         self.batch_docs = batch_docs
         self._on_change = on_change  # (jobs by state, documents just committed): the metrics
         self._after = after  # run once a job's last batch is in (the index build)
+        self.retention = retention or Retention()
         self._states: dict[str, str] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._cancel: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.current: str | None = None
 
     async def start(self) -> None:
-        """Queue every unfinished job (resuming those a dead process left running)."""
+        """Prune, then queue every unfinished job (resuming those a dead process left running)."""
+        self.prune()
         for job in sorted(self.store.all(), key=lambda j: j.created_at):
             self._states[job.job_id] = job.state
             if job.state == "running":
-                job.state = "queued"
-                job.resumed += 1
-                self.store.save(job)
+                with job_lock(self.store, job.job_id) as mine:
+                    if not mine:
+                        continue  # another live process runs it
+                    job.state = "queued"
+                    job.resumed += 1
+                    self.store.save(job)
                 log.warning(
                     "ingest job resumed after a restart",
                     extra={"job_id": job.job_id, "after_line": job.committed_line},
@@ -167,6 +116,10 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def unfinished(self) -> int:
+        """Jobs queued or running here (and running in a process sharing the directory)."""
+        return sum(1 for state in self._states.values() if state not in FINISHED)
+
     def submit(self, job: Job) -> None:
         self.store.save(job)
         self._notify(job, 0)
@@ -177,38 +130,61 @@ class JobRunner:
         job = self.store.load(job_id)
         if job is None or job.state in FINISHED:
             return job
-        self._cancel.add(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            (self.store.root / job_id / CANCEL).touch()
         if job.state == "queued":
             self._finish(job, "cancelled", "cancelled before it started")
         return job if job.state == "cancelled" else self.store.load(job_id)
 
+    def prune(self) -> None:
+        r = self.retention
+        removed = self.store.prune(r.keep_s, r.keep_jobs, r.stale_upload_s)
+        for job_id in removed:
+            self._states.pop(job_id, None)
+        if removed:
+            log.info("ingest job records pruned", extra={"count": len(removed)})
+            self._publish(0)
+
     async def _work(self) -> None:
         while True:
-            job_id = await self._queue.get()
-            job = self.store.load(job_id)
-            if job is None or job.state in FINISHED:
-                continue
-            self.current = job_id
             try:
-                await self._run(job)
-            except asyncio.CancelledError:
-                raise  # shutting down: stays running on disk, resumed at next start
-            except Exception as exc:  # anything else ends the job, with its reason
-                log.exception("ingest job failed", extra={"job_id": job_id})
-                self._finish(job, "failed", f"{type(exc).__name__}: {exc}"[:500])
-            finally:
-                self.current = None
-                self._cancel.discard(job_id)
+                async with asyncio.timeout(self.retention.every_s):
+                    job_id = await self._queue.get()
+            except TimeoutError:
+                self.prune()  # idle: records age out even when no job comes
+                continue
+            with job_lock(self.store, job_id) as mine:
+                job = self.store.load(job_id) if mine else None  # read under the lock
+                if job is None or job.state in FINISHED:
+                    continue
+                self.current = job_id
+                try:
+                    await self._run(job)
+                except asyncio.CancelledError:
+                    raise  # shutting down: stays running on disk, resumed at next start
+                except Exception as exc:  # anything else ends the job, with its reason
+                    log.exception("ingest job failed", extra={"job_id": job_id})
+                    reason = f"{type(exc).__name__}: {exc}"[:400]
+                    self._finish(
+                        job, "failed", f"{reason} (every line up to {job.committed_line} is written)"
+                    )
+                finally:
+                    self.current = None
+            self.prune()
 
     async def _run(self, job: Job) -> None:
         job.state = "running"
         job.started_at = job.started_at or time.time()
         self.store.save(job)
         self._notify(job, 0)
+        path = self.store.input_path(job.job_id)
+        if not path.is_file():
+            self._finish(job, "failed", "the upload is gone from the jobs directory; upload the file again")
+            return
         parse = self._parser_for(job.tenant)
         batch: list[Document] = []
-        last = job.committed_line
-        for number, line in read_lines(self.store.input_path(job.job_id), job.committed_line):
+        last, end = job.committed_line, job.bytes_done
+        for number, end, line in read_lines(path, job.committed_line, job.bytes_done):
             last = number
             if line.strip():
                 try:
@@ -216,24 +192,30 @@ class JobRunner:
                 except ValueError as exc:
                     job.failed_count += 1
                     if len(job.failed) < MAX_REPORTED_FAILURES:
-                        job.failed.append({"line": number, "error": str(exc)[:300]})
+                        bad = {"line": number, "error": str(exc)[:300]}
+                        if (doc_id := getattr(exc, "doc_id", None)) is not None:
+                            bad["id"] = doc_id
+                        job.failed.append(bad)
             if len(batch) >= self.batch_docs:
-                await self._commit(job, batch, last)
+                await self._commit(job, batch, last, end)
                 batch = []
-                if job.job_id in self._cancel:
+                if self._cancelled(job):
                     await self._end(job)
                     self._finish(job, "cancelled", f"cancelled after line {last}; earlier lines stay written")
                     return
             await asyncio.sleep(0)  # a huge file of bad lines still lets requests in
-        await self._commit(job, batch, last)
+        await self._commit(job, batch, last, end)
         await self._end(job)
         self._finish(job, "succeeded", None)
+
+    def _cancelled(self, job: Job) -> bool:
+        return (self.store.root / job.job_id / CANCEL).exists()
 
     async def _end(self, job: Job) -> None:
         if self._after is not None and job.upserted:
             await self._after(job)
 
-    async def _commit(self, job: Job, batch: list[Document], last_line: int) -> None:
+    async def _commit(self, job: Job, batch: list[Document], last_line: int, end: int) -> None:
         if batch:
             stats = await self._ingest(batch)
             job.documents += len(batch)
@@ -242,6 +224,7 @@ class JobRunner:
             job.skipped_unchanged += stats.skipped_unchanged
         job.lines = last_line
         job.committed_line = last_line
+        job.bytes_done = end
         self.store.save(job)
         self._notify(job, len(batch))
 
@@ -250,6 +233,7 @@ class JobRunner:
         job.error = error
         job.finished_at = time.time()
         self.store.save(job)
+        self.store.drop_input(job.job_id)  # the record is what is kept (app/job_store.py)
         self._notify(job, 0)
 
     def _notify(self, job: Job, documents: int) -> None:

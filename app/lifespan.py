@@ -23,7 +23,7 @@ from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.document_in import line_parser
 from app.errors import DependencyError, DependencyRejected
 from app.ingest import Document, IngestStats, ingest_documents
-from app.jobs import Job, JobRunner, JobStore
+from app.jobs import Job, JobRunner, JobStore, Retention
 from app.observability.events import breaker_observer
 from app.observability.logging import redact_url
 from app.observability.metrics import Metrics
@@ -192,6 +192,13 @@ async def _start_jobs(state: AppState) -> JobRunner:
         batch_docs=settings.jobs.batch_docs,
         on_change=on_change,
         after=after,
+        retention=Retention(
+            keep_s=settings.jobs.keep_days * 86400,
+            keep_jobs=settings.jobs.keep_jobs,
+            # well past the upload's own idle cut-off: a live upload is never taken for dead
+            stale_upload_s=max(300.0, 4 * settings.jobs.idle_timeout_s),
+            every_s=min(3600.0, settings.jobs.keep_days * 86400 / 4),
+        ),
     )
     await runner.start()
     return runner

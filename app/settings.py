@@ -46,16 +46,15 @@ class ServerSettings(BaseModel):
     )
 
 
+VARIANT_DOC = "ONNX weights: `fp32`, or `int8` (less CPU per query; the collection must be re-embedded)"
+
+
 class EmbedderSettings(BaseModel):
     kind: Literal["onnx", "http"] = Field(
         "onnx", description="`onnx` in-process model or `http` remote service"
     )
     model_dir: Path = Field(Path("data/models/all-MiniLM-L6-v2"), description="exported ONNX model directory")
-    variant: Literal["fp32", "int8"] = Field(
-        "fp32",
-        description="ONNX weights: `fp32`, or `int8` (dynamic quantisation: less CPU per query); a"
-        " collection must be searched with the variant that embedded it",
-    )
+    variant: Literal["fp32", "int8"] = Field("fp32", description=VARIANT_DOC)
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 lets onnxruntime pick")
     cache_size: int = Field(4096, ge=0, description="query-embedding LRU entries; 0 disables it")
     url: str | None = Field(None, description="base URL of a remote embedding service (kind=http)")
@@ -64,6 +63,12 @@ class EmbedderSettings(BaseModel):
     )
     model: str = Field("all-MiniLM-L6-v2", description="model name sent to an OpenAI-style API")
     timeout_s: float = Field(2.0, gt=0, description="bound on one embedder attempt")
+    ingest_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="share of the model's time ingestion takes while queries wait (1 = no lane)",
+    )
 
     @model_validator(mode="after")
     def _url_for_http(self) -> EmbedderSettings:
@@ -108,6 +113,11 @@ class JobsSettings(BaseModel):
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="upload limit of POST /jobs/ingest")
     idle_timeout_s: float = Field(30.0, gt=0, description="an upload that sends nothing this long is cut off")
     batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")
+    max_unfinished: int = Field(
+        16, ge=1, description="jobs queued or running in one process; another upload gets 503 overloaded"
+    )
+    keep_days: float = Field(7.0, gt=0, description="finished jobs' records older than this are pruned (404)")
+    keep_jobs: int = Field(1000, ge=1, description="at most this many finished jobs' records are kept")
 
 
 class QdrantSettings(BaseModel):

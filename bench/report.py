@@ -26,7 +26,10 @@ SCENARIOS = {
     "S3": "retrieval only: distinct queries, rerank off, c=20 (wrk)",
     "S4": "growth: distinct queries, rerank on, by collection size (wrk)",
     "S5": "observability: S1 with the OTLP exporter on vs off (hey)",
+    "S6": "queries first: S2's load while a 20k-passage ingestion job runs vs no job (wrk)",
 }
+NO_JOB = "gateway, no job"
+DURING_JOB = "gateway +ingest job"
 
 RSS_LIMIT_MB = 400.0
 
@@ -203,6 +206,18 @@ def evaluate(
                 note,
             )
         )
+    idle, busy = get("S6", NO_JOB), get("S6", DURING_JOB)
+    if idle and busy:
+        r = _ratio(busy.p95_ms, idle.p95_ms)
+        note = failed_note(idle, busy)
+        t.append(
+            Target(
+                "S6 /rag p95 during an ingestion job <= 2x without",
+                f"{r:.2f}x ({busy.p95_ms:.0f} vs {idle.p95_ms:.0f} ms)",
+                r <= 2 and not note,
+                note,
+            )
+        )
     default_rss = max(
         (a.rss_hwm_mb for (s, server), a in aggs.items() if server in (GATEWAY, TRACED)), default=0
     )
@@ -321,6 +336,8 @@ def render(doc: dict[str, Any]) -> str:
             "",
             *recall_lines(meta["recall"]),
         ]
+    if meta.get("ingest"):
+        lines += ["", *ingest_lines(meta["ingest"])]
     if meta.get("skipped"):
         lines += ["", *[f"Skipped: {s}" for s in meta["skipped"]]]
     if meta.get("otlp"):
@@ -338,6 +355,22 @@ def render(doc: dict[str, Any]) -> str:
         verdict = t.verdict if not t.note else f"{t.verdict} ({t.note})"
         lines.append(f"| {t.name} | {t.measured} | {verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def ingest_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    """S6's ingestion rates: the job's passages/s while S2's load ran and with no load (the same
+    code as the bootstrap: its rate alone), medians over rounds."""
+    loaded = statistics.median(r["loaded_per_s"] for r in rounds)
+    alone = statistics.median(r["alone_per_s"] for r in rounds)
+    out = [
+        f"S6 ingestion job ({rounds[0]['passages']:,} passages uploaded per round, cancelled once "
+        f"measured): {loaded:.1f} passages/s under S2's load, {alone:.1f} passages/s alone "
+        f"(the bootstrap's code path); {_ratio(loaded, alone):.0%} of its rate alone."
+    ]
+    short = [str(r["round"]) for r in rounds if r.get("ended_early")]
+    if short:
+        out.append(f"Note: the S6 job ended before its windows did in round(s) {', '.join(short)}.")
+    return out
 
 
 def targets_dicts(doc: dict[str, Any]) -> list[dict[str, Any]]:

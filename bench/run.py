@@ -3,10 +3,12 @@
 1. Prepare the data (cached under bench/.cache/): the synthetic corpus and its embeddings, an
    embedded Qdrant shard per S4 size, the naive peer's qdrant-client directory.
 2. Start redis-server, a local OTLP/HTTP receiver, the gateway (2k corpus), a second gateway
-   with tracing on (S5), one gateway per larger S4 size, P1 naive and P0 floor (whose fixed
-   body is a real /rag answer captured from the gateway). All stay up for the whole run.
+   with tracing on (S5), a third on its own copy of the 2k shard for S6's ingestion jobs, one
+   gateway per larger S4 size, P1 naive and P0 floor (whose fixed body is a real /rag answer
+   captured from the gateway). All stay up for the whole run.
 3. Per scenario: warm up every server, then run the rounds, alternating the server order
-   (A B C, C B A, ...), so drift on a shared machine hits every server alike.
+   (A B C, C B A, ...), so drift on a shared machine hits every server alike. S6 alternates
+   within its one gateway instead: no job, then a job (bench/ingest.py).
 4. Write bench/results/<timestamp>.json (every run) and .md (the table, ratios and target
    verdicts) and print the table.
 
@@ -33,7 +35,7 @@ from typing import Any
 
 from app.clients.vectorstore.files import copy_tree
 from app.settings import QdrantSettings
-from bench import data, loadgen, recall, report, servers
+from bench import data, ingest, loadgen, recall, report, servers
 from bench.data import log
 
 ROOT = data.ROOT
@@ -57,6 +59,7 @@ class Plan:
     scenarios: list[str]
     concurrency: int = 20
     s4_concurrency: int = 4
+    ingest_share: float | None = None  # S6 gateway's RAG_EMBEDDER__INGEST_SHARE (None: default)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -74,6 +77,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan.sizes = sorted({int(s) for s in args.sizes.split(",")})
     if args.scenarios:
         plan.scenarios = [s.strip().upper() for s in args.scenarios.split(",")]
+    plan.ingest_share = args.ingest_share
     return plan
 
 
@@ -131,6 +135,7 @@ class Bench:
         self._bodies = itertools.count()
         self.sink = servers.OtlpSink()
         self.recall: dict[str, dict[str, Any]] = {}
+        self.ingest: list[dict[str, Any]] = []  # S6: the job's rates per round
 
     # ------------------------------------------------------------ setup
 
@@ -174,6 +179,28 @@ class Bench:
                 "gateway-traced", traced_path, self.model_dir, rurl(1), RUN_DIR, otlp=self.sink.endpoint
             )
             wanted.append((report.TRACED, traced))
+        if "S6" in self.plan.scenarios:
+            # its own copy, which the S6 jobs write to; its jobs directory is beside it
+            ingest_path = RUN_DIR / "ingest-shard" / "qdrant"
+            copy_tree(shards[CORPUS_N], ingest_path)
+            busy = servers.gateway(
+                "gateway-ingest",
+                ingest_path,
+                self.model_dir,
+                rurl(14),
+                RUN_DIR,
+                # commits often enough that the job's rate over one measured window is exact
+                # to a few passages (a query waits behind one model call whatever the batch)
+                extra_env={
+                    "RAG_JOBS__BATCH_DOCS": str(ingest.BATCH_DOCS),
+                    **(
+                        {"RAG_EMBEDDER__INGEST_SHARE": str(self.plan.ingest_share)}
+                        if self.plan.ingest_share
+                        else {}
+                    ),
+                },
+            )
+            wanted += [(report.NO_JOB, busy), (report.DURING_JOB, busy)]
         if "S4" in self.plan.scenarios:
             for i, size in enumerate(s for s in self.plan.sizes if s != CORPUS_N):
                 s4 = servers.gateway(f"gateway-{size}", shards[size], self.model_dir, rurl(2 + i), RUN_DIR)
@@ -264,6 +291,52 @@ class Bench:
                     f"cpu/1k {r.cpu_s_per_1k:.3f}s  rss {r.rss_hwm_mb:.0f} MB{flag}"
                 )
 
+    def _measure(self, sid: str, name: str, rnd: int, pos: int) -> loadgen.LoadResult:
+        server = self.by_name[name]
+        r = loadgen.run_load(
+            self._command(sid, server, self.plan.duration_s), server.pid, self.plan.duration_s + 90
+        )
+        self.runs.append(
+            {"scenario": sid, "server": name, "round": rnd + 1, "position": pos, "result": r.as_dict()}
+        )
+        log(
+            f"  {sid} {name:<18} round {rnd + 1}/{self.plan.rounds}: {r.rps:8.1f} RPS  "
+            f"p95 {r.p95_ms:7.1f} ms{f' non-2xx {r.non2xx}' if r.non2xx else ''}"
+        )
+        return r
+
+    def s6(self) -> None:
+        """S2's load on one gateway with no job, then while a fresh 20k-passage job runs on it,
+        then the job alone; the job is cancelled once measured (bench/ingest.py)."""
+        server = self.by_name[report.DURING_JOB]
+        log(f"S6: {report.SCENARIOS['S6']}")
+        docs = ingest.passages()
+        if self.plan.warmup_s > 0:
+            loadgen.run_load(
+                self._command("S6", server, self.plan.warmup_s), server.pid, self.plan.warmup_s + 60
+            )
+        for rnd in range(self.plan.rounds):
+            self._measure("S6", report.NO_JOB, rnd, 0)
+            job = ingest.submit(server.url, ingest.job_file(RUN_DIR, f"r{rnd + 1}", docs), data.TENANT)
+            job.wait_embedding()
+            a = job.documents()
+            self._measure("S6", report.DURING_JOB, rnd, 1)
+            b = job.documents()
+            time.sleep(self.plan.duration_s)  # the job alone
+            c = job.documents()
+            end = job.cancel()
+            self.ingest.append(
+                {
+                    "round": rnd + 1,
+                    "passages": len(docs),
+                    "loaded_per_s": round(ingest.rate(a, b), 1),
+                    "alone_per_s": round(ingest.rate(b, c), 1),
+                    "ended_early": c[2] not in ingest.RUNNING,
+                    "documents": end["documents"],
+                }
+            )
+            log(f"  S6 job round {rnd + 1}: {self.ingest[-1]}")
+
     def run_all(self) -> None:
         peers = [report.GATEWAY, report.FLOOR, report.NAIVE]
         for sid in self.plan.scenarios:
@@ -273,6 +346,8 @@ class Bench:
                 self.scenario(sid, [report.s4_server(n) for n in self.plan.sizes])
             elif sid == "S5":
                 self.scenario(sid, [report.GATEWAY, report.TRACED])
+            elif sid == "S6":
+                self.s6()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="S4 collection sizes, comma-separated (default 2000,20000,100000)")
     parser.add_argument("--scenarios", help="subset to run, e.g. S1,S5 (default all)")
     parser.add_argument("--note", default="", help="free text recorded with the results")
+    parser.add_argument(
+        "--ingest-share",
+        type=float,
+        help="S6: the gateway's RAG_EMBEDDER__INGEST_SHARE (default: its default; 1 = no priority lane)",
+    )
     args = parser.parse_args(argv)
     plan = make_plan(args)
     for tool in ("hey", "wrk", "redis-server"):
@@ -335,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": plan.warmup_s,
             "concurrency": plan.concurrency,
             "s4_concurrency": plan.s4_concurrency,
+            "ingest_share": plan.ingest_share,
             "sizes": plan.sizes,
             "full_size": FULL_SIZES[-1],
             "scenarios": plan.scenarios,
@@ -347,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             "revision": git_revision(),
             "prepare_s": round(prep_s, 1),
             "recall": bench.recall,
+            "ingest": bench.ingest,
             "total_s": round(total_s, 1),
             "servers": {
                 name: {

@@ -113,7 +113,13 @@ def redis_server(workdir: Path) -> Server:
 
 
 def gateway(
-    name: str, qdrant_path: Path, model_dir: Path, redis_url: str, logdir: Path, otlp: str | None = None
+    name: str,
+    qdrant_path: Path,
+    model_dir: Path,
+    redis_url: str,
+    logdir: Path,
+    otlp: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     env = base_env()
@@ -121,6 +127,7 @@ def gateway(
         RAG_QDRANT__PATH=str(qdrant_path),
         RAG_EMBEDDER__MODEL_DIR=str(model_dir),
         RAG_REDIS__URL=redis_url,
+        **(extra_env or {}),
     )
     if otlp:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp, OTEL_SERVICE_NAME="rag-gateway-bench")

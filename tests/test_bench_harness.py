@@ -199,3 +199,39 @@ def test_recall_targets_use_the_biggest_shard_and_render_every_row() -> None:
     }
     lines = report.recall_lines(recall)
     assert len(lines) == 2 + 3 and "| 100,000 | tenant | 64 | 0.9750 | 0.50 | 3 of 200 | 0.90 |" in lines
+
+
+def test_s6_compares_p95_during_a_job_with_no_job_and_reports_the_jobs_rates() -> None:
+    runs = [
+        _run("S6", report.NO_JOB, 90, p95=100),
+        _run("S6", report.DURING_JOB, 70, p95=190),
+    ]
+    assert _verdicts(runs, [2000])["S6 /rag p95 during an ingestion job <= 2x without"].verdict == "PASS"
+    runs[1] = _run("S6", report.DURING_JOB, 60, p95=201)
+    target = _verdicts(runs, [2000])["S6 /rag p95 during an ingestion job <= 2x without"]
+    assert (target.verdict, target.measured) == ("MISS", "2.01x (201 vs 100 ms)")
+    rounds = [
+        {"round": 1, "passages": 20000, "loaded_per_s": 40.0, "alone_per_s": 100.0, "ended_early": False},
+        {"round": 2, "passages": 20000, "loaded_per_s": 60.0, "alone_per_s": 120.0, "ended_early": True},
+    ]
+    lines = report.ingest_lines(rounds)
+    assert "50.0 passages/s under S2's load, 110.0 passages/s alone" in lines[0]
+    assert "45% of its rate alone" in lines[0]
+    assert lines[1] == "Note: the S6 job ended before its windows did in round(s) 2."
+    doc = {
+        "meta": {
+            "timestamp": "T",
+            "quick": True,
+            "machine": {"cpu_model": "cpu", "nproc": 2, "ram_gb": 8.0},
+            "note": "",
+            "rounds": 2,
+            "duration_s": 10,
+            "warmup_s": 3,
+            "sizes": [2000],
+            "full_size": 100000,
+            "ingest": rounds,
+        },
+        "runs": runs,
+    }
+    md = report.render(doc)
+    assert f"| S6 | {report.DURING_JOB} | 60 |" in md and lines[0] in md

@@ -254,3 +254,85 @@ async def test_the_gateway_refuses_a_collection_another_embedder_made(settings_f
     async with running_app(settings_factory()) as (c, _):
         r = await c.post("/rag", json={"q": "espresso grind size", "k": 5})
         assert r.status_code == 200 and r.json()["results"]
+
+
+async def test_ingestion_lets_the_queries_waiting_for_the_model_go_first(model_dir: Path) -> None:
+    """The priority lane: between two ingestion calls, every query that is waiting for the model
+    (or arrives while queries keep it busy) is embedded first. The share is made tiny here so
+    the order does not depend on how long a call takes; each query call is held until the test
+    lets it go, and every model call is logged as it starts: Q(uery) or I(ngestion)."""
+    import threading
+
+    from app.clients.embedder.onnx import INGEST_CALL_TEXTS
+
+    emb = OnnxEmbedder(model_dir, cache_size=0, ingest_share=1e-9)
+    passages = [f"long passage {i} about alpine passes and the weather on them" for i in range(16)]
+    log: list[str] = []
+    permits = threading.Semaphore(0)
+    encode = emb.encode
+
+    def logged(texts: list[str]) -> Any:
+        ingest = texts[0].startswith("long passage")
+        log.append("I" if ingest else "Q")
+        if not ingest:
+            assert permits.acquire(timeout=60)
+        return encode(texts)
+
+    async def until(n: int) -> None:
+        while len(log) < n:
+            await asyncio.sleep(0.001)
+
+    emb.encode = logged  # type: ignore[method-assign]
+    try:
+        q1 = asyncio.ensure_future(emb.embed("how steep is the col"))
+        await until(1)  # q1 holds the model
+        batch = asyncio.ensure_future(emb.embed_batch(passages))
+        while emb._pool._work_queue.qsize() == 0:  # its first call is queued behind q1
+            await asyncio.sleep(0.001)
+        q2 = asyncio.ensure_future(emb.embed("when does the pass open"))
+        permits.release()
+        await until(3)  # q1, the first ingestion call, then q2 (held)
+        await asyncio.sleep(0.05)  # time for ingestion to queue its next call, if it would
+        q3 = asyncio.ensure_future(emb.embed("is there snow on the road"))
+        permits.release()
+        await until(4)
+        assert log == ["Q", "I", "Q", "Q"]  # q3 went before ingestion's second call
+        for _ in range(8):
+            permits.release()
+        vectors = await batch
+        assert log[:5] == ["Q", "I", "Q", "Q", "I"]
+        assert log[4:] == ["I"] * (16 // INGEST_CALL_TEXTS - 1)  # no more queries: the rest at once
+        assert vectors.shape == (16, emb.dim)
+        for q in (q1, q2, q3):
+            assert (await q).shape == (emb.dim,)
+    finally:
+        for _ in range(8):
+            permits.release()
+        await emb.aclose()
+
+
+async def test_ingestion_still_finishes_while_queries_keep_the_model_busy(model_dir: Path) -> None:
+    """The lane slows ingestion under a steady query load; it never starves it."""
+    emb = OnnxEmbedder(model_dir, cache_size=0)
+    passages = [" ".join(["passage about alpine passes and weather"] * 12) + f" {i}" for i in range(48)]
+    done = asyncio.Event()
+    answered = 0
+
+    async def asker(k: int) -> None:
+        nonlocal answered
+        i = 0
+        while not done.is_set():
+            await emb.embed(f"query {k} number {i} about climbing")
+            answered += 1
+            i += 1
+
+    askers = [asyncio.ensure_future(asker(k)) for k in range(4)]
+    try:
+        vectors = await emb.embed_batch(passages)
+        done.set()
+        await asyncio.gather(*askers)
+    finally:
+        done.set()
+        await emb.aclose()
+    assert vectors.shape == (48, emb.dim) and answered > 0
+    assert np.allclose(vectors[:8], OnnxEmbedder(model_dir, cache_size=0).encode(passages[:8]), atol=1e-5)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from app.api.auth import Admin
 from app.api.deps import State
 from app.api.responses import ADMIN_ERRORS, documented
-from app.errors import PayloadTooLarge
+from app.errors import Overloaded, PayloadTooLarge
 from app.jobs import JobRunner
 from app.settings import TENANT_PATTERN
 
@@ -67,7 +67,13 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     status_code=202,
     openapi_extra=_UPLOAD,
     responses=_errors(
-        {404: "jobs are off", 408: "the upload stalled", 413: "body too large", 415: "not JSON Lines"}
+        {
+            404: "jobs are off",
+            408: "the upload stalled",
+            413: "body too large",
+            415: "not JSON Lines",
+            503: "too many unfinished jobs",
+        }
     ),
 )
 async def submit_ingest(
@@ -81,6 +87,11 @@ async def submit_ingest(
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in NDJSON_TYPES:
         raise HTTPException(415, "send the documents as application/x-ndjson (one JSON object per line)")
+    if runner.unfinished() >= state.settings.jobs.max_unfinished:
+        # each waiting job holds its upload on the data volume: bound them before taking another
+        raise Overloaded(
+            f"{state.settings.jobs.max_unfinished} jobs are queued or running; try again when one ends"
+        )
     limit = state.settings.jobs.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -106,6 +117,7 @@ async def submit_ingest(
     except (PayloadTooLarge, ClientDisconnect):
         runner.store.discard(job.job_id)
         raise
+    job.bytes = size
     runner.submit(job)
     log.info(
         "ingest job queued",
@@ -123,7 +135,7 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="job id")]
 
 @router.get("/jobs/{job_id}", responses=_errors({404: "no such job"}))
 async def get_job(job_id: JobId, request: Request, state: State, admin: Admin) -> Response:
-    """One job's state and counts."""
+    """One job's state, counts and progress; 404 once its record is pruned."""
     job = _runner(state).store.load(job_id)
     if job is None:
         raise HTTPException(404, "no such job")

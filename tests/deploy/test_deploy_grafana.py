@@ -68,6 +68,8 @@ def test_dashboard_shape() -> None:
         'status=~"5.."',
         "reranker_cache_hit_total",
         "reranker_cache_miss_total",
+        "rag_answer_cache_hit_total",
+        "rag_answer_cache_miss_total",
         "sum by (le, stage) (rate(rag_stage_duration_seconds_bucket",
         "rag_circuit_breaker_state",
         "rag_degraded_total",

@@ -69,8 +69,8 @@ HTTP = "http_server_request_duration_seconds"
 
 
 def service_series(job: str, instance: str, *, slow: bool) -> list[dict[str, str]]:
-    """A whole service. slow=True: p95 0.625 s, 2% 5xx, 10% cache hits, 10% degraded, reranker
-    breaker open, target down. slow=False: p95 0.04875 s, no 5xx, 80% hits, breaker closed."""
+    """A whole service. slow=True: p95 0.625 s, 2% 5xx, 10% cache hits, 30% answer-cache hits,
+    10% degraded, reranker breaker open, target down. slow=False: p95 0.04875 s, no 5xx, 80% hits, breaker closed."""
     base = {"job": job, "instance": instance}
     req = {**base, "method": "POST", "route": "/rag"}
     s: list[dict[str, str]] = []
@@ -83,6 +83,10 @@ def service_series(job: str, instance: str, *, slow: bool) -> list[dict[str, str
         s += [gauge("up", base, 0)]
         s += [counter("rag_search_exact_fallback_total", {**base, "reason": "short"}, 3)]
         s += [counter("rag_search_exact_fallback_total", {**base, "reason": "unverified_write"}, 0)]
+        s += [
+            counter("rag_answer_cache_hit_total", base, 30),
+            counter("rag_answer_cache_miss_total", base, 70),
+        ]
     else:
         s += histogram(HTTP, {**req, "status": "200"}, {0.05: 1000})
         s += [counter("reranker_cache_hit_total", base, 80), counter("reranker_cache_miss_total", base, 20)]
@@ -118,6 +122,7 @@ DASHBOARD_EXPECTED: dict[str, list[tuple[dict[str, str], float]]] = {
         ({"reason": "short"}, 3 / 60),
         ({"reason": "unverified_write"}, 0),
     ],
+    "Answer cache hit rate [A]": [({}, 0.3)],
 }
 
 # Alerts expected to fire on the slow service (labels besides alertname), none on the healthy one.

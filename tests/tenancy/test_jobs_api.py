@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from support.keys import make_key
+from support.prom import metric
 from tenancy_support import assert_json_error, auth_settings, serve
 
 ADMIN = make_key("admin-jobs", "ops", admin=True)
@@ -95,7 +97,9 @@ async def test_over_the_limit_is_413_and_leaves_nothing_behind(
 async def test_a_job_runs_to_success_reports_bad_lines_and_its_passages_are_found(
     gateway: tuple[httpx.AsyncClient, Path],
 ) -> None:
-    client, _ = gateway
+    client, jobs_dir = gateway
+    ingested = await metric(client, "rag_ingest_documents_total")
+    succeeded = await metric(client, "rag_ingest_jobs", state="succeeded")
     lines = [
         json.dumps(
             {"id": f"j{i}", "text": f"Job passage {i} about a cyclist named Rider{i}.", "topic": "tour"}
@@ -119,6 +123,12 @@ async def test_a_job_runs_to_success_reports_bad_lines_and_its_passages_are_foun
     assert out["failed"][0]["error"] == "line is not valid JSON"
     assert out["failed"][1]["error"].startswith("id:")  # the id does not match its pattern
     assert out["chunks"] > 19 and out["upserted"] == out["chunks"]  # the long one is several points
+    assert out["progress"] == 100.0 and out["bytes"] == out["bytes_done"] == len(body)
+    assert not (jobs_dir / job_id / "input.ndjson").exists()  # the record stays, the upload goes
+    # progress in metrics too: the good documents counted, the job among the succeeded
+    assert await metric(client, "rag_ingest_documents_total") == ingested + 19
+    assert await metric(client, "rag_ingest_jobs", state="succeeded") == succeeded + 1
+    assert await metric(client, "rag_ingest_jobs", state="running") == 0
     listed = (await client.get("/jobs", headers=ADMIN.headers)).json()["jobs"]
     assert job_id in [j["job_id"] for j in listed]
 
@@ -221,3 +231,57 @@ async def test_a_document_over_one_mebibyte_is_422(gateway: tuple[httpx.AsyncCli
     err = assert_json_error(r, 422, "invalid_request")
     assert "text" in err["message"]
     assert MAX_TEXT_CHARS == 1024 * 1024
+
+
+async def test_a_pruned_job_is_404(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+    """A finished job's record outlives RAG_JOBS__KEEP_DAYS only until the next prune (one runs
+    after every job); its id then answers 404 like an id that never was."""
+    from app.job_store import JobStore
+
+    client, jobs_dir = gateway
+    store = JobStore(jobs_dir)
+    old = store.new("t1")
+    old.state, old.finished_at = "succeeded", time.time() - 30 * 86400
+    store.save(old)
+    assert (await client.get(f"/jobs/{old.job_id}", headers=ADMIN.headers)).status_code == 200
+    body = json.dumps({"id": "prune-trigger", "text": "a job whose end prunes old records"}).encode()
+    r = await client.post("/jobs/ingest?tenant=t1", content=body, headers={**NDJSON, **ADMIN.headers})
+    assert r.status_code == 202, r.text
+    assert (await finished(client, r.headers["location"]))["state"] == "succeeded"
+    for _ in range(500):
+        r = await client.get(f"/jobs/{old.job_id}", headers=ADMIN.headers)
+        if r.status_code != 200:
+            break
+        await asyncio.sleep(0.01)
+    assert_json_error(r, 404, "not_found")
+    assert not (jobs_dir / old.job_id).exists()
+    listed = (await client.get("/jobs", headers=ADMIN.headers)).json()["jobs"]
+    assert old.job_id not in [j["job_id"] for j in listed]
+
+
+async def test_uploads_past_the_unfinished_jobs_limit_are_503(model_dir: Path, tmp_path: Path) -> None:
+    """RAG_JOBS__MAX_UNFINISHED bounds the uploads waiting on the data volume. The one job here is
+    `running` in another process sharing the directory (it holds the job's lock), so it stays
+    unfinished while the test runs, whatever the timing."""
+    from app.job_store import JobStore
+    from app.jobs import job_lock
+
+    store = JobStore(tmp_path / "jobs")
+    other = store.new("t1")
+    other.state = "running"
+    store.save(other)
+    store.input_path(other.job_id).write_text('{"id": "x", "text": "y"}\n')
+    settings = auth_settings(
+        model_dir, tmp_path / "qdrant", None, [ADMIN], jobs={"max_unfinished": 1, "dir": str(store.root)}
+    )
+    with job_lock(store, other.job_id) as mine:
+        assert mine
+        async with serve(settings) as (client, _):
+            body = b'{"id": "a", "text": "one more job"}\n'
+            r = await client.post("/jobs/ingest?tenant=t1", content=body, headers={**NDJSON, **ADMIN.headers})
+            assert_json_error(r, 503, "overloaded")
+            assert r.headers["retry-after"]
+            assert sorted(p.name for p in store.root.iterdir()) == [other.job_id]  # nothing taken
+            assert (await client.get(f"/jobs/{other.job_id}", headers=ADMIN.headers)).json()[
+                "state"
+            ] == "running"

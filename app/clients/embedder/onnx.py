@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ from app.clients.embedder.vectors import DEPENDENCY, Vector, normalize_rows, que
 from app.clients.inference import translate_model_errors
 from app.settings import EmbedderSettings
 
-INGEST_CALL_TEXTS = 8  # texts per model call for ingestion: what a query may wait behind
+# texts per model call for ingestion: what a query may wait behind. Passages are long (up to the
+# model's 256 tokens), so batching them saves little: measured on 2 loaded cores, ~110-token
+# passages cost 63-68 ms CPU each one or two per call, 89 at four, 95-109 at eight; and eight
+# made a query wait ~1 s behind one call
+INGEST_CALL_TEXTS = 2
+# the share of the model's time ingestion takes while queries keep it busy: after a call of d
+# seconds, ingestion lets pending queries go first for up to d * (1 / share - 1)
+# (RAG_EMBEDDER__INGEST_SHARE; 1 turns the lane off)
+INGEST_SHARE = 0.25
 
 
 class OnnxEmbedder:
@@ -34,6 +43,7 @@ class OnnxEmbedder:
         threads: int = 0,
         cache_size: int = 4096,
         max_batch: int = 16,
+        ingest_share: float = INGEST_SHARE,
         variant: str = "fp32",
     ) -> None:
         import onnxruntime as ort
@@ -69,10 +79,19 @@ class OnnxEmbedder:
         self.max_batch = max(1, max_batch)
         self._pending: dict[str, list[asyncio.Future[Vector]]] = {}
         self._drainer: asyncio.Task[None] | None = None
+        if not 0 < ingest_share <= 1:
+            raise ValueError("ingest_share must be in (0, 1]")
+        self._yield_factor = 1 / ingest_share - 1
 
     @classmethod
     def from_settings(cls, s: EmbedderSettings) -> OnnxEmbedder:
-        return cls(s.model_dir, threads=s.threads, cache_size=s.cache_size, variant=s.variant)
+        return cls(
+            s.model_dir,
+            threads=s.threads,
+            cache_size=s.cache_size,
+            ingest_share=s.ingest_share,
+            variant=s.variant,
+        )
 
     def encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """Blocking: tokenize, run the model, mean-pool over real tokens, L2-normalise. A
@@ -149,17 +168,38 @@ class OnnxEmbedder:
         return [v for v in out if v is not None]
 
     async def embed_batch(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        """Ingestion's embeddings, a few texts per model call: the one model worker takes jobs in
-        order, so a query that arrives meanwhile waits for one small call, never a whole batch
-        (queries first; see docs/ARCHITECTURE.md, "Ingestion jobs")."""
+        """Ingestion's embeddings, a few texts per model call, each after the queries waiting
+        for the model (queries first; see docs/ARCHITECTURE.md, "Ingestion jobs"): a query that
+        arrives meanwhile waits for one small call, never a whole batch, and while queries keep
+        the model busy ingestion takes INGEST_SHARE of its time, so it slows down but never
+        stops."""
         loop = asyncio.get_running_loop()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        parts = [
-            await loop.run_in_executor(self._pool, self.encode, texts[i : i + INGEST_CALL_TEXTS])
-            for i in range(0, len(texts), INGEST_CALL_TEXTS)
-        ]
+        parts = []
+        spent = 0.0  # seconds the last ingestion call ran the model
+        for i in range(0, len(texts), INGEST_CALL_TEXTS):
+            await self._after_queries(spent * self._yield_factor)
+            vectors, spent = await loop.run_in_executor(
+                self._pool, self._timed_encode, texts[i : i + INGEST_CALL_TEXTS]
+            )
+            parts.append(vectors)
         return np.concatenate(parts)
+
+    def _timed_encode(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], float]:
+        t0 = time.perf_counter()
+        vectors = self.encode(texts)
+        return vectors, time.perf_counter() - t0
+
+    async def _after_queries(self, budget_s: float) -> None:
+        """Wait while query embeddings are pending or running, for at most `budget_s`."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + budget_s
+        while self._drainer is not None and not self._drainer.done():
+            left = end - loop.time()
+            if left <= 0:
+                return
+            await asyncio.wait({self._drainer}, timeout=left)
 
     async def ping(self) -> None:
         return None  # in-process: loaded means ready
