@@ -73,8 +73,9 @@ class LexicalReranker(PooledReranker):
         self.weight = weight
         self.k1 = k1
         self.b = b
-        # v2: plural folding in the tokenizer (other scores than v1 for the same parameters)
-        self.id = f"lexical-bm25@v3:w={weight:g}:k1={k1:g}:b={b:g}"
+        # the tokenizer's version (other terms, other scores for the same parameters): v2 plural
+        # folding, v3 words of every script, v4 tokens NFKC after casefolding and mark removal
+        self.id = f"lexical-bm25@v4:w={weight:g}:k1={k1:g}:b={b:g}"
         self._stats: LRUCache[tuple[str, str], DocStats] = LRUCache(maxsize=stats_cache_size)
         self._stats_lock = threading.Lock()
 
