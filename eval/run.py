@@ -358,6 +358,7 @@ async def run_sweep(
         "rerankers": ids,
         "ef": ef_grid,
         "default_fusion_weight": f"{s.reranker.fusion_weight:g}",
+        "fusion": s.reranker.fusion,
         "default_ef": str(s.qdrant.ef_default),
     }
 
@@ -421,10 +422,12 @@ def render(report: Report) -> str:
 def render_sweep(sweep: dict[str, Any]) -> str:
     wk: dict[str, dict[str, float]] = sweep["fusion_weight_by_k"]
     ks = list(next(iter(wk.values())))
+    fusion = sweep.get("fusion", "minmax")
     out = [
-        "### Sweep: nDCG@10, lexical reranker, fusion weight x candidates k",
+        f"### Sweep: nDCG@10, lexical reranker ({fusion} fusion), fusion weight x candidates k",
         "",
-        "Weight 0 is the vector order (dense only), 1 is BM25 over the k candidates alone.",
+        "Weight 0 is the vector order (dense only); 1 is "
+        + ("BM25 over the k candidates alone." if fusion == "minmax" else "both ranks weighed equally."),
         "",
     ]
     out.append("| fusion weight | " + " | ".join(f"k={k}" for k in ks) + " |")
