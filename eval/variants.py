@@ -1,14 +1,17 @@
 """Fusion variants compared offline on the same dense candidates (README, "Variants measured and
 rejected").
 
-    python -m eval.variants --data DIR[,DIR...] [--k 20,50,100]
+    python -m eval.variants --data DIR[,DIR...] [--k 20,50,100] [--prf]
 
 For every judged query the dense candidates (the largest k, with their vector scores and texts)
 are fetched once through POST /rag with `"rerank": false`; every variant then reorders the first
 k of them with the reranker's own tokenizer and BM25 (document frequencies over the candidates),
 so a variant costs no gateway run. The default's row gives the same rankings as `make eval`.
 Prints, per variant, the nDCG@10 delta against dense-only per dataset at the middle k, and the
-worst delta at that k and over every k.
+worst delta at that k and over every k. `--prf` adds dense pseudo-relevance feedback (Rocchio:
+the query vector plus beta times the mean of the top m candidates' vectors, the candidates then
+ranked by cosine to it), alone and under the default fusion; it embeds every candidate again
+(minutes).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
+from app.clients.embedder import OnnxEmbedder
 from app.clients.rerank.lexical import _minmax, _ranks, bm25_from_stats, doc_stats, rrf
 from app.clients.rerank.tokenize import tokenize
 from app.settings import Settings
@@ -34,6 +41,13 @@ from eval.run import eval_settings
 
 Fusion = Callable[[Sequence[float], Sequence[float]], list[float]]
 Candidates = dict[str, list[tuple[str, float, str]]]  # query id -> (passage id, vector score, text)
+Vectors = dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]  # query, candidates
+# name -> (top m, beta, then RRF with BM25 at the default weight)
+PRF = {
+    "dense PRF (Rocchio, top 3, beta 0.5)": (3, 0.5, False),
+    "dense PRF (Rocchio, top 5, beta 1)": (5, 1.0, False),
+    "dense PRF (top 3, beta 0.5), then RRF w=0.2": (3, 0.5, True),
+}
 
 
 def _z(values: Sequence[float]) -> list[float]:
@@ -118,14 +132,49 @@ async def dense_candidates(directory: Path, k: int, cache_dir: Path) -> tuple[be
     return ds, out
 
 
-def ndcg_by_variant(ds: beir.Dataset, cands: Candidates, k: int) -> dict[str, float]:
-    runs: dict[str, dict[str, list[str]]] = {v: {} for v in VARIANTS}
+async def embed_candidates(ds: beir.Dataset, cands: Candidates, model_dir: Path) -> Vectors:
+    """Each query's vector and its candidates' vectors, in candidate order (the model embeds
+    passages as the ingest did: the same text, the same model)."""
+    embedder = OnnxEmbedder(model_dir, threads=default_sessions(), cache_size=0)
+    try:
+        texts = {pid: text for rows in cands.values() for pid, _, text in rows}
+        ids = list(texts)
+        by_id: dict[str, npt.NDArray[np.float32]] = {}
+        for i in range(0, len(ids), 32):
+            for pid, vec in zip(
+                ids[i : i + 32], await embedder.embed_batch([texts[x] for x in ids[i : i + 32]]), strict=True
+            ):
+                by_id[pid] = vec
+        qids = list(cands)
+        queries = await embedder.embed_batch([ds.queries[q] for q in qids])
+    finally:
+        await embedder.aclose()
+    return {q: (queries[n], np.stack([by_id[pid] for pid, _, _ in cands[q]])) for n, q in enumerate(qids)}
+
+
+def rocchio(
+    query: npt.NDArray[np.float32], cands: npt.NDArray[np.float32], m: int, beta: float
+) -> list[float]:
+    moved = query + beta * cands[:m].mean(axis=0)
+    return [float(x) for x in cands @ (moved / np.linalg.norm(moved))]
+
+
+def ndcg_by_variant(
+    ds: beir.Dataset, cands: Candidates, k: int, vectors: Vectors | None = None
+) -> dict[str, float]:
+    names = list(VARIANTS) + (list(PRF) if vectors is not None else [])
+    runs: dict[str, dict[str, list[str]]] = {v: {} for v in names}
     for qid, rows in cands.items():
         rows = rows[:k]
         dense = [score for _, score, _ in rows]
         bm25 = bm25_from_stats(set(tokenize(ds.queries[qid])), [doc_stats(t) for *_, t in rows], 0.9, 0.4)
-        for name, fuse in VARIANTS.items():
-            fused = fuse(dense, bm25)
+        scored = {name: fuse(dense, bm25) for name, fuse in VARIANTS.items()}
+        if vectors is not None:
+            qvec, matrix = vectors[qid]
+            for name, (m, beta, then_rrf) in PRF.items():
+                moved = rocchio(qvec, matrix[:k], m, beta)
+                scored[name] = rrf(moved, bm25, 0.2, 60) if then_rrf else moved
+        for name, fused in scored.items():
             order = sorted(range(len(rows)), key=lambda i: -fused[i])  # stable, as the pipeline's
             runs[name][qid] = [rows[i][0] for i in order]
     return {v: evaluate(run, ds.qrels, cands).means["ndcg@10"] for v, run in runs.items()}
@@ -138,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="BEIR dataset directories, as for python -m eval")
     p.add_argument("--k", default="20,50,100", help="candidate counts (default 20,50,100)")
     p.add_argument("--cache-dir", type=Path, default=Path("data/eval-cache"))
+    p.add_argument("--prf", action="store_true", help="also dense pseudo-relevance feedback (embeds again)")
     a = p.parse_args(argv)
     ks = [int(x) for x in a.k.split(",")]
     mid = ks[len(ks) // 2]
@@ -145,16 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     names = []
     for d in dataset_dirs(a.data):
         ds, cands = asyncio.run(dense_candidates(d, max(ks), a.cache_dir))
+        vectors = asyncio.run(embed_candidates(ds, cands, Settings().embedder.model_dir)) if a.prf else None
         names.append(ds.name)
         for k in ks:
-            res[(ds.name, k)] = ndcg_by_variant(ds, cands, k)
+            res[(ds.name, k)] = ndcg_by_variant(ds, cands, k, vectors)
     print(
         f"| fusion (nDCG@10 delta vs dense, k={mid}) | "
         + " | ".join(names)
         + f" | worst, k={mid} | worst, all k |"
     )
     print("|---|" + "---:|" * (len(names) + 2))
-    for v in VARIANTS:
+    for v in res[(names[0], mid)]:
         delta = {(n, k): res[(n, k)][v] - res[(n, k)]["dense only"] for n in names for k in ks}
         if v == "dense only":
             print(f"| {v} (nDCG@10) | " + " | ".join(f"{res[(n, mid)][v]:.3f}" for n in names) + " | | |")
