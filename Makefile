@@ -10,8 +10,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 MODEL_DIR := $(DATA_DIR)/models/all-MiniLM-L6-v2
 # eval: BEIR-format dataset directories (comma-separated, or a directory of them; default every
-# judged set in ../shared/data), and flags for `python -m eval` (EVAL_ARGS= for no sweep)
-DATA ?= ../shared/data
+# judged set in ../shared/data and the project's own in eval/datasets), and flags for
+# `python -m eval` (EVAL_ARGS= for no sweep)
+DATA ?= ../shared/data,eval/datasets
 EVAL_ARGS ?= --sweep
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -205,9 +205,14 @@ class RerankerSettings(BaseModel):
     timeout_s: float = Field(1.0, gt=0, description="bound on one reranker attempt")
     concurrency: int = Field(2, ge=1, description="CPU-bound reranks running at once")
     max_length: int = Field(256, ge=8, le=4096, description="cross-encoder token limit per pair")
-    fusion_weight: float = Field(
-        0.2, ge=0, le=1, description="lexical: weight of BM25 against the vector score"
+    fusion: Literal["rrf", "minmax"] = Field(
+        "rrf",
+        description="lexical: `rrf` (reciprocal-rank fusion) or `minmax` (min-max normalised scores)",
     )
+    fusion_weight: float = Field(
+        0.2, ge=0, le=1, description="lexical: weight of BM25 against the vector score (or rank, with rrf)"
+    )
+    rrf_k: int = Field(60, ge=1, description="lexical rrf: the constant c in 1 / (c + rank)")
     bm25_k1: float = Field(0.9, ge=0, description="lexical: BM25 term-frequency saturation")
     bm25_b: float = Field(0.4, ge=0, le=1, description="lexical: BM25 length normalisation")
 

@@ -6,7 +6,8 @@ Builds (or reuses from the cache) an embedded collection of DIR/corpus.jsonl wit
 code, runs every judged query of DIR/queries.jsonl through POST /rag of the real app, and
 prints a table of nDCG@10, Recall@10, Recall@50, MRR@10 and per-query latency for: BM25 over
 the full corpus (the baseline, computed here), dense only (rerank: false), the lexical
-reranker (the default /rag), and a cross-encoder or an http reranker when given. The gateway's
+reranker (the default /rag), the lexical reranker with min-max fusion (the old default, for
+comparison), and a cross-encoder or an http reranker when given. The gateway's
 RAG_* settings apply (e.g. RAG_RERANKER__FUSION_WEIGHT, RAG_QDRANT__EF_DEFAULT). Results are
 also written to eval/results/<UTC timestamp>-<dataset>.json and .md.
 

@@ -270,10 +270,14 @@ async def evaluate_dataset(opts: Options, base: Settings | None = None) -> Repor
             return Row(name, system, evaluate(run, ds.qrels, ds.queries), lat, run, degraded, errors)
 
         lexical = settings_for(kind="lexical")
-        w = lexical.reranker.fusion_weight
+        w, fusion = lexical.reranker.fusion_weight, lexical.reranker.fusion
         log(opts, "running: dense only, lexical")
         rows.append(await measure("dense only (rerank: false)", lexical, False, opts.k, opts.ef))
-        rows.append(await measure(f"lexical, w={w:g} (default /rag)", lexical, True, opts.k, opts.ef))
+        name = f"lexical {fusion}, w={w:g} (default /rag)"
+        rows.append(await measure(name, lexical, True, opts.k, opts.ef))
+        if fusion != "minmax":  # the default before reciprocal-rank fusion, for comparison
+            old = settings_for(kind="lexical", fusion="minmax", fusion_weight=0.2)
+            rows.append(await measure("lexical minmax, w=0.2 (old default)", old, True, opts.k, opts.ef))
         if opts.cross_encoder is not None:
             log(opts, "running: cross-encoder")
             ce = settings_for(kind="cross-encoder", model_dir=opts.cross_encoder)
@@ -301,6 +305,7 @@ async def evaluate_dataset(opts: Options, base: Settings | None = None) -> Repor
         options={
             "k": opts.k,
             "ef": opts.ef if opts.ef is not None else f"ef_default={base.qdrant.ef_default}",
+            "fusion": lexical.reranker.fusion,
             "fusion_weight": lexical.reranker.fusion_weight,
             "bm25_k1": lexical.reranker.bm25_k1,
             "bm25_b": lexical.reranker.bm25_b,
@@ -353,6 +358,7 @@ async def run_sweep(
         "rerankers": ids,
         "ef": ef_grid,
         "default_fusion_weight": f"{s.reranker.fusion_weight:g}",
+        "fusion": s.reranker.fusion,
         "default_ef": str(s.qdrant.ef_default),
     }
 
@@ -388,7 +394,7 @@ def render(report: Report) -> str:
         f"## {d['name']}: {d['passages']} passages, {d['judged_queries']} judged queries "
         f"({d['unjudged_queries']} without judgments excluded), {d['judgments']} judgments",
         "",
-        f"k={o['k']} candidates, ef: {o['ef']}; lexical fusion_weight={o['fusion_weight']:g}, "
+        f"k={o['k']} candidates, ef: {o['ef']}; lexical fusion={o['fusion']} weight={o['fusion_weight']:g}, "
         f"bm25 k1={o['bm25_k1']:g} b={o['bm25_b']:g}; embedder {b['embedder']}; "
         f"collection {'from cache' if b['cached'] else 'built'} ({b['points']} points, "
         f"built in {b['build_seconds']}s at {b['passages_per_second']}/s)",
@@ -416,10 +422,12 @@ def render(report: Report) -> str:
 def render_sweep(sweep: dict[str, Any]) -> str:
     wk: dict[str, dict[str, float]] = sweep["fusion_weight_by_k"]
     ks = list(next(iter(wk.values())))
+    fusion = sweep.get("fusion", "minmax")
     out = [
-        "### Sweep: nDCG@10, lexical reranker, fusion weight x candidates k",
+        f"### Sweep: nDCG@10, lexical reranker ({fusion} fusion), fusion weight x candidates k",
         "",
-        "Weight 0 is the vector order (dense only), 1 is BM25 over the k candidates alone.",
+        "Weight 0 is the vector order (dense only); 1 is "
+        + ("BM25 over the k candidates alone." if fusion == "minmax" else "both ranks weighed equally."),
         "",
     ]
     out.append("| fusion weight | " + " | ".join(f"k={k}" for k in ks) + " |")

@@ -130,7 +130,7 @@ def test_eval_end_to_end_on_a_tiny_dataset(
     assert report["build"]["cached"] is False
     assert report["build"]["points"] == 12
     assert not (tmp_path / "not-used").exists()  # the gateway's own collection is never touched
-    bm25, dense, lexical, oracle = report["rows"]
+    bm25, dense, lexical, old, oracle = report["rows"]
     assert bm25["run"] == {"q1": ["d01", "d02", "d04", "d03"], "q2": ["d05", "d06"], "q3": ["d08", "d07"]}
     assert bm25["per_query"]["q1"]["ndcg@10"] == pytest.approx(Q1)
     assert bm25["metrics"]["ndcg@10"] == pytest.approx((Q1 + 1 + Q3) / 3)
@@ -142,7 +142,7 @@ def test_eval_end_to_end_on_a_tiny_dataset(
 
     # through the gateway: every passage comes back (k=100 > 12), mapped to the corpus ids,
     # and the model puts a judged-relevant passage first for each of these clear-cut queries
-    for row in (dense, lexical):
+    for row in (dense, lexical, old):
         assert (row["errors"], row["degraded"], row["queries"]) == (0, 0, 3)
         assert all(sorted(r) == sorted(PASSAGES) for r in row["run"].values())
         assert row["metrics"]["mrr@10"] == 1.0
@@ -150,7 +150,10 @@ def test_eval_end_to_end_on_a_tiny_dataset(
         assert row["latency_ms"]["p95"] >= row["latency_ms"]["p50"] > 0
     assert dense["run"]["q2"][0] == "d05"
     assert dense["system"] == "vector order"
-    assert lexical["system"].startswith("lexical-bm25@")
+    assert lexical["system"].startswith("lexical-bm25@v4:rrf60:w=0.2:")
+    assert lexical["name"] == "lexical rrf, w=0.2 (default /rag)"
+    # the default before reciprocal-rank fusion, side by side
+    assert old["system"].startswith("lexical-bm25@v4:minmax:w=0.2:")
     assert f"| {dense['name']} | {dense['metrics']['ndcg@10']:.3f} |" in text
 
     # the http reranker row really is that reranker's order: the oracle's is perfect
@@ -164,7 +167,7 @@ def test_eval_end_to_end_on_a_tiny_dataset(
     _, again = run_cli(capsys, "--data", str(data), *common)
     assert again["build"]["cached"] is True
     assert again["build"]["entry"] == report["build"]["entry"]
-    assert [r["run"] for r in again["rows"]] == [r["run"] for r in report["rows"][:3]]
+    assert [r["run"] for r in again["rows"]] == [r["run"] for r in report["rows"][:4]]
     assert not list((tmp_path / "cache").glob(".build-*"))
 
     # a changed corpus is a new cache entry, not a stale hit
@@ -204,9 +207,9 @@ async def test_sweep_through_the_gateway(tmp_path: Path, model_dir: Path) -> Non
     assert grid["0"]["12"] == pytest.approx(dense)
     # each weight is its own gateway, whose reranker has that weight
     assert report.sweep["rerankers"] == {
-        "0": "lexical-bm25@v3:w=0:k1=0.9:b=0.4",
-        "0.2": "lexical-bm25@v3:w=0.2:k1=0.9:b=0.4",
-        "1": "lexical-bm25@v3:w=1:k1=0.9:b=0.4",
+        "0": "lexical-bm25@v4:rrf60:w=0:k1=0.9:b=0.4",
+        "0.2": "lexical-bm25@v4:rrf60:w=0.2:k1=0.9:b=0.4",
+        "1": "lexical-bm25@v4:rrf60:w=1:k1=0.9:b=0.4",
     }
     assert all(0 < v <= 1 for row in grid.values() for v in row.values())
     assert report.sweep["ef"]["64"]["dense k=5"] == pytest.approx(grid["0"]["5"])

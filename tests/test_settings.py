@@ -33,6 +33,8 @@ def test_defaults_without_environment(env: pytest.MonkeyPatch) -> None:
     assert (s.qdrant.hnsw_m, s.qdrant.hnsw_ef_construct) == (32, 200)
     assert s.redis.url == "redis://127.0.0.1:6379/0"
     assert s.reranker.kind == "lexical"
+    # reciprocal-rank fusion, weight 0.2 on the BM25 rank (README, "Quality")
+    assert (s.reranker.fusion, s.reranker.fusion_weight, s.reranker.rrf_k) == ("rrf", 0.2, 60)
     assert s.server.port == 8080
 
 
@@ -122,6 +124,8 @@ def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:
         ("RAG_QDRANT__TENANT_EF", '{"hot": "fast"}', "qdrant.tenant_ef.hot"),
         ("RAG_REDIS__TIMEOUT_S", "0", "redis.timeout_s"),
         ("RAG_RERANKER__FUSION_WEIGHT", "1.5", "reranker.fusion_weight"),
+        ("RAG_RERANKER__FUSION", "borda", "reranker.fusion"),
+        ("RAG_RERANKER__RRF_K", "0", "reranker.rrf_k"),
         ("RAG_LOGGING__LEVEL", "LOUD", "logging.level"),
     ],
 )

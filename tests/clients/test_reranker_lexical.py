@@ -126,54 +126,103 @@ FUSION = cands(
 )
 
 
-def test_weight_zero_is_vector_order() -> None:
-    scores = LexicalReranker(weight=0.0, k1=0.9, b=0.4).score_sync("quantum qubits", FUSION)
+def test_rrf_is_the_weighted_sum_of_reciprocal_ranks() -> None:
+    # vector ranks 2, 4, 1, 3; BM25 ranks 3, 1, -, 2 (passage 2 has no query term, see FUSION)
+    w = 0.2
+    r = LexicalReranker(weight=w, k1=0.9, b=0.4, fusion="rrf", rrf_k=60)
+    scores = r.score_sync("quantum qubits", FUSION)
+    expected = [1 / 62 + w / 63, 1 / 64 + w / 61, 1 / 61, 1 / 63 + w / 62]
+    assert scores == pytest.approx(expected, rel=1e-12)
+    assert order(scores) == [0, 3, 1, 2]
+    # an equal weight: BM25's best passage comes first
+    assert order(LexicalReranker(1.0, 0.9, 0.4, fusion="rrf").score_sync("quantum qubits", FUSION))[0] == 1
+
+
+def test_rrf_weight_zero_and_a_stopword_only_query_keep_the_vector_order() -> None:
+    r = LexicalReranker(0.0, 0.9, 0.4, fusion="rrf")
+    assert order(r.score_sync("quantum qubits", FUSION)) == [2, 0, 3, 1]
+    for w in (0.2, 0.5, 1.0):
+        # every BM25 score is 0: no passage is in the BM25 ranking
+        scores = LexicalReranker(w, 0.9, 0.4, fusion="rrf").score_sync("what is the", FUSION)
+        assert order(scores) == [2, 0, 3, 1]
+        assert scores == pytest.approx([1 / 62, 1 / 64, 1 / 61, 1 / 63])
+
+
+def test_rrf_ties_share_a_rank_and_passages_without_a_query_term_get_nothing() -> None:
+    same = cands((0.5, "alpha beta"), (0.5, "alpha beta"), (0.5, "alpha beta"))
+    scores = LexicalReranker(0.2, 0.9, 0.4, fusion="rrf", rrf_k=60).score_sync("alpha", same)
+    assert scores == [1 / 61 + 0.2 / 61] * 3  # the same rank in both rankings: a tie
+    c = cands((0.9, "gardening"), (0.8, "cooking"), (0.7, "rust lifetimes"), (0.6, "sailing"))
+    scores = LexicalReranker(0.2, 0.9, 0.4, fusion="rrf", rrf_k=60).score_sync("rust", c)
+    assert scores == pytest.approx([1 / 61, 1 / 62, 1 / 63 + 0.2 / 61, 1 / 64])
+
+
+def test_rrf_moves_a_passage_a_bounded_number_of_places_whatever_the_scores() -> None:
+    """With w = 0.2 and c = 60 the BM25 winner enters the top 10 from dense rank 30 at most, and
+    how far it rises does not depend on the score scales or on how many candidates there are."""
+    for n in (20, 50, 200):
+        for spread in (1e-6, 1.0):
+            for start in range(n):
+                c = [
+                    Candidate(
+                        f"p{i}", 1.0 - spread * i / n, {"text": "rare term" if i == start else "common"}
+                    )
+                    for i in range(n)
+                ]
+                scores = LexicalReranker(0.2, 0.9, 0.4, fusion="rrf", rrf_k=60).score_sync("rare", c)
+                rank = order(scores).index(start) + 1
+                assert rank <= start + 1
+                assert (rank <= 10) == (start + 1 <= 30)
+
+
+def test_minmax_weight_zero_is_vector_order() -> None:
+    scores = LexicalReranker(weight=0.0, k1=0.9, b=0.4, fusion="minmax").score_sync("quantum qubits", FUSION)
     assert order(scores) == [2, 0, 3, 1]
     # exactly the min-max normalised vector scores
     assert scores == pytest.approx([(0.80 - 0.2) / 0.75, 0.0, 1.0, (0.50 - 0.2) / 0.75])
 
 
-def test_weight_one_is_bm25_order() -> None:
+def test_minmax_weight_one_is_bm25_order() -> None:
     bm25 = bm25_scores("quantum qubits", [c.text for c in FUSION], k1=0.9, b=0.4)
     assert order(bm25) == [1, 3, 0, 2]
-    scores = LexicalReranker(weight=1.0, k1=0.9, b=0.4).score_sync("quantum qubits", FUSION)
+    scores = LexicalReranker(weight=1.0, k1=0.9, b=0.4, fusion="minmax").score_sync("quantum qubits", FUSION)
     assert order(scores) == [1, 3, 0, 2]
     lo, hi = min(bm25), max(bm25)
     assert scores == pytest.approx([(x - lo) / (hi - lo) for x in bm25])
 
 
-def test_fusion_is_the_weighted_sum_of_normalised_scores() -> None:
+def test_minmax_fusion_is_the_weighted_sum_of_normalised_scores() -> None:
     w = 0.3
     bm25 = bm25_scores("quantum qubits", [c.text for c in FUSION], k1=0.9, b=0.4)
     lo, hi = min(bm25), max(bm25)
     dense = [(c.score - 0.2) / 0.75 for c in FUSION]
     expected = [(1 - w) * d + w * (x - lo) / (hi - lo) for d, x in zip(dense, bm25, strict=True)]
-    scores = LexicalReranker(weight=w, k1=0.9, b=0.4).score_sync("quantum qubits", FUSION)
+    scores = LexicalReranker(weight=w, k1=0.9, b=0.4, fusion="minmax").score_sync("quantum qubits", FUSION)
     assert scores == pytest.approx(expected, rel=1e-12)
     assert all(0.0 <= s <= 1.0 for s in scores)
 
 
-def test_stopword_only_query_leaves_vector_order() -> None:
+def test_minmax_stopword_only_query_leaves_vector_order() -> None:
     # nothing lexical to go on: BM25 is flat, the vector order stands for any weight
     for w in (0.2, 0.5, 0.9):
-        scores = LexicalReranker(weight=w, k1=0.9, b=0.4).score_sync("what is the", FUSION)
+        scores = LexicalReranker(weight=w, k1=0.9, b=0.4, fusion="minmax").score_sync("what is the", FUSION)
         assert order(scores) == [2, 0, 3, 1]
         assert max(scores) == pytest.approx(1 - w)
 
 
-def test_identical_scores_are_ties_not_errors() -> None:
+def test_minmax_identical_scores_are_ties_not_errors() -> None:
     same = cands((0.5, "alpha beta"), (0.5, "alpha beta"), (0.5, "alpha beta"))
     for w in (0.0, 0.5, 1.0):
-        scores = LexicalReranker(weight=w, k1=0.9, b=0.4).score_sync("alpha", same)
+        scores = LexicalReranker(weight=w, k1=0.9, b=0.4, fusion="minmax").score_sync("alpha", same)
         assert scores == [0.0, 0.0, 0.0]
     one = cands((0.7, "alpha"))
-    assert LexicalReranker(weight=0.5, k1=0.9, b=0.4).score_sync("alpha", one) == [0.0]
+    assert LexicalReranker(weight=0.5, k1=0.9, b=0.4, fusion="minmax").score_sync("alpha", one) == [0.0]
 
 
-def test_lexical_evidence_can_overturn_vector_order() -> None:
+def test_minmax_lexical_evidence_can_overturn_vector_order() -> None:
     c = cands((0.61, "a note on gardening tools"), (0.60, "rust borrow checker lifetimes explained"))
-    low = LexicalReranker(weight=0.1, k1=0.9, b=0.4).score_sync("rust lifetimes", c)
-    high = LexicalReranker(weight=0.9, k1=0.9, b=0.4).score_sync("rust lifetimes", c)
+    low = LexicalReranker(weight=0.1, k1=0.9, b=0.4, fusion="minmax").score_sync("rust lifetimes", c)
+    high = LexicalReranker(weight=0.9, k1=0.9, b=0.4, fusion="minmax").score_sync("rust lifetimes", c)
     assert order(low) == [0, 1]
     assert order(high) == [1, 0]
 
@@ -196,15 +245,17 @@ def test_id_names_every_parameter() -> None:
     base = LexicalReranker(weight=0.2, k1=0.9, b=0.4)
     assert base.id == LexicalReranker(weight=0.2, k1=0.9, b=0.4).id
     others = {
+        LexicalReranker(weight=0.2, k1=0.9, b=0.4, fusion="minmax").id,
+        LexicalReranker(weight=0.2, k1=0.9, b=0.4, rrf_k=30).id,
         LexicalReranker(weight=0.3, k1=0.9, b=0.4).id,
         LexicalReranker(weight=0.2, k1=1.2, b=0.4).id,
         LexicalReranker(weight=0.2, k1=0.9, b=0.75).id,
     }
     assert base.id not in others
-    assert len(others) == 3
-    # the tokenizer's version is in the id: scores cached under the ASCII-only tokenizer (v2)
-    # are never reused
-    assert base.id.startswith("lexical-bm25@v3:")
+    assert len(others) == 5
+    # the tokenizer's version is in the id: scores cached under an older tokenizer (v2: ASCII
+    # only; v3: tokens not always NFKC) are never reused
+    assert base.id.startswith("lexical-bm25@v4:")
 
 
 def test_cached_token_statistics_score_like_fresh_ones_and_follow_the_content_hash() -> None:

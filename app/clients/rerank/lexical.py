@@ -1,7 +1,17 @@
 """The default reranker: BM25 over the candidate passages, fused with the vector score.
 
-fused = (1 - w) * minmax(vector score) + w * minmax(BM25 over the candidates), with document
-frequencies taken over the candidates themselves.
+Two fusions (`RAG_RERANKER__FUSION`), BM25's document frequencies taken over the candidates:
+
+- `rrf` (default), weighted reciprocal-rank fusion: fused = 1 / (c + dense rank) + w / (c + BM25
+  rank), ranks from 1, tied scores sharing the best rank of their group, c = `rrf_k` (60, as
+  Cormack et al.); a passage with no query term is not in the BM25 ranking (adds 0), as a
+  document missing from one result list of a hybrid search. Only ranks count, so neither
+  ranking's score scale nor the number of candidates changes how far lexical evidence can move
+  a passage: with w = 0.2 and c = 60 the BM25 winner gains at most 0.2/61 on any other passage,
+  enough to enter the top 10 from dense rank 30 at best (README, "Quality").
+- `minmax`: fused = (1 - w) * minmax(vector score) + w * minmax(BM25). Min-max stretches both
+  to [0, 1] over the candidates, so the more candidates, the closer the dense scores of the top
+  ten get and the more BM25 decides among them: out of domain it made answers worse.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 from cachetools import LRUCache
 
@@ -52,13 +63,32 @@ def bm25_from_stats(terms: set[str], docs: Sequence[DocStats], k1: float, b: flo
     return out
 
 
+def _ranks(values: Sequence[float]) -> list[int]:
+    """1 + how many values are strictly greater: equal values share the best rank of their group."""
+    order = sorted(values, reverse=True)
+    first: dict[float, int] = {}
+    for i, v in enumerate(order):
+        first.setdefault(v, i + 1)
+    return [first[v] for v in values]
+
+
+def rrf(dense: Sequence[float], lexical: Sequence[float], weight: float, k: int) -> list[float]:
+    """1 / (k + dense rank) + weight / (k + lexical rank), per candidate; a candidate with no
+    lexical score (no query term) is not in the lexical ranking and gets nothing from it."""
+    return [
+        1.0 / (k + rd) + (weight / (k + rl) if x > 0 else 0.0)
+        for rd, rl, x in zip(_ranks(dense), _ranks(lexical), lexical, strict=True)
+    ]
+
+
 def _stats_key(c: Candidate) -> tuple[str, str]:
     # a changed passage has a new content hash, so it is never scored with stale statistics
     return c.id, str(c.payload.get("content_hash") or c.text)
 
 
 class LexicalReranker(PooledReranker):
-    """fused = (1 - w) * minmax(vector score) + w * minmax(BM25 over the candidates).
+    """BM25 over the candidates fused with the vector score: by reciprocal rank (`rrf`, the
+    default) or by min-max normalised scores (`minmax`), see the module doc.
 
     Token statistics of passages are cached by (point id, content hash): tokenizing the 50
     candidates is most of a rerank's cost and does not depend on the query. The cache is an LRU
@@ -67,28 +97,42 @@ class LexicalReranker(PooledReranker):
     """
 
     def __init__(
-        self, weight: float, k1: float, b: float, concurrency: int = 2, stats_cache_size: int = 10_000
+        self,
+        weight: float,
+        k1: float,
+        b: float,
+        concurrency: int = 2,
+        stats_cache_size: int = 10_000,
+        *,
+        fusion: Literal["rrf", "minmax"] = "rrf",
+        rrf_k: int = 60,
     ) -> None:
         super().__init__(concurrency, "rerank")
         self.weight = weight
         self.k1 = k1
         self.b = b
-        # v2: plural folding in the tokenizer (other scores than v1 for the same parameters)
-        self.id = f"lexical-bm25@v3:w={weight:g}:k1={k1:g}:b={b:g}"
+        self.fusion = fusion
+        self.rrf_k = rrf_k
+        # the tokenizer's version (other terms, other scores for the same parameters): v2 plural
+        # folding, v3 words of every script, v4 tokens NFKC after casefolding and mark removal
+        how = f"rrf{rrf_k}" if fusion == "rrf" else "minmax"
+        self.id = f"lexical-bm25@v4:{how}:w={weight:g}:k1={k1:g}:b={b:g}"
         self._stats: LRUCache[tuple[str, str], DocStats] = LRUCache(maxsize=stats_cache_size)
         self._stats_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, s: RerankerSettings) -> LexicalReranker:
-        return cls(s.fusion_weight, s.bm25_k1, s.bm25_b, s.concurrency)
+        return cls(s.fusion_weight, s.bm25_k1, s.bm25_b, s.concurrency, fusion=s.fusion, rrf_k=s.rrf_k)
 
     def score_sync(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:
             return []
         stats = self._doc_stats(candidates)
-        lexical = _minmax(bm25_from_stats(set(tokenize(query)), stats, self.k1, self.b))
-        dense = _minmax([c.score for c in candidates])
+        bm25 = bm25_from_stats(set(tokenize(query)), stats, self.k1, self.b)
         w = self.weight
+        if self.fusion == "rrf":
+            return rrf([c.score for c in candidates], bm25, w, self.rrf_k)
+        lexical, dense = _minmax(bm25), _minmax([c.score for c in candidates])
         return [(1 - w) * d + w * x for d, x in zip(dense, lexical, strict=True)]
 
     def _doc_stats(self, candidates: Sequence[Candidate]) -> list[DocStats]:

@@ -85,8 +85,9 @@ def _marks() -> str:
     return "".join(f"\\u{a:04x}-\\u{b:04x}" if a != b else f"\\u{a:04x}" for a, b in ranges)
 
 
-# a word: letters and digits of any script with their combining marks (no underscore)
-_WORD = re.compile(f"(?:[^\\W_]|[{_marks()}])+")
+# a word: a letter or digit of any script (`\\w` without the underscore), then letters, digits and
+# combining marks; a mark with nothing before it to combine with is dropped
+_WORD = re.compile(f"[^\\W_](?:[^\\W_]|[{_marks()}])*")
 # scripts written without spaces between words: Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan
 _UNSPACED = re.compile(
     "[\\u0e00-\\u0eff\\u0f00-\\u0fff\\u1000-\\u109f\\u1780-\\u17ff\\u3040-\\u30ff"
@@ -102,23 +103,33 @@ _ARABIC = str.maketrans(
 )
 
 
+def _normalise(text: str) -> str:
+    """NFKC, casefold, Arabic normalised, then NFKC again: casefolding and dropping marks can
+    both leave a string that is no longer NFKC ("ǰ" folds to "j" + a combining caron)."""
+    folded = unicodedata.normalize("NFKC", text).casefold().translate(_ARABIC)
+    return unicodedata.normalize("NFKC", folded)
+
+
+def _add_word(out: list[str], word: str) -> None:
+    if not word.isascii():
+        out.append(word)
+    elif word not in STOPWORDS:
+        out.append(fold_plural(word))  # English plural folding: ASCII words only
+
+
 def _unicode_words(text: str) -> list[str]:
     out: list[str] = []
-    for word in _WORD.findall(unicodedata.normalize("NFKC", text).casefold().translate(_ARABIC)):
-        if word.isascii():
-            if word not in STOPWORDS:
-                out.append(fold_plural(word))  # English plural folding: ASCII words only
-            continue
+    for word in _WORD.findall(_normalise(text)):
         pos = 0
         for run in _UNSPACED.finditer(word):
             if run.start() > pos:
-                out.append(word[pos : run.start()])
+                _add_word(out, word[pos : run.start()])
             chars = run.group()
             # no spaces to split on: overlapping character bigrams (a lone character as itself)
             out.extend([chars] if len(chars) == 1 else [chars[i : i + 2] for i in range(len(chars) - 1)])
             pos = run.end()
         if pos < len(word):
-            out.append(word[pos:])
+            _add_word(out, word[pos:])
     return out
 
 
