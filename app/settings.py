@@ -105,6 +105,14 @@ class JobsSettings(BaseModel):
     batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")
 
 
+class SnapshotSettings(BaseModel):
+    dir: Path | None = Field(
+        None,
+        description="snapshot files; unset = `snapshots` beside RAG_QDRANT__PATH (`$DATA_DIR/snapshots`)",
+    )
+    keep: int = Field(7, ge=1, description="snapshots kept: after each create, older ones are deleted")
+
+
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = embedded engine on `path`")
     api_key: str | None = Field(None, description="Qdrant server API key (use a Secret)")
@@ -276,6 +284,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     jobs: JobsSettings = JobsSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     answer_cache: AnswerCacheSettings = AnswerCacheSettings()
     qdrant: QdrantSettings = QdrantSettings()
     redis: RedisSettings = RedisSettings()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from qdrant_edge import (
 
 from app.clients.vectorstore.base import QdrantStore, Vectors
 from app.clients.vectorstore.errors import EDGE_ERRORS, translated
+from app.clients.vectorstore.layout import serving_dir
 from app.clients.vectorstore.shared import (
     DEPENDENCY,
     Condition,
@@ -74,9 +76,10 @@ class EdgeStore(QdrantStore):
     """qdrant-edge shard on `path/collection`. Calls run on one dedicated thread, in order.
     One process owns the directory: run one worker."""
 
-    def __init__(self, settings: QdrantSettings) -> None:
+    def __init__(self, settings: QdrantSettings, directory: Path | None = None) -> None:
         super().__init__(settings)
-        self.path = settings.path / settings.collection
+        # the serving shard (see layout.py: a restore makes another directory the serving one)
+        self.path = directory if directory is not None else serving_dir(settings.path, settings.collection)
         self._shard: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         if (self.path / CONFIG_FILE).exists():
@@ -232,6 +235,10 @@ class EdgeStore(QdrantStore):
     async def delete(self, ids: list[str]) -> None:
         point_ids: list[Any] = list(ids)
         await self._run(lambda: self._shard_or_raise().update(UpdateOperation.delete_points(point_ids)))
+
+    async def flush(self) -> None:
+        """Everything written so far is in the shard's files (a copy of them then loads it)."""
+        await self._run(lambda: self._shard_or_raise().flush())
 
     async def info(self) -> dict[str, Any]:
         """What the engine reports: points, indexed vectors, segments and the payload schema from

@@ -1,0 +1,61 @@
+"""Helpers of the snapshot tests: keys, a gateway on a private shard, and snapshot files rewritten
+the way a foreign or damaged one would look."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from support.keys import make_key
+
+ADMIN = make_key("admin-snap", "ops", admin=True)
+READER = make_key("reader-snap", "default")
+
+
+def repack(path: Path, **changes: Any) -> None:
+    """Rewrite a snapshot file with its manifest changed, and record the new file's checksum (a
+    well-formed snapshot of another collection or embedder)."""
+    out = io.BytesIO()
+    with tarfile.open(path, "r:gz") as src, tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as dst:
+        for member in src:
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name == "manifest.json":
+                assert data is not None
+                manifest = {**orjson.loads(data.read()), **changes}
+                raw = orjson.dumps(manifest)
+                member.size = len(raw)
+                dst.addfile(member, io.BytesIO(raw))
+            else:
+                dst.addfile(member, data)
+    path.write_bytes(out.getvalue())
+    record_sum(path)
+
+
+def record_sum(path: Path) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+
+
+async def points(client: httpx.AsyncClient) -> int:
+    r = await client.get("/admin/collection", headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
+    return int(r.json()["result"]["points_count"])
+
+
+async def rag_ids(client: httpx.AsyncClient, q: str) -> list[str]:
+    r = await client.post("/rag", json={"q": q, "k": 20, "rerank": False}, headers=READER.headers)
+    assert r.status_code == 200, r.text
+    return [str(x["id"]) for x in r.json()["results"]]
+
+
+def assert_json_error(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err: dict[str, Any] = r.json()["error"]
+    assert err["type"] == type_
+    return err
