@@ -34,7 +34,7 @@ from app.pipeline import Guards, RagPipeline
 from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
 from app.settings import Settings
-from app.snapshots.service import Snapshots
+from app.snapshots.service import Snapshots, SnapshotService
 
 log = logging.getLogger("rag.lifespan")
 STATE_KEY = "rag"
@@ -57,7 +57,7 @@ class AppState:
     chunker: Chunker | None = None
     jobs: JobRunner | None = None
     answers: AnswerCache | None = None
-    snapshots: Snapshots | None = None  # embedded engine only
+    snapshots: SnapshotService | None = None
     last_write_at: float | None = None  # wall clock of the last write through this process
 
     async def wrote(self) -> None:
@@ -161,7 +161,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             chunker,
             answers=answers,
         )
-        state.snapshots = _snapshots(state)
+        state.snapshots = await _snapshots(state)
         state.jobs = await _start_jobs(state)
         stack.push_async_callback(state.jobs.stop)
         yield state
@@ -181,21 +181,29 @@ def _serving_store(settings: Settings, stack: AsyncExitStack) -> SwappableStore:
     return store
 
 
-def _snapshots(state: AppState) -> Snapshots | None:
-    if state.settings.qdrant.url:
-        return None
+async def _snapshots(state: AppState) -> SnapshotService:
+    """The embedded engine's snapshot files, or the Qdrant server's snapshot API."""
     m = state.metrics
-    snaps = Snapshots(
-        state.settings,
-        state.store,
-        state.embedder.id,
-        state.embedder.dim,
-        on_swap=state.wrote,  # restored data: no answer from before it is served again
-        observe=lambda op, outcome, s: m.snapshot_duration.labels(op, outcome).observe(s),
-        on_newest=m.snapshot_newest.set,
-    )
-    snaps.sweep()
-    snaps.refresh_newest()
+    hooks: dict[str, Any] = {
+        "on_swap": state.wrote,  # restored data: no answer from before it is served again
+        "observe": lambda op, outcome, s: m.snapshot_duration.labels(op, outcome).observe(s),
+        "on_newest": m.snapshot_newest.set,
+    }
+    snaps: SnapshotService
+    if state.settings.qdrant.url:
+        from app.clients.vectorstore.server import ServerStore
+        from app.snapshots.remote import ServerSnapshots
+
+        assert isinstance(state.store.current, ServerStore)
+        snaps = ServerSnapshots(state.settings, state.store, state.store.current, **hooks)
+    else:
+        edge = Snapshots(state.settings, state.store, state.embedder.id, state.embedder.dim, **hooks)
+        edge.sweep()
+        snaps = edge
+    try:
+        await snaps.refresh_newest()
+    except DependencyError as exc:  # a server not reachable yet: the gauge waits for the next one
+        log.warning("snapshots not listed", extra={"error": exc.message})
     return snaps
 
 

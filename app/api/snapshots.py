@@ -14,23 +14,22 @@ from starlette.responses import Response
 from app.api.auth import Admin
 from app.api.deps import State
 from app.api.responses import ADMIN_ERRORS, documented
-from app.errors import NotSupported
 from app.lifespan import AppState
-from app.snapshots.service import NAME_PATTERN, Snapshots
+from app.snapshots.service import ROUTE_NAME_PATTERN, SnapshotService
 
 log = logging.getLogger("rag.api.snapshots")
 router = APIRouter(tags=["admin"])
-Name = Annotated[str, Path(pattern=NAME_PATTERN, description="snapshot name, as listed")]
-_UNSUPPORTED = {501: "the Qdrant server backend: use Qdrant's snapshot API"}
+Name = Annotated[
+    str, Path(pattern=ROUTE_NAME_PATTERN, max_length=255, description="snapshot name, as listed")
+]
 
 
 def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    return documented(ADMIN_ERRORS, _UNSUPPORTED, extra)
+    return documented(ADMIN_ERRORS, extra)
 
 
-def _snapshots(state: AppState) -> Snapshots:
-    if state.snapshots is None:
-        raise NotSupported("snapshots are made by the embedded engine only; use Qdrant's snapshot API")
+def _snapshots(state: AppState) -> SnapshotService:
+    assert state.snapshots is not None  # set by the lifespan on both backends
     return state.snapshots
 
 
@@ -49,7 +48,7 @@ async def create_snapshot(state: State, admin: Admin) -> Response:
 @router.get("/admin/snapshots", responses=_errors({}))
 async def list_snapshots(state: State, admin: Admin) -> Response:
     """Every snapshot in the snapshot directory, newest first."""
-    return _json({"snapshots": [i.as_dict() for i in _snapshots(state).list()]})
+    return _json({"snapshots": [i.as_dict() for i in await _snapshots(state).snapshots()]})
 
 
 @router.delete("/admin/snapshots/{name}", responses=_errors({404: "no such snapshot"}))

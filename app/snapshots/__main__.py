@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.errors import RagError
+from app.errors import NotSupported, RagError
 from app.settings import Settings
 
 EXIT_REFUSED = 2
@@ -53,6 +53,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> Any:
     from app.snapshots.service import Snapshots
 
     q = settings.qdrant
+    if q.url:
+        raise NotSupported("the CLI works on the embedded engine; with a Qdrant server use the HTTP API")
     if args.command in ("list", "delete"):  # files only: the engine is not opened
         snaps = Snapshots(settings, SwappableStore(_Closed(q.collection)), "", 0)  # type: ignore[arg-type]
         if args.command == "list":

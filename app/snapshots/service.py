@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.clients.vectorstore.edge import EdgeStore
 from app.clients.vectorstore.files import copy_tree
@@ -36,7 +36,9 @@ from app.snapshots.archive import FORMAT, pack, read_manifest, sha256_of, unpack
 
 log = logging.getLogger("rag.snapshots")
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-NAME_PATTERN = NAME_RE.pattern
+# what a route takes as a name, on both backends (a Qdrant server names its snapshots
+# `<collection>-<id>-<date>.snapshot`): no slash, no leading dot, no `..`
+ROUTE_NAME_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 SUFFIX = ".tar.gz"
 SUM_SUFFIX = ".tar.gz.sha256"
 Observe = Callable[[str, str, float], None]  # op, outcome, seconds
@@ -52,6 +54,20 @@ class SnapshotInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class SnapshotService(Protocol):
+    """What the API asks of either backend's snapshots (Snapshots here, remote.ServerSnapshots)."""
+
+    async def create(self) -> SnapshotInfo: ...
+
+    async def snapshots(self) -> list[SnapshotInfo]: ...
+
+    async def delete(self, name: str) -> None: ...
+
+    async def restore(self, name: str) -> SnapshotInfo: ...
+
+    async def refresh_newest(self) -> None: ...
 
 
 def snapshot_dir(settings: Settings) -> Path:
@@ -101,6 +117,9 @@ class Snapshots:
             ):
                 entry.unlink()
 
+    async def snapshots(self) -> list[SnapshotInfo]:
+        return await asyncio.to_thread(self.list)
+
     def list(self) -> list[SnapshotInfo]:
         """Every snapshot, newest first."""
         if not self.dir.is_dir():
@@ -136,9 +155,9 @@ class Snapshots:
         digest = text.split(maxsplit=1)[0] if text.strip() else ""
         return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
 
-    def refresh_newest(self) -> None:
+    async def refresh_newest(self) -> None:
         if self._on_newest is not None:
-            snaps = self.list()
+            snaps = await asyncio.to_thread(self.list)
             self._on_newest(snaps[0].created_at if snaps else 0.0)
 
     # --- operations -----------------------------------------------------------------------
@@ -162,8 +181,8 @@ class Snapshots:
     async def create(self) -> SnapshotInfo:
         async with self._busy:
             info: SnapshotInfo = await self._timed("create", self._create)
-        await asyncio.to_thread(self._retain)
-        self.refresh_newest()
+            await asyncio.to_thread(self._retain)
+        await self.refresh_newest()
         return info
 
     async def _create(self) -> SnapshotInfo:
@@ -216,7 +235,7 @@ class Snapshots:
 
         async with self._busy:
             await self._timed("delete", work)
-        self.refresh_newest()
+        await self.refresh_newest()
 
     def verify(self, name: str) -> tuple[Path, dict[str, Any]]:
         """The snapshot's file and manifest, once its checksum and identities are right."""
@@ -261,6 +280,7 @@ class Snapshots:
             raise
         try:
             points = await new.count()
+            await new.ensure_indexes()  # filter keys allow-listed since the snapshot get their index
         except Exception:
             points = -1
         if points != manifest["points"]:

@@ -79,12 +79,21 @@ async def test_create_list_delete_and_retention(gateway: tuple[httpx.AsyncClient
     assert_json_error(
         await client.delete(f"/admin/snapshots/{second['name']}", headers=ADMIN.headers), 404, "not_found"
     )
-    for bad in ("x", f"{third['name']}.tar.gz", "rag_docs-20260101T000000Z-zzzzzz", ".work-x"):
+    # not a name of ours: 404; not a name at all (a leading dot, `..`, a space): 422
+    for bad, status, type_ in (
+        ("x", 404, "not_found"),
+        (f"{third['name']}.tar.gz", 404, "not_found"),
+        ("rag_docs-20260101T000000Z-zzzzzz", 404, "not_found"),
+        (".work-x", 422, "invalid_request"),
+        ("a..b", 422, "invalid_request"),
+        ("a%20b", 422, "invalid_request"),
+    ):
         assert_json_error(
-            await client.delete(f"/admin/snapshots/{bad}", headers=ADMIN.headers), 422, "invalid_request"
+            await client.delete(f"/admin/snapshots/{bad}", headers=ADMIN.headers), status, type_
         )
-        r = await client.post(f"/admin/snapshots/{bad}/restore", headers=ADMIN.headers)
-        assert_json_error(r, 422, "invalid_request")
+        assert_json_error(
+            await client.post(f"/admin/snapshots/{bad}/restore", headers=ADMIN.headers), status, type_
+        )
     # an encoded slash never reaches the handler: no route has it
     r = await client.delete("/admin/snapshots/..%2F..%2Fetc%2Fpasswd", headers=ADMIN.headers)
     assert_json_error(r, 404, "not_found")
@@ -105,7 +114,9 @@ async def test_only_admin_keys(gateway: tuple[httpx.AsyncClient, Path]) -> None:
     assert await listed(client) == []
 
 
-async def test_restore_serves_the_snapshots_data(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+async def test_restore_serves_the_snapshots_data(
+    gateway: tuple[httpx.AsyncClient, Path], qdrant_path: Path
+) -> None:
     client, _ = gateway
     before = await points(client)
     snap = await create(client)
@@ -126,6 +137,12 @@ async def test_restore_serves_the_snapshots_data(gateway: tuple[httpx.AsyncClien
     assert r.status_code == 200, r.text
     assert r.json()["restored"]["name"] == snap["name"]
     assert await points(client) == before
+    # the pointer names the restored shard, the only one left; its sparse files stayed sparse
+    serving = qdrant_path / (qdrant_path / "rag_docs.current").read_text().strip()
+    assert [p.name for p in qdrant_path.iterdir() if p.is_dir()] == [serving.name]
+    files = [p.stat() for p in serving.rglob("*") if p.is_file()]
+    length, on_disk = sum(f.st_size for f in files), sum(f.st_blocks * 512 for f in files)
+    assert on_disk * 4 < length, (on_disk, length)
     # the same query again: not the cached answer from before the restore
     again = await client.post("/rag", json={"q": QUERY, "k": 20, "rerank": False}, headers=READER.headers)
     assert again.status_code == 200, again.text
