@@ -109,13 +109,17 @@ class Snapshots:
         if not self.dir.is_dir():
             return
         for entry in self.dir.iterdir():
-            if entry.name.startswith("."):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            elif (
-                entry.name.endswith(SUM_SUFFIX)
-                and not entry.with_name(entry.name[: -len(".sha256")]).exists()
-            ):
+            n = entry.name
+            if n.startswith(".work-") and entry.is_dir():
+                shutil.rmtree(entry)
+            elif n.startswith(".") and n.endswith((f"{SUFFIX}.tmp", f"{SUM_SUFFIX}.tmp")):
                 entry.unlink()
+            elif (
+                n.endswith(SUM_SUFFIX)
+                and NAME_RE.match(n[: -len(SUM_SUFFIX)])
+                and not entry.with_name(n[: -len(".sha256")]).exists()
+            ):
+                entry.unlink()  # a create killed between its checksum and its file
 
     async def snapshots(self) -> list[SnapshotInfo]:
         return await asyncio.to_thread(self.list)
@@ -138,13 +142,9 @@ class Snapshots:
         except SnapshotInvalid:
             manifest = None
         created = manifest.get("created_at") if manifest else None
-        return SnapshotInfo(
-            name=name,
-            created_at=float(created) if isinstance(created, int | float) else path.stat().st_mtime,
-            points=manifest["points"] if manifest else None,
-            size_bytes=path.stat().st_size,
-            sha256=self._recorded_sum(path),
-        )
+        at = float(created) if isinstance(created, int | float) else path.stat().st_mtime
+        points = manifest["points"] if manifest else None
+        return SnapshotInfo(name, at, points, path.stat().st_size, self._recorded_sum(path))
 
     @staticmethod
     def _recorded_sum(path: Path) -> str | None:
