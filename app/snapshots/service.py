@@ -273,7 +273,7 @@ class Snapshots:
             await asyncio.to_thread(unpack, path, unpacking)
             os.replace(unpacking, target)
             fsync_dir(q.path)
-            new = EdgeStore(q, directory=target)
+            new = await asyncio.to_thread(EdgeStore, q, target)  # loading takes a while: off the loop
         except Exception:
             await asyncio.to_thread(shutil.rmtree, unpacking, True)
             await asyncio.to_thread(shutil.rmtree, target, True)

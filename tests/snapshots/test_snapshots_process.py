@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import re
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from snapshots_support import ADMIN, READER, Gateway, start_gateway
 from support.proc import run_python
 
 from app.clients.vectorstore.files import copy_tree
+from bench.loadgen import hey_command
 
 DOCS = [{"id": f"kill-{i}", "text": f"passage {i} about the hut below the col"} for i in range(5)]
 # seconds between sending the operation and the SIGKILL: from before it starts to after it ends
@@ -133,5 +137,41 @@ def test_kill_during_snapshot_and_restore_leaves_before_or_after(
     try:
         assert points(gw) == before
         assert_serves(gw)
+    finally:
+        gw.stop()
+
+
+def test_restores_under_hey_load_answer_every_request(
+    model_dir: Path, built_collection: Path, tmp_path: Path
+) -> None:
+    qdrant = tmp_path / "qdrant"
+    copy_tree(built_collection, qdrant)
+    env = {
+        "RAG_EMBEDDER__MODEL_DIR": str(model_dir),
+        "RAG_QDRANT__PATH": str(qdrant),
+        "RAG_SNAPSHOTS__DIR": str(tmp_path / "snapshots"),
+        "RAG_REDIS__URL": "",
+        # two shared cores also run the restore's unpacking: the deadline is not what is tested
+        "RAG_SERVER__DEADLINE_S": "20",
+    }
+    gw = start_gateway(env, tmp_path / "gateway.log")
+    try:
+        r = httpx.post(f"{gw.url}/admin/snapshots", headers=ADMIN.headers, timeout=60)
+        assert r.status_code == 201, r.text
+        snap = r.json()["name"]
+        body = json.dumps({"q": "hut below the col", "k": 20, "rerank": False})
+        cmd = hey_command(f"{gw.url}/rag", 15, concurrency=6, body=body)
+        cmd[-1:-1] = ["-H", f"Authorization: Bearer {READER.token}"]
+        hey = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        restores = 0
+        # restore again and again for as long as the load runs (the first one starts with it)
+        while hey.poll() is None:
+            r = httpx.post(f"{gw.url}/admin/snapshots/{snap}/restore", headers=ADMIN.headers, timeout=120)
+            assert r.status_code == 200, r.text
+            restores += 1
+        out, err = hey.communicate()
+        assert hey.returncode == 0, err
+        codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, flags=re.M))
+        assert list(codes) == ["200"], (restores, out)
     finally:
         gw.stop()
