@@ -3,6 +3,11 @@ them to HTTP in one table.
 
     RagError
     ├── InvalidRequest            bad input the schema could not catch (422)
+    │   └── SnapshotInvalid       a snapshot file that is corrupt, truncated or not one (422)
+    ├── NotFound                  no such thing (a snapshot name) (404)
+    ├── Conflict                  cannot be done in the current state: a snapshot of another
+    │                             collection or embedder, another operation running (409)
+    ├── NotSupported              not available on this backend (501)
     ├── Unauthorized              missing, malformed, wrong or revoked API key (401)
     ├── Forbidden                 authenticated, but the key may not do this (403)
     ├── RateLimited               the key's request rate limit is used up (429)
@@ -37,6 +42,22 @@ class RagError(Exception):
 
 
 class InvalidRequest(RagError):
+    pass
+
+
+class SnapshotInvalid(InvalidRequest):
+    pass
+
+
+class NotFound(RagError):
+    pass
+
+
+class Conflict(RagError):
+    pass
+
+
+class NotSupported(RagError):
     pass
 
 

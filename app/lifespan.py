@@ -20,6 +20,8 @@ from app.clients.ratelimit import RateLimiter
 from app.clients.redis_client import RedisClient, breaker_config
 from app.clients.rerank import Reranker, reranker_from_settings
 from app.clients.vectorstore import VectorStore, vectorstore_from_settings
+from app.clients.vectorstore.layout import OwnerLock, sweep
+from app.clients.vectorstore.swap import SwappableStore
 from app.document_in import line_parser
 from app.errors import DependencyError, DependencyRejected
 from app.ingest import Document, IngestStats, ingest_documents
@@ -32,6 +34,7 @@ from app.pipeline import Guards, RagPipeline
 from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
 from app.settings import Settings
+from app.snapshots.service import Snapshots, SnapshotService
 
 log = logging.getLogger("rag.lifespan")
 STATE_KEY = "rag"
@@ -43,7 +46,7 @@ class AppState:
     metrics: Metrics
     pipeline: RagPipeline
     embedder: Embedder
-    store: VectorStore
+    store: SwappableStore  # the one home of the serving store (swapped by a restore)
     reranker: Reranker | None
     cache: RerankCache | None
     tracer_provider: TracerProvider | None
@@ -54,6 +57,7 @@ class AppState:
     chunker: Chunker | None = None
     jobs: JobRunner | None = None
     answers: AnswerCache | None = None
+    snapshots: SnapshotService | None = None
     last_write_at: float | None = None  # wall clock of the last write through this process
 
     async def wrote(self) -> None:
@@ -100,8 +104,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
 
         embedder = embedder_from_settings(settings.embedder)
         stack.push_async_callback(embedder.aclose)
-        store = vectorstore_from_settings(settings.qdrant)
-        stack.push_async_callback(store.aclose)
+        store = _serving_store(settings, stack)
         reranker = reranker_from_settings(settings.reranker)
         if reranker is not None:
             stack.push_async_callback(reranker.aclose)
@@ -119,7 +122,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         auth = Authenticator.from_settings(settings)
         auth.announce()
         limiter = RateLimiter(redis, settings.auth.rate_window_s)
-        instrument_clients(provider, embedder, store, reranker, redis)
+        instrument_clients(provider, embedder, store.current, reranker, redis)
         guards = Guards(
             embedder=make_guard("embedder", settings, metrics, breakers, settings.embedder.timeout_s),
             qdrant=make_guard("qdrant", settings, metrics, breakers, settings.qdrant.timeout_s),
@@ -158,9 +161,50 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             chunker,
             answers=answers,
         )
+        state.snapshots = await _snapshots(state)
         state.jobs = await _start_jobs(state)
         stack.push_async_callback(state.jobs.stop)
         yield state
+
+
+def _serving_store(settings: Settings, stack: AsyncExitStack) -> SwappableStore:
+    """The store, in its swappable home. The embedded engine's collection is owned (locked) by
+    this process, and shard directories a kill left behind are removed before it opens."""
+    q = settings.qdrant
+    if not q.url:
+        lock = OwnerLock(q.path, q.collection)
+        stack.callback(lock.close)
+        for gone in sweep(q.path, q.collection):
+            log.warning("removed a shard directory left by an interrupted swap", extra={"path": str(gone)})
+    store = SwappableStore(vectorstore_from_settings(q))
+    stack.push_async_callback(store.aclose)
+    return store
+
+
+async def _snapshots(state: AppState) -> SnapshotService:
+    """The embedded engine's snapshot files, or the Qdrant server's snapshot API."""
+    m = state.metrics
+    hooks: dict[str, Any] = {
+        "on_swap": state.wrote,  # restored data: no answer from before it is served again
+        "observe": lambda op, outcome, s: m.snapshot_duration.labels(op, outcome).observe(s),
+        "on_newest": m.snapshot_newest.set,
+    }
+    snaps: SnapshotService
+    if state.settings.qdrant.url:
+        from app.clients.vectorstore.server import ServerStore
+        from app.snapshots.remote import ServerSnapshots
+
+        assert isinstance(state.store.current, ServerStore)
+        snaps = ServerSnapshots(state.settings, state.store, state.store.current, **hooks)
+    else:
+        edge = Snapshots(state.settings, state.store, state.embedder.id, state.embedder.dim, **hooks)
+        edge.sweep()
+        snaps = edge
+    try:
+        await snaps.refresh_newest()
+    except DependencyError as exc:  # a server not reachable yet: the gauge waits for the next one
+        log.warning("snapshots not listed", extra={"error": exc.message})
+    return snaps
 
 
 async def _start_jobs(state: AppState) -> JobRunner:
@@ -169,15 +213,17 @@ async def _start_jobs(state: AppState) -> JobRunner:
 
     async def ingest_batch(docs: list[Document]) -> IngestStats:
         # no index build or verification per batch: once, when the job's last batch is in
-        stats = await ingest_documents(
-            store, state.embedder, docs, chunker=chunker, verify=False, optimize=False
-        )
-        if stats.upserted:
-            await state.wrote()  # committed: no answer from before it is served again
+        async with store.writing():
+            stats = await ingest_documents(
+                store, state.embedder, docs, chunker=chunker, verify=False, optimize=False
+            )
+            if stats.upserted:
+                await state.wrote()  # committed: no answer from before it is served again
         return stats
 
     async def after(job: Job) -> None:
-        await store.optimize()
+        async with store.writing():
+            await store.optimize()
 
     def on_change(by_state: dict[str, int], documents: int) -> None:
         metrics.set_jobs(by_state)

@@ -24,17 +24,21 @@ from app.errors import (
     BadHttpRequest,
     CircuitOpen,
     ClientDisconnected,
+    Conflict,
     DeadlineExceeded,
     DependencyError,
     Forbidden,
     HeadersTooLarge,
     InputRejected,
     InvalidRequest,
+    NotFound,
+    NotSupported,
     Overloaded,
     PayloadTooLarge,
     RagError,
     RateLimited,
     RequestTimeout,
+    SnapshotInvalid,
     Unauthorized,
 )
 
@@ -43,7 +47,11 @@ log = logging.getLogger("rag.errors")
 CLIENT_CLOSED = 499
 # domain error -> (status, error type); the first matching class wins (subclasses first)
 ERROR_TABLE: tuple[tuple[type[RagError], int, str], ...] = (
+    (SnapshotInvalid, 422, "snapshot_invalid"),
     (InvalidRequest, 422, "invalid_request"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (NotSupported, 501, "not_supported"),
     (Unauthorized, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
     (RateLimited, 429, "rate_limited"),

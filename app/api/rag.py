@@ -88,7 +88,8 @@ async def rag(
 async def _compute(
     state: AppState, body: RagRequest, policy: TenantPolicy, deadline: Deadline, ctx: RequestContext
 ) -> tuple[bytes, RagResult]:
-    result = await state.pipeline.run(body, policy, deadline)
+    async with state.store.lease():  # one store from the first call to the last, across a restore
+        result = await state.pipeline.run(body, policy, deadline)
     ctx.cache = result.cache
     ctx.degraded = [d["reason"] for d in result.degraded]
     payload = {

@@ -1,10 +1,12 @@
 """The rerank cache in Redis (docs/ARCHITECTURE.md, "Request path").
 
 Key: `rerank:v1:` + sha256(reranker id, tenant, normalised query, candidate ids and content
-hashes in order). Value: the scores as packed float64. Every operation goes through the shared
-RedisClient: bounded by `timeout_s`, behind the Redis breaker, so that while Redis is down the
-cache is skipped without a connection attempt per request. Cache errors never fail a request:
-callers get RedisUnavailable and answer with `cache: "bypass"`.
+hashes in order; a point without a `content_hash` adds the hash of its text, so that a point id
+that keeps its id across a restore but not its text never finds the old scores). Value: the
+scores as packed float64. Every operation goes through the shared RedisClient: bounded by
+`timeout_s`, behind the Redis breaker, so that while Redis is down the cache is skipped without
+a connection attempt per request. Cache errors never fail a request: callers get
+RedisUnavailable and answer with `cache: "bypass"`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def cache_key(reranker_id: str, tenant: str, query: str, candidates: Sequence[Ca
     for c in candidates:
         h.update(c.id.encode())
         h.update(b"\x01")
-        h.update(str(c.payload.get("content_hash", "")).encode())
+        digest = c.payload.get("content_hash") or hashlib.sha256(c.text.encode()).hexdigest()
+        h.update(str(digest).encode())
         h.update(b"\x00")
     return KEY_PREFIX + h.hexdigest()
 

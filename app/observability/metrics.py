@@ -55,6 +55,10 @@ def prepare_multiprocess_dir(path: str) -> None:
         os.remove(f)
 
 
+# snapshot operations take seconds to minutes, not the request buckets' milliseconds
+SNAPSHOT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -126,6 +130,19 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "rag_requests_in_flight", "In-flight /rag requests", registry=r, multiprocess_mode="livesum"
+        )
+        self.snapshot_duration = Histogram(
+            "rag_snapshot_duration_seconds",
+            "Duration of one snapshot operation (create, restore, delete), by outcome (ok, error)",
+            ["op", "outcome"],
+            buckets=SNAPSHOT_BUCKETS,
+            registry=r,
+        )
+        self.snapshot_newest = Gauge(
+            "rag_snapshot_newest_timestamp_seconds",
+            "Unix time of the newest snapshot in the snapshot directory (0: none)",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self._stage = {s: self.stage_duration.labels(stage=s) for s in STAGES}
         self._http: dict[tuple[str, str, int], Histogram] = {}

@@ -87,12 +87,15 @@ def service_series(job: str, instance: str, *, slow: bool) -> list[dict[str, str
             counter("rag_answer_cache_hit_total", base, 30),
             counter("rag_answer_cache_miss_total", base, 70),
         ]
+        s += [gauge("rag_snapshot_newest_timestamp_seconds", base, 0)]  # no snapshot at all
     else:
         s += histogram(HTTP, {**req, "status": "200"}, {0.05: 1000})
         s += [counter("reranker_cache_hit_total", base, 80), counter("reranker_cache_miss_total", base, 20)]
         s += [gauge("rag_circuit_breaker_state", {**base, "dependency": "reranker"}, 0)]
         s += [gauge("up", base, 1)]
         s += [counter("rag_search_exact_fallback_total", {**base, "reason": "short"}, 0)]
+        # a snapshot taken at the start of the synthetic timeline (time() starts at 0 in promtool)
+        s += [gauge("rag_snapshot_newest_timestamp_seconds", base, 1)]
     s += histogram("rag_stage_duration_seconds", {**base, "stage": "rerank"}, {0.25: 1000})
     s += histogram("rag_stage_duration_seconds", {**base, "stage": "embed"}, {0.005: 1000})
     s += [counter("rag_upstream_retries_total", {**base, "dependency": "reranker"}, 60)]
@@ -134,6 +137,7 @@ ALERTS_EXPECTED = {
     "RagGatewayCacheHitRateLow": [{"severity": "info"}],
     "RagGatewaySearchExactFallback": [{"severity": "warning", "reason": "short"}],
     "RagGatewayTargetDown": [{"severity": "critical", "job": "rag-gateway", "instance": "10.0.0.1:8080"}],
+    "RagGatewaySnapshotStale": [{"severity": "warning", "job": "rag-gateway"}],
 }
 
 

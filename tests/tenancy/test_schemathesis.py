@@ -34,6 +34,8 @@ MAX_EXAMPLES = 15
 EXAMPLES = {
     ("POST", "/documents", GenerationMode.POSITIVE): 6,
     ("POST", "/documents", GenerationMode.NEGATIVE): 10,
+    # each one packs the collection: a few show the answer's shape
+    ("POST", "/admin/snapshots", GenerationMode.POSITIVE): 3,
 }
 
 
@@ -87,6 +89,10 @@ OPERATIONS = [
     ("GET", "/jobs/{job_id}", True),
     ("DELETE", "/jobs/{job_id}", True),
     ("GET", "/admin/collection", False),
+    ("POST", "/admin/snapshots", False),
+    ("GET", "/admin/snapshots", False),
+    ("DELETE", "/admin/snapshots/{name}", True),
+    ("POST", "/admin/snapshots/{name}/restore", True),
 ]
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +35,9 @@ from qdrant_edge import (
 
 from app.clients.vectorstore.base import QdrantStore, Vectors
 from app.clients.vectorstore.errors import EDGE_ERRORS, translated
+from app.clients.vectorstore.layout import read_embedder, record_embedder, serving_dir
 from app.clients.vectorstore.shared import (
     DEPENDENCY,
-    EMBEDDER_KEY,
     Condition,
     collection_info,
     index_entry,
@@ -49,7 +49,6 @@ from app.types import Candidate, PointIn
 
 # the engine's record of its configuration; see EdgeStore._stored_config for why it is read
 CONFIG_FILE = "edge_config.json"
-GATEWAY_FILE = "gateway.json"  # what the gateway records of the collection (its embedder)
 
 
 def _index_params(kind: FilterKeyType, is_tenant: bool = False) -> Any:
@@ -77,9 +76,10 @@ class EdgeStore(QdrantStore):
     """qdrant-edge shard on `path/collection`. Calls run on one dedicated thread, in order.
     One process owns the directory: run one worker."""
 
-    def __init__(self, settings: QdrantSettings) -> None:
+    def __init__(self, settings: QdrantSettings, directory: Path | None = None) -> None:
         super().__init__(settings)
-        self.path = settings.path / settings.collection
+        # the serving shard (see layout.py: a restore makes another directory the serving one)
+        self.path = directory if directory is not None else serving_dir(settings.path, settings.collection)
         self._shard: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         if (self.path / CONFIG_FILE).exists():
@@ -152,26 +152,11 @@ class EdgeStore(QdrantStore):
         return dim
 
     async def _stored_embedder(self) -> str | None:
-        stored = await self._run(self._stored_embedder_now)
-        return stored if isinstance(stored, str) else None
-
-    def _stored_embedder_now(self) -> Any:
-        try:
-            return json.loads((self.path / GATEWAY_FILE).read_text()).get(EMBEDDER_KEY)
-        except FileNotFoundError:
-            return None
+        stored: str | None = await self._run(read_embedder, self.path)
+        return stored
 
     async def _record_embedder(self, embedder: str) -> None:
-        await self._run(self._record_embedder_now, embedder)
-
-    def _record_embedder_now(self, embedder: str) -> None:
-        # beside the engine's own files, so a copy of the shard carries it; replaced atomically
-        tmp = self.path / (GATEWAY_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({EMBEDDER_KEY: embedder}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path / GATEWAY_FILE)
+        await self._run(record_embedder, self.path, embedder)
 
     async def _create(self, dim: int) -> None:
         await self._run(self._create_now, dim)
@@ -257,6 +242,10 @@ class EdgeStore(QdrantStore):
     async def delete(self, ids: list[str]) -> None:
         point_ids: list[Any] = list(ids)
         await self._run(lambda: self._shard_or_raise().update(UpdateOperation.delete_points(point_ids)))
+
+    async def flush(self) -> None:
+        """Everything written so far is in the shard's files (a copy of them then loads it)."""
+        await self._run(lambda: self._shard_or_raise().flush())
 
     async def info(self) -> dict[str, Any]:
         """What the engine reports: points, indexed vectors, segments and the payload schema from

@@ -198,5 +198,26 @@ class ServerStore(QdrantStore):
             payload_schema=schema,
         )
 
+    # --- snapshots (the server's own API; see app/snapshots/remote.py) ---------------------
+
+    async def create_snapshot(self) -> Any:
+        return await self._call(lambda: self._client.create_snapshot(self.collection, wait=True))
+
+    async def list_snapshots(self) -> list[Any]:
+        return list(await self._call(lambda: self._client.list_snapshots(self.collection)))
+
+    async def delete_snapshot(self, name: str) -> None:
+        await self._call(lambda: self._client.delete_snapshot(self.collection, name, wait=True))
+
+    async def recover_snapshot(self, name: str, checksum: str | None) -> None:
+        """Recover the collection from one of its own snapshots, by the server's URL of it; the
+        server checks `checksum` before it replaces anything."""
+        location = f"{self._s.url}/collections/{self.collection}/snapshots/{name}"
+        await self._call(
+            lambda: self._client.recover_snapshot(
+                self.collection, location, api_key=self._s.api_key, checksum=checksum, wait=True
+            )
+        )
+
     async def aclose(self) -> None:
         await self._client.close()

@@ -1,0 +1,116 @@
+"""Helpers of the snapshot tests: keys, a gateway on a private shard, and snapshot files rewritten
+the way a foreign or damaged one would look."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from support.keys import make_key
+from support.net import free_port
+from support.paths import ROOT
+
+ADMIN = make_key("admin-snap", "ops", admin=True)
+READER = make_key("reader-snap", "default", rate_limit=1_000_000)
+
+
+def repack(path: Path, **changes: Any) -> None:
+    """Rewrite a snapshot file with its manifest changed, and record the new file's checksum (a
+    well-formed snapshot of another collection or embedder)."""
+    out = io.BytesIO()
+    with tarfile.open(path, "r:gz") as src, tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as dst:
+        for member in src:
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name == "manifest.json":
+                assert data is not None
+                manifest = {**orjson.loads(data.read()), **changes}
+                raw = orjson.dumps(manifest)
+                member.size = len(raw)
+                dst.addfile(member, io.BytesIO(raw))
+            else:
+                dst.addfile(member, data)
+    path.write_bytes(out.getvalue())
+    record_sum(path)
+
+
+def record_sum(path: Path) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+
+
+async def points(client: httpx.AsyncClient) -> int:
+    r = await client.get("/admin/collection", headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
+    return int(r.json()["result"]["points_count"])
+
+
+async def rag_ids(client: httpx.AsyncClient, q: str) -> list[str]:
+    r = await client.post("/rag", json={"q": q, "k": 20, "rerank": False}, headers=READER.headers)
+    assert r.status_code == 200, r.text
+    return [str(x["id"]) for x in r.json()["results"]]
+
+
+def assert_json_error(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err: dict[str, Any] = r.json()["error"]
+    assert err["type"] == type_
+    return err
+
+
+@dataclass
+class Gateway:
+    """A running `python -m app` process on a data directory."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def kill(self) -> None:
+        self.proc.kill()  # SIGKILL: no shutdown code runs
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_gateway(env: dict[str, str], log_path: Path) -> Gateway:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("RAG_")}
+    keys = json.dumps([k.entry() for k in (ADMIN, READER)])
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env={**clean, "RAG_AUTH__KEYS": keys, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    gw = Gateway(proc, f"http://127.0.0.1:{port}")
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{gw.url}/readyz", timeout=2).status_code == 200:
+                return gw
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    gw.stop()
+    raise TimeoutError("gateway did not start")
