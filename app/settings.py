@@ -53,6 +53,12 @@ class ServerSettings(BaseModel):
 VARIANT_DOC = "ONNX weights: `fp32`, or `int8` (less CPU per query; the collection must be re-embedded)"
 
 
+REMOTE_ID_DOC = (
+    "kind=http: the embedder id a collection records (unset = `http:<api>:<model>`); set it to"
+    " the ONNX model's id only if the service serves those very weights"
+)
+
+
 class EmbedderSettings(BaseModel):
     kind: Literal["onnx", "http"] = Field(
         "onnx", description="`onnx` in-process model or `http` remote service"
@@ -66,6 +72,7 @@ class EmbedderSettings(BaseModel):
         "tei", description="remote API: TEI `/embed` or OpenAI `/v1/embeddings`"
     )
     model: str = Field("all-MiniLM-L6-v2", description="model name sent to an OpenAI-style API")
+    id: str | None = Field(None, description=REMOTE_ID_DOC)
     timeout_s: float = Field(2.0, gt=0, description="bound on one embedder attempt")
     ingest_share: float = Field(
         0.25,

@@ -336,3 +336,17 @@ async def test_ingestion_still_finishes_while_queries_keep_the_model_busy(model_
         await emb.aclose()
     assert vectors.shape == (48, emb.dim) and answered > 0
     assert np.allclose(vectors[:8], OnnxEmbedder(model_dir, cache_size=0).encode(passages[:8]), atol=1e-5)
+
+
+async def test_a_remote_embedder_records_its_own_id_unless_told_it_serves_the_same_weights() -> None:
+    from app.clients.embedder.http import HttpEmbedder
+    from app.settings import EmbedderSettings
+
+    own = HttpEmbedder.from_settings(EmbedderSettings(kind="http", url="http://127.0.0.1:9"))
+    same = HttpEmbedder.from_settings(EmbedderSettings(kind="http", url="http://127.0.0.1:9", id="m@abc"))
+    try:
+        assert own.id == "http:tei:all-MiniLM-L6-v2"
+        assert same.id == "m@abc"
+    finally:
+        await own.aclose()
+        await same.aclose()

@@ -14,6 +14,7 @@ from support.app import make_settings
 from support.asgi import read_body, serve_asgi
 from support.net import free_port
 
+from app.settings import QdrantSettings
 from eval.__main__ import main, parse
 from eval.run import Options, evaluate_dataset, render
 
@@ -195,7 +196,7 @@ async def test_sweep_through_the_gateway(tmp_path: Path, model_dir: Path) -> Non
         sweep=True,
         sweep_weights=(0.0, 0.2, 1.0),
         sweep_k=(5, 12),
-        sweep_ef=(4, 64),
+        sweep_ef=(4, QdrantSettings().ef_default),
         sweep_ef_k=(5,),
     )
     report = await evaluate_dataset(opts, make_settings(model_dir, tmp_path / "unused", None))
@@ -212,11 +213,12 @@ async def test_sweep_through_the_gateway(tmp_path: Path, model_dir: Path) -> Non
         "1": "lexical-bm25@v4:rrf60:w=1:k1=0.9:b=0.4",
     }
     assert all(0 < v <= 1 for row in grid.values() for v in row.values())
-    assert report.sweep["ef"]["64"]["dense k=5"] == pytest.approx(grid["0"]["5"])
+    default_ef = QdrantSettings().ef_default
+    assert report.sweep["ef"][str(default_ef)]["dense k=5"] == pytest.approx(grid["0"]["5"])
     assert set(report.sweep["ef"]["4"]) == {"dense k=5", "lexical k=100"}
     text = render(report)
     assert "| 0.2 (default) |" in text
-    assert "| 64 (default) |" in text
+    assert f"| {default_ef} (default) |" in text
 
 
 def test_several_datasets_in_one_run_with_a_summary_and_a_worst_case(

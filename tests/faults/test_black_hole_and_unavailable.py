@@ -5,11 +5,13 @@ embedder and Qdrant (critical) give 503 `upstream_unavailable` with Retry-After 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from support.net import free_port
+from support.paths import MODEL_DIR
 from support.prom import metric
 
 from .proxy import FaultProxy, Mode
@@ -67,7 +69,14 @@ def critical_settings(
         },
     }
     if which == "embedder":
-        groups["embedder"] = {"kind": "http", "url": f"http://{target}", "timeout_s": 0.4}
+        # the collection was embedded by the ONNX model; this remote stands in for the same weights
+        onnx = json.loads((MODEL_DIR / "manifest.json").read_text())
+        groups["embedder"] = {
+            "kind": "http",
+            "url": f"http://{target}",
+            "timeout_s": 0.4,
+            "id": f"{onnx['model']}@{onnx['revision']}",
+        }
     else:
         groups["qdrant"] = {"url": f"http://{target}", "timeout_s": 0.4}
     return fault_settings(**groups)

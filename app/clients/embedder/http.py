@@ -25,7 +25,9 @@ class HttpEmbedder(HttpBackend):
         super().__init__(client)
         self._s = settings
         self.dim = dim
-        self.id = f"http:{settings.api}:{settings.model}"
+        # what the collection records: a remote service serving the ONNX model's very weights
+        # may say so (RAG_EMBEDDER__ID); otherwise its vectors are its own
+        self.id = settings.id or f"http:{settings.api}:{settings.model}"
         self._cache = query_cache(settings.cache_size)
 
     @classmethod
