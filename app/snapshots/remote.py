@@ -6,7 +6,6 @@ starts a new answer-cache generation. The server recovers in place: there is no 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,8 @@ from app.clients.vectorstore.server import ServerStore
 from app.clients.vectorstore.swap import SwappableStore
 from app.errors import NotFound
 from app.settings import Settings
-from app.snapshots.service import Observe, SnapshotInfo
+from app.snapshots.observe import Observe, timed
+from app.snapshots.service import SnapshotInfo
 
 
 def _created(desc: Any) -> float:
@@ -50,14 +50,7 @@ class ServerSnapshots:
         self._busy = asyncio.Lock()
 
     async def _timed(self, op: str, work: Callable[[], Awaitable[Any]]) -> Any:
-        t0, outcome = time.perf_counter(), "error"
-        try:
-            result = await work()
-            outcome = "ok"
-            return result
-        finally:
-            if self._observe is not None:
-                self._observe(op, outcome, time.perf_counter() - t0)
+        return await timed(self._observe, op, work)
 
     async def snapshots(self) -> list[SnapshotInfo]:
         out = [_info(d) for d in await self.store.list_snapshots()]

@@ -33,6 +33,7 @@ from app.clients.vectorstore.swap import SwappableStore
 from app.errors import Conflict, NotFound, NotSupported, SnapshotInvalid
 from app.settings import Settings
 from app.snapshots.archive import FORMAT, pack, read_manifest, sha256_of, unpack
+from app.snapshots.observe import Observe, timed
 
 log = logging.getLogger("rag.snapshots")
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
@@ -41,7 +42,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 ROUTE_NAME_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 SUFFIX = ".tar.gz"
 SUM_SUFFIX = ".tar.gz.sha256"
-Observe = Callable[[str, str, float], None]  # op, outcome, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +163,7 @@ class Snapshots:
     # --- operations -----------------------------------------------------------------------
 
     async def _timed(self, op: str, work: Callable[[], Awaitable[Any]]) -> Any:
-        t0, outcome = time.perf_counter(), "error"
-        try:
-            result = await work()
-            outcome = "ok"
-            return result
-        finally:
-            if self._observe is not None:
-                self._observe(op, outcome, time.perf_counter() - t0)
+        return await timed(self._observe, op, work)
 
     def _edge(self) -> EdgeStore:
         store = self.store.current
