@@ -70,6 +70,8 @@ def test_dashboard_shape() -> None:
         "reranker_cache_miss_total",
         "rag_answer_cache_hit_total",
         "rag_answer_cache_miss_total",
+        "rag_snapshot_newest_timestamp_seconds",
+        "rag_snapshot_duration_seconds_count",
         "sum by (le, stage) (rate(rag_stage_duration_seconds_bucket",
         "rag_circuit_breaker_state",
         "rag_degraded_total",

@@ -88,6 +88,8 @@ def service_series(job: str, instance: str, *, slow: bool) -> list[dict[str, str
             counter("rag_answer_cache_miss_total", base, 70),
         ]
         s += [gauge("rag_snapshot_newest_timestamp_seconds", base, 0)]  # no snapshot at all
+        # two failed snapshot creates a minute, each in (2.5, 5] s
+        s += histogram("rag_snapshot_duration_seconds", {**base, "op": "create", "outcome": "error"}, {5: 2})
     else:
         s += histogram(HTTP, {**req, "status": "200"}, {0.05: 1000})
         s += [counter("reranker_cache_hit_total", base, 80), counter("reranker_cache_miss_total", base, 20)]
@@ -126,6 +128,8 @@ DASHBOARD_EXPECTED: dict[str, list[tuple[dict[str, str], float]]] = {
         ({"reason": "unverified_write"}, 0),
     ],
     "Answer cache hit rate [A]": [({}, 0.3)],
+    "Age of the newest snapshot [A]": [],  # none taken: no data, not an age of 56 years
+    "Snapshot operations by outcome [A]": [({"op": "create", "outcome": "error"}, 2 / 60)],
 }
 
 # Alerts expected to fire on the slow service (labels besides alertname), none on the healthy one.
