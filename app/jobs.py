@@ -151,26 +151,32 @@ class JobRunner:
                 async with asyncio.timeout(self.retention.every_s):
                     job_id = await self._queue.get()
             except TimeoutError:
-                self.prune()  # idle: records age out even when no job comes
-                continue
-            with job_lock(self.store, job_id) as mine:
-                job = self.store.load(job_id) if mine else None  # read under the lock
-                if job is None or job.state in FINISHED:
-                    continue
-                self.current = job_id
-                try:
-                    await self._run(job)
-                except asyncio.CancelledError:
-                    raise  # shutting down: stays running on disk, resumed at next start
-                except Exception as exc:  # anything else ends the job, with its reason
-                    log.exception("ingest job failed", extra={"job_id": job_id})
-                    reason = f"{type(exc).__name__}: {exc}"[:400]
-                    self._finish(
-                        job, "failed", f"{reason} (every line up to {job.committed_line} is written)"
-                    )
-                finally:
-                    self.current = None
-            self.prune()
+                job_id = None  # idle: records age out even when no job comes
+            # the worker outlives any one job's trouble (a full disk while saving a state, a
+            # record pruned by another worker): it logs it and takes the next job
+            try:
+                if job_id is not None:
+                    await self._take(job_id)
+                self.prune()
+            except Exception:
+                log.exception("ingest worker: error outside a job", extra={"job_id": job_id})
+
+    async def _take(self, job_id: str) -> None:
+        with job_lock(self.store, job_id) as mine:
+            job = self.store.load(job_id) if mine else None  # read under the lock
+            if job is None or job.state in FINISHED:
+                return
+            self.current = job_id
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise  # shutting down: stays running on disk, resumed at next start
+            except Exception as exc:  # anything else ends the job, with its reason
+                log.exception("ingest job failed", extra={"job_id": job_id})
+                reason = f"{type(exc).__name__}: {exc}"[:400]
+                self._finish(job, "failed", f"{reason} (every line up to {job.committed_line} is written)")
+            finally:
+                self.current = None
 
     async def _run(self, job: Job) -> None:
         job.state = "running"

@@ -259,8 +259,8 @@ async def _announce(settings: Settings, store: VectorStore, embedder: str, cache
     except DependencyRejected as exc:
         log.error("refusing to serve", extra={"collection": store.collection, "error": exc.message})
         raise RuntimeError(exc.message) from None
-    except DependencyError:
-        pass  # not reachable now: said below, by the first call that fails the same way
+    except DependencyError as exc:  # not reachable now: checked on the first write instead
+        log.warning("embedder check not made", extra={"collection": store.collection, "error": exc.message})
     try:
         added = await store.ensure_indexes()
         if added:

@@ -8,9 +8,11 @@ The manifest is the first member, so reading it decompresses only the start of t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import re
 import tarfile
 import zlib
 from pathlib import Path
@@ -18,9 +20,10 @@ from typing import Any
 
 import orjson
 
-from app.errors import SnapshotInvalid
+from app.errors import DependencyUnavailable, SnapshotInvalid
 
 FORMAT = 1
+MAX_MANIFEST_BYTES = 64 * 1024
 MANIFEST = "manifest.json"
 SHARD = "shard"
 _BLOCK = 1 << 16
@@ -57,6 +60,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
             first = tar.next()
             if first is None or first.name != MANIFEST or not first.isfile():
                 raise SnapshotInvalid("the file is not a snapshot: no manifest first")
+            if first.size > MAX_MANIFEST_BYTES:  # ours are a few hundred bytes: never read a bomb
+                raise SnapshotInvalid("the snapshot's manifest is too large")
             f = tar.extractfile(first)
             assert f is not None
             manifest = orjson.loads(f.read())
@@ -92,6 +97,9 @@ def unpack(path: Path, dest: Path) -> None:
                 else:
                     raise SnapshotInvalid("the snapshot holds something other than files and directories")
     except _BROKEN as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # the disk, not the snapshot: say so (503), never "corrupt"
+            raise DependencyUnavailable("disk", "no space left to unpack the snapshot") from exc
         raise SnapshotInvalid("the snapshot file is truncated or corrupt") from exc
     for root, _dirs, _files in os.walk(dest):
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
@@ -121,3 +129,13 @@ def _write_sparse(src: io.BufferedReader | Any, target: Path, size: int) -> None
         out.truncate(size)
         out.flush()
         os.fsync(out.fileno())
+
+
+def recorded_sum(path: Path) -> str | None:
+    """The sha256 recorded beside a snapshot (sha256sum format); None if none can be read."""
+    try:
+        text = path.with_name(path.name + ".sha256").read_text()
+    except (OSError, UnicodeDecodeError):  # missing, a directory, not text: no checksum
+        return None
+    digest = text.split(maxsplit=1)[0] if text.strip() else ""
+    return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None

@@ -30,9 +30,9 @@ from app.clients.vectorstore.edge import EdgeStore
 from app.clients.vectorstore.files import copy_tree
 from app.clients.vectorstore.layout import fsync_dir, new_sibling, set_serving_dir, write_atomically
 from app.clients.vectorstore.swap import SwappableStore
-from app.errors import Conflict, NotFound, NotSupported, SnapshotInvalid
+from app.errors import Conflict, DependencyRejected, NotFound, NotSupported, SnapshotInvalid
 from app.settings import Settings
-from app.snapshots.archive import FORMAT, pack, read_manifest, sha256_of, unpack
+from app.snapshots.archive import FORMAT, pack, read_manifest, recorded_sum, sha256_of, unpack
 from app.snapshots.observe import Observe, timed
 
 log = logging.getLogger("rag.snapshots")
@@ -144,16 +144,7 @@ class Snapshots:
         created = manifest.get("created_at") if manifest else None
         at = float(created) if isinstance(created, int | float) else path.stat().st_mtime
         points = manifest["points"] if manifest else None
-        return SnapshotInfo(name, at, points, path.stat().st_size, self._recorded_sum(path))
-
-    @staticmethod
-    def _recorded_sum(path: Path) -> str | None:
-        try:
-            text = path.with_name(path.name + ".sha256").read_text()
-        except FileNotFoundError:
-            return None
-        digest = text.split(maxsplit=1)[0] if text.strip() else ""
-        return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
+        return SnapshotInfo(name, at, points, path.stat().st_size, recorded_sum(path))
 
     async def refresh_newest(self) -> None:
         if self._on_newest is not None:
@@ -185,6 +176,9 @@ class Snapshots:
         name = f"{self.store.collection}-{stamp}-{secrets.token_hex(3)}"
         self.dir.mkdir(parents=True, exist_ok=True)
         work = self.dir / f".work-{name}"
+        # the manifest names this embedder: refuse (409) a shard another one made (a CLI run with
+        # other RAG_EMBEDDER__* settings than the gateway's would write backups it refuses)
+        await self._check_embedder(edge)
         try:
             async with self.store.exclusive():  # writes held; searches go on
                 await edge.flush()
@@ -233,7 +227,7 @@ class Snapshots:
     def verify(self, name: str) -> tuple[Path, dict[str, Any]]:
         """The snapshot's file and manifest, once its checksum and identities are right."""
         path = self._file(name)
-        recorded = self._recorded_sum(path)
+        recorded = recorded_sum(path)
         if recorded is None:
             raise SnapshotInvalid("the snapshot has no checksum file beside it")
         if sha256_of(path) != recorded:
@@ -249,6 +243,12 @@ class Snapshots:
                 f"(dim {manifest['embedder_dim']}), not {self.embedder_id!r} (dim {self.embedder_dim})"
             )
         return path, manifest
+
+    async def _check_embedder(self, store: EdgeStore) -> None:
+        try:
+            await store.check_embedder(self.embedder_id)
+        except DependencyRejected as exc:
+            raise Conflict(exc.message.removeprefix("qdrant: ")) from None
 
     async def restore(self, name: str) -> SnapshotInfo:
         async with self._busy:
@@ -271,20 +271,30 @@ class Snapshots:
             await asyncio.to_thread(shutil.rmtree, unpacking, True)
             await asyncio.to_thread(shutil.rmtree, target, True)
             raise
+        committed = False
         try:
-            points = await new.count()
+            # the shard must record the manifest's embedder (a manifest can lie about it)
+            await self._check_embedder(new)
+            try:
+                points = await new.count()
+            except Exception:
+                points = -1
+            if points != manifest["points"]:
+                raise SnapshotInvalid("the snapshot's shard does not open with the points its manifest names")
             await new.ensure_indexes()  # filter keys allow-listed since the snapshot get their index
-        except Exception:
-            points = -1
-        if points != manifest["points"]:
-            await new.aclose()
-            await asyncio.to_thread(shutil.rmtree, target, True)
-            raise SnapshotInvalid("the snapshot's shard does not open with the points its manifest names")
-        async with self.store.exclusive():  # no write straddles the swap
-            set_serving_dir(q.path, q.collection, target)  # the commit point
-            await self.store.swap(new)
-            if self._on_swap is not None:
-                await self._on_swap()
+            async with self.store.exclusive():  # no write straddles the swap
+                set_serving_dir(q.path, q.collection, target)  # the commit point
+                committed = True
+                try:
+                    await self.store.swap(new)
+                finally:  # served from the restored data from here on: no answer from before it
+                    if self._on_swap is not None:
+                        await self._on_swap()
+        except BaseException:
+            if not committed:  # nothing swapped: drop the unpacked copy now, not at the next start
+                await new.aclose()
+                await asyncio.to_thread(shutil.rmtree, target, True)
+            raise
         await asyncio.to_thread(shutil.rmtree, old.path, True)
         log.info("snapshot restored", extra={"snapshot": name, "points": points, "shard": target.name})
         return self._describe(name, path)

@@ -166,6 +166,20 @@ async def test_a_collection_that_recorded_no_embedder_takes_the_first(store: Vec
         await store.check_embedder("m@2")
 
 
+@pytest.mark.parametrize("content", [b"[1]", b'"m@1"', b"{}", b'{"embedder": 5}', b"{not json", b"\xff\xfe"])
+async def test_an_unusable_embedder_record_is_refused_not_taken_for_none(
+    tmp_path: Path, content: bytes
+) -> None:
+    s = EdgeStore.from_settings(settings_for("edge", tmp_path))
+    try:
+        assert await s.ensure_collection(DIM, "m@1") is True
+        (s.path / "gateway.json").write_bytes(content)
+        with pytest.raises(DependencyRejected, match=r"gateway\.json cannot be used .*remove it"):
+            await s.check_embedder("m@2")
+    finally:
+        await s.aclose()
+
+
 async def test_edge_collection_survives_reopen(tmp_path: Path) -> None:
     s = EdgeStore.from_settings(settings_for("edge", tmp_path))
     assert await s.ensure_collection(DIM) is True

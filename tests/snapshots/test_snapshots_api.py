@@ -6,11 +6,14 @@ it was; admin keys only; /rag requests running across a restore all answer 200."
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from snapshots_support import ADMIN, READER, assert_json_error, points, rag_ids, record_sum, repack
 from support.app import make_settings, running_app
@@ -180,6 +183,25 @@ def _not_a_snapshot(file: Path) -> None:
     record_sum(file)
 
 
+def _shard_records_another_embedder(file: Path) -> None:
+    """A well-formed snapshot whose manifest names our embedder but whose shard records another."""
+    out = io.BytesIO()
+    with tarfile.open(file, "r:gz") as src, tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as dst:
+        names = []
+        for member in src:
+            names.append(member.name)
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name == "shard/gateway.json":
+                raw = orjson.dumps({"embedder": "another-model@1"})
+                member.size = len(raw)
+                dst.addfile(member, io.BytesIO(raw))
+            else:
+                dst.addfile(member, data)
+    assert "shard/gateway.json" in names
+    file.write_bytes(out.getvalue())
+    record_sum(file)
+
+
 REFUSALS = [
     (_corrupt, 422, "snapshot_invalid"),
     (_truncate, 422, "snapshot_invalid"),
@@ -191,6 +213,8 @@ REFUSALS = [
     (lambda f: repack(f, embedder_id="another-model@1"), 409, "conflict"),
     (lambda f: repack(f, embedder_dim=768), 409, "conflict"),
     (lambda f: repack(f, points=1), 422, "snapshot_invalid"),
+    (lambda f: repack(f, padding="x" * 70_000), 422, "snapshot_invalid"),  # a manifest bomb
+    (_shard_records_another_embedder, 409, "conflict"),
 ]
 
 

@@ -121,7 +121,13 @@ def test_kill_during_snapshot_and_restore_leaves_before_or_after(
     finally:
         gw.stop()
 
-    # stopped: the CLI makes, lists and restores snapshots; the gateway then serves the restore
+    # stopped: a CLI run with another embedder than the collection's makes no snapshot the
+    # gateway would refuse to restore
+    out = run_python(
+        "-m", "app.snapshots", "create", timeout=120, **{**cli_env, "RAG_EMBEDDER__VARIANT": "int8"}
+    )
+    assert out.returncode == 2 and "was embedded by" in out.stderr, out.stderr
+    # the CLI makes, lists and restores snapshots; the gateway then serves the restore
     out = run_python("-m", "app.snapshots", "create", timeout=120, **cli_env)
     assert out.returncode == 0, out.stderr
     made = httpx.Response(200, content=out.stdout).json()

@@ -19,7 +19,8 @@ import re
 import shutil
 from pathlib import Path
 
-from app.clients.vectorstore.shared import EMBEDDER_KEY
+from app.clients.vectorstore.shared import DEPENDENCY, EMBEDDER_KEY
+from app.errors import DependencyRejected
 
 POINTER_SUFFIX = ".current"
 # in the shard directory, beside the engine's files (so a copy of the shard carries it): what the
@@ -114,12 +115,27 @@ class OwnerLock:
 
 
 def read_embedder(shard: Path) -> str | None:
-    """The embedder id the shard records, None if it records none."""
+    """The embedder id the shard records, None if it records none (no file). A file that cannot
+    be read or holds no id is refused (DependencyRejected), never taken for "none"."""
+    path = shard / GATEWAY_FILE
     try:
-        stored = json.loads((shard / GATEWAY_FILE).read_text()).get(EMBEDDER_KEY)
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    return stored if isinstance(stored, str) else None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise _unreadable(f"{type(exc).__name__}") from None
+    stored = data.get(EMBEDDER_KEY) if isinstance(data, dict) else None
+    if not isinstance(stored, str) or not stored:
+        raise _unreadable("no embedder id in it")
+    return stored
+
+
+def _unreadable(why: str) -> DependencyRejected:
+    return DependencyRejected(
+        DEPENDENCY,
+        f"the collection's {GATEWAY_FILE} cannot be used ({why}): restore it from a snapshot, "
+        "or remove it to record the current embedder",
+    )
 
 
 def record_embedder(shard: Path, embedder: str) -> None:
@@ -130,3 +146,4 @@ def record_embedder(shard: Path, embedder: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(shard / GATEWAY_FILE)
+    fsync_dir(shard)
