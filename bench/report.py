@@ -402,7 +402,7 @@ def render(doc: dict[str, Any]) -> str:
             "",
             *[
                 f"- {a.scenario} {a.server}: {a.answer_cache['hits']:,} hits, {a.answer_cache['misses']:,} "
-                f"misses, hit rate {'-' if a.hit_rate is None else f'{a.hit_rate:.1%}'}"
+                f"misses, {'no lookups (cache off)' if a.hit_rate is None else f'hit rate {a.hit_rate:.1%}'}"
                 for a in counted
                 if a.answer_cache is not None
             ],

@@ -319,6 +319,10 @@ def test_s7_compares_the_answer_cache_on_and_off_and_prints_the_hit_rate() -> No
     md = report.render(doc)
     assert f"- S7 {report.CACHED}: 1,850 hits, 150 misses, hit rate 92.5%" in md
     assert "S7 mix: Zipf s=1.1 over 5,000 distinct queries" in md
+    off = _cached("S7", report.GATEWAY, 200, 0, 0)
+    assert f"- S7 {report.GATEWAY}: 0 hits, 0 misses, no lookups (cache off)" in report.render(
+        {**doc, "runs": [off]}
+    )
     assert "lists wrapped" not in md  # S7 repeats by design
 
 
