@@ -15,11 +15,13 @@ embedding model revision, so only the first run pays for it:
 
 Queries: `distinct_queries()` yields an endless, deterministic stream of distinct queries cut
 from the corpus text (word windows), so every request of a "cold" run is a cache miss.
+`ZipfMix` draws a skewed, repeating mix over a fixed list of them (S7: the answer cache).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import re
@@ -196,3 +198,29 @@ def body_lines(queries: Iterator[str], count: int, k: int, rerank: bool) -> list
     """`count` JSON request bodies, one per line (what the wrk script sends, in order)."""
     extra: dict[str, Any] = {} if rerank else {"rerank": False}
     return [json.dumps({"q": next(queries), "k": k, **extra}) for _ in range(count)]
+
+
+class ZipfMix:
+    """A Zipf-distributed mix over a fixed list of distinct queries: the query of rank r (1-based,
+    in list order) is drawn with probability proportional to r**-s. Deterministic for a seed; one
+    mix is an endless stream, so successive samples differ but follow the same distribution."""
+
+    def __init__(self, queries: list[str], s: float, seed: int) -> None:
+        if not queries:
+            raise ValueError("a Zipf mix needs at least one query")
+        self.queries = queries
+        self.s = s
+        self._cum = list(itertools.accumulate(r**-s for r in range(1, len(queries) + 1)))
+        self._rng = random.Random(seed)
+
+    def sample(self, count: int) -> list[str]:
+        return self._rng.choices(self.queries, cum_weights=self._cum, k=count)
+
+    def body_lines(self, count: int, k: int) -> list[str]:
+        """`count` JSON request bodies (rerank on, the default), one per line, for the wrk script."""
+        return [json.dumps({"q": q, "k": k}) for q in self.sample(count)]
+
+
+def zipf_queries(passages: list[dict[str, str]], n: int, seed: int) -> list[str]:
+    """The first `n` queries of a distinct_queries() stream: the mix's ranks, most popular first."""
+    return list(itertools.islice(distinct_queries(passages, seed), n))

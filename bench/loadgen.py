@@ -167,6 +167,21 @@ def parse_wrk(text: str) -> LoadResult:
     )
 
 
+# ---------------------------------------------------------------- gateway metrics
+
+
+_ANSWER_CACHE = re.compile(r"^rag_answer_cache_(hit|miss)_total(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M)
+
+
+def answer_cache_counts(metrics_text: str) -> dict[str, int]:
+    """`rag_answer_cache_hit_total` and `_miss_total` from a gateway's /metrics text (summed over
+    label sets, if any): {"hits": .., "misses": ..}."""
+    out = {"hits": 0, "misses": 0}
+    for kind, value in _ANSWER_CACHE.findall(metrics_text):
+        out["hits" if kind == "hit" else "misses"] += int(float(value))
+    return out
+
+
 # ---------------------------------------------------------------- process counters
 
 

@@ -1,4 +1,4 @@
-"""Aggregate the runs of a benchmark, check the targets of issue 6 and render the Markdown report.
+"""Aggregate the runs of a benchmark, check the targets of issues 6 and 16 and render the Markdown report.
 
 Pure functions over plain dicts (what the results JSON holds), so they are unit-tested on
 canned numbers and can re-render an old results file:
@@ -19,6 +19,7 @@ GATEWAY = "gateway"
 FLOOR = "P0 floor"
 NAIVE = "P1 naive"
 TRACED = "gateway +tracing"
+CACHED = "gateway +answer cache"  # RAG_ANSWER_CACHE__ENABLED=true, its other settings default
 
 SCENARIOS = {
     "S1": "hot: the same query, c=20 (hey)",
@@ -27,6 +28,8 @@ SCENARIOS = {
     "S4": "growth: distinct queries, rerank on, by collection size (wrk)",
     "S5": "observability: S1 with the OTLP exporter on vs off (hey)",
     "S6": "queries first: S2's load while a 20k-passage ingestion job runs vs no job (wrk)",
+    "S7": "repeats: a Zipf mix (s=1.1) over 5,000 distinct queries, rerank on, c=20, "
+    "answer cache on vs off (wrk)",
 }
 NO_JOB = "gateway, no job"
 DURING_JOB = "gateway +ingest job"
@@ -63,18 +66,34 @@ class Agg:
     rss_hwm_mb: float
     wrapped: int
     stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the gateway's rag_answer_cache_hit_total / _miss_total deltas over the runs (None: not read)
+    answer_cache: dict[str, int] | None = None
 
     @property
     def failed(self) -> bool:
         return self.non2xx > 0 or self.errors > 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Answer-cache hits / lookups over the measured runs; None when not read or no lookups."""
+        if not self.answer_cache:
+            return None
+        looked_up = self.answer_cache["hits"] + self.answer_cache["misses"]
+        return self.answer_cache["hits"] / looked_up if looked_up else None
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[tuple[str, str], Agg]:
     """Runs of the same (scenario, server) -> one row: RPS and latency percentiles are the
     median over rounds; counts are summed; CPU per 1k requests is total CPU / total requests."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    counted: dict[tuple[str, str], dict[str, int]] = {}
     for run in runs:
-        groups.setdefault((run["scenario"], run["server"]), []).append(run["result"])
+        key = (run["scenario"], run["server"])
+        groups.setdefault(key, []).append(run["result"])
+        if run.get("answer_cache") is not None:
+            total = counted.setdefault(key, {"hits": 0, "misses": 0})
+            for k in total:
+                total[k] += int(run["answer_cache"].get(k, 0))
     out: dict[tuple[str, str], Agg] = {}
     for key, rs in groups.items():
         requests = sum(r["requests"] for r in rs)
@@ -101,6 +120,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[tuple[str, str], Agg]:
             rss_hwm_mb=max(r["rss_hwm_mb"] for r in rs),
             wrapped=sum(r.get("wrapped", 0) for r in rs),
             stages_ms=stages,
+            answer_cache=counted.get(key),
         )
     return out
 
@@ -119,6 +139,11 @@ class Target:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
+
+
+def _hits(a: Agg) -> str:
+    rate = a.hit_rate
+    return "" if rate is None else f"; answer-cache hit rate {rate:.1%}"
 
 
 def evaluate(
@@ -142,6 +167,18 @@ def evaluate(
         t.append(
             Target(
                 "S1 RPS >= 40% of P0", f"{r:.0%} ({gw.rps:.0f} vs {p0.rps:.0f})", r >= 0.40 and not note, note
+            )
+        )
+    cached = get("S1", CACHED)
+    if cached and p0:
+        r = _ratio(cached.rps, p0.rps)
+        note = failed_note(cached, p0)
+        t.append(
+            Target(
+                "S1 +answer cache RPS >= 40% of P0",
+                f"{r:.0%} ({cached.rps:.0f} vs {p0.rps:.0f}){_hits(cached)}",
+                r >= 0.40 and not note,
+                note,
             )
         )
     if gw and p1:
@@ -215,6 +252,19 @@ def evaluate(
                 "S6 /rag p95 during an ingestion job <= 2x without",
                 f"{r:.2f}x ({busy.p95_ms:.0f} vs {idle.p95_ms:.0f} ms)",
                 r <= 2 and not note,
+                note,
+            )
+        )
+    on7, off7 = get("S7", CACHED), get("S7", GATEWAY)
+    if on7 and off7:
+        r = _ratio(on7.rps, off7.rps)
+        note = failed_note(on7, off7)
+        t.append(
+            Target(
+                "S7 RPS with the answer cache >= 3x without",
+                f"{r:.1f}x ({on7.rps:.0f} vs {off7.rps:.0f}); p95 {on7.p95_ms:.0f} vs {off7.p95_ms:.0f} ms"
+                f"{_hits(on7)}",
+                r >= 3 and not note,
                 note,
             )
         )
@@ -343,7 +393,29 @@ def render(doc: dict[str, Any]) -> str:
     if meta.get("otlp"):
         o = meta["otlp"]
         lines += ["", f"OTLP receiver got {o['requests']} export requests, {o['bytes']:,} bytes (S5 on)."]
-    wraps = [a for a in aggs.values() if a.wrapped and a.server != FLOOR]
+    counted = [a for a in aggs.values() if a.answer_cache is not None]
+    if counted:
+        lines += [
+            "",
+            "Answer cache (the gateway's `rag_answer_cache_hit_total` / `_miss_total` deltas over the "
+            "measured runs):",
+            "",
+            *[
+                f"- {a.scenario} {a.server}: {a.answer_cache['hits']:,} hits, {a.answer_cache['misses']:,} "
+                f"misses, {'no lookups (cache off)' if a.hit_rate is None else f'hit rate {a.hit_rate:.1%}'}"
+                for a in counted
+                if a.answer_cache is not None
+            ],
+        ]
+    if meta.get("zipf"):
+        z = meta["zipf"]
+        lines += [
+            "",
+            f"S7 mix: Zipf s={z['s']:g} over {z['distinct']:,} distinct queries (sampling seed "
+            f"{z['seed']}); each round sends the same sample to both gateways.",
+        ]
+    # S7 repeats queries by design; the note is about the distinct-query scenarios
+    wraps = [a for a in aggs.values() if a.wrapped and a.server != FLOOR and a.scenario != "S7"]
     if wraps:
         lines += [
             "",

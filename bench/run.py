@@ -3,12 +3,15 @@
 1. Prepare the data (cached under bench/.cache/): the synthetic corpus and its embeddings, an
    embedded Qdrant shard per S4 size, the naive peer's qdrant-client directory.
 2. Start redis-server, a local OTLP/HTTP receiver, the gateway (2k corpus), a second gateway
-   with tracing on (S5), a third on its own copy of the 2k shard for S6's ingestion jobs, one
-   gateway per larger S4 size, P1 naive and P0 floor (whose fixed body is a real /rag answer
-   captured from the gateway). All stay up for the whole run.
+   with tracing on (S5), one with the answer cache on (S1, S7; its own copy of the 2k shard), a
+   fourth on its own copy of the 2k shard for S6's ingestion jobs, one gateway per larger S4
+   size, P1 naive and P0 floor (whose fixed body is a real /rag answer captured from the
+   gateway). All stay up for the whole run.
 3. Per scenario: warm up every server, then run the rounds, alternating the server order
    (A B C, C B A, ...), so drift on a shared machine hits every server alike. S6 alternates
-   within its one gateway instead: no job, then a job (bench/ingest.py).
+   within its one gateway instead: no job, then a job (bench/ingest.py). S7 sends the same
+   Zipf-distributed body file to the gateway with the answer cache on and to the one with it
+   off in each round, and reads the answer-cache counters of their /metrics around every run.
 4. Write bench/results/<timestamp>.json (every run) and .md (the table, ratios and target
    verdicts) and print the table.
 
@@ -47,6 +50,12 @@ CORPUS_N = 2000
 QUERY_SEED = 1
 # wrk bodies per run: enough distinct queries that a gateway or P1 run never wraps
 BODIES_PER_SECOND = 800
+# S7: a Zipf mix (s, distinct queries, sampling seed); answered from the cache it runs faster
+ZIPF_S = 1.1
+ZIPF_DISTINCT = 5000
+ZIPF_SEED = 7
+ZIPF_QUERY_SEED = QUERY_SEED + 2
+S7_BODIES_PER_SECOND = 4000
 
 
 @dataclass
@@ -136,6 +145,7 @@ class Bench:
         self.sink = servers.OtlpSink()
         self.recall: dict[str, dict[str, Any]] = {}
         self.ingest: list[dict[str, Any]] = []  # S6: the job's rates per round
+        self.zipf: data.ZipfMix | None = None  # S7
 
     # ------------------------------------------------------------ setup
 
@@ -146,6 +156,9 @@ class Bench:
         shards = {n: data.shard_root(c, n) for n, c in sized.items()}
         shards[CORPUS_N] = shards.get(CORPUS_N) or data.shard_root(corpus, CORPUS_N)
         self.naive_path = data.naive_root(corpus)
+        if "S7" in self.plan.scenarios:
+            queries = data.zipf_queries(corpus.passages, ZIPF_DISTINCT, ZIPF_QUERY_SEED)
+            self.zipf = data.ZipfMix(queries, ZIPF_S, ZIPF_SEED)
         if "S4" in self.plan.scenarios:
             # before any server opens a shard: one process owns an embedded shard directory
             stream = data.distinct_queries(corpus.passages, QUERY_SEED + 1)
@@ -179,6 +192,19 @@ class Bench:
                 "gateway-traced", traced_path, self.model_dir, rurl(1), RUN_DIR, otlp=self.sink.endpoint
             )
             wanted.append((report.TRACED, traced))
+        if {"S1", "S7"} & set(self.plan.scenarios):
+            # the same gateway with the answer cache on (its defaults), on its own shard copy
+            cached_path = RUN_DIR / "cached-shard"
+            copy_tree(shards[CORPUS_N], cached_path)
+            cached = servers.gateway(
+                "gateway-answer-cache",
+                cached_path,
+                self.model_dir,
+                rurl(13),
+                RUN_DIR,
+                extra_env={"RAG_ANSWER_CACHE__ENABLED": "true"},
+            )
+            wanted.append((report.CACHED, cached))
         if "S6" in self.plan.scenarios:
             # its own copy, which the S6 jobs write to; its jobs directory is beside it
             ingest_path = RUN_DIR / "ingest-shard" / "qdrant"
@@ -271,18 +297,22 @@ class Bench:
             order = names if rnd % 2 == 0 else list(reversed(names))
             for pos, name in enumerate(order):
                 server = self.by_name[name]
+                cached = name == report.CACHED
+                before = self._answer_cache_counts(server) if cached else {}
                 r = loadgen.run_load(
                     self._command(sid, server, self.plan.duration_s), server.pid, self.plan.duration_s + 90
                 )
-                self.runs.append(
-                    {
-                        "scenario": sid,
-                        "server": name,
-                        "round": rnd + 1,
-                        "position": pos,
-                        "result": r.as_dict(),
-                    }
-                )
+                run: dict[str, Any] = {
+                    "scenario": sid,
+                    "server": name,
+                    "round": rnd + 1,
+                    "position": pos,
+                    "result": r.as_dict(),
+                }
+                if cached:
+                    after = self._answer_cache_counts(server)
+                    run["answer_cache"] = {k: after[k] - before[k] for k in after}
+                self.runs.append(run)
                 flag = f" non-2xx {r.non2xx}" if r.non2xx else ""
                 flag += f" errors {r.errors}" if r.errors else ""
                 log(
@@ -337,10 +367,63 @@ class Bench:
             )
             log(f"  S6 job round {rnd + 1}: {self.ingest[-1]}")
 
+    def _zipf_file(self, seconds: float) -> Path:
+        assert self.zipf is not None
+        path = RUN_DIR / f"zipf-{next(self._bodies):04d}.jsonl"
+        count = int(seconds * S7_BODIES_PER_SECOND) + 200
+        path.write_text("\n".join(self.zipf.body_lines(count, 50)) + "\n")
+        return path
+
+    def _answer_cache_counts(self, server: servers.Server) -> dict[str, int]:
+        return loadgen.answer_cache_counts(server.get_text("/metrics"))
+
+    def s7(self) -> None:
+        """The Zipf mix against the gateway with the answer cache on and with it off: each round
+        sends one body file (a fresh sample of the same mix) to both, in alternating order."""
+        names = [report.CACHED, report.GATEWAY]
+        log(f"S7: {report.SCENARIOS['S7']} — {', '.join(names)}")
+        if self.plan.warmup_s > 0:
+            bodies = self._zipf_file(self.plan.warmup_s)
+            for name in names:
+                server = self.by_name[name]
+                cmd = loadgen.wrk_command(server.url, bodies, self.plan.warmup_s, self.plan.concurrency)
+                loadgen.run_load(cmd, server.pid, self.plan.warmup_s + 60)
+        for rnd in range(self.plan.rounds):
+            bodies = self._zipf_file(self.plan.duration_s)
+            order = names if rnd % 2 == 0 else list(reversed(names))
+            for pos, name in enumerate(order):
+                server = self.by_name[name]
+                cmd = loadgen.wrk_command(
+                    server.url, bodies, self.plan.duration_s, self.plan.concurrency, timings=True
+                )
+                before = self._answer_cache_counts(server)
+                r = loadgen.run_load(cmd, server.pid, self.plan.duration_s + 90)
+                after = self._answer_cache_counts(server)
+                counts = {k: after[k] - before[k] for k in after}
+                self.runs.append(
+                    {
+                        "scenario": "S7",
+                        "server": name,
+                        "round": rnd + 1,
+                        "position": pos,
+                        "result": r.as_dict(),
+                        "answer_cache": counts,
+                    }
+                )
+                looked_up = counts["hits"] + counts["misses"]
+                rate = f"{counts['hits'] / looked_up:.1%}" if looked_up else "-"
+                log(
+                    f"  S7 {name:<22} round {rnd + 1}/{self.plan.rounds}: {r.rps:8.1f} RPS  "
+                    f"p95 {r.p95_ms:7.1f} ms  answer cache hits {counts['hits']}, misses "
+                    f"{counts['misses']} ({rate}){f' non-2xx {r.non2xx}' if r.non2xx else ''}"
+                )
+
     def run_all(self) -> None:
         peers = [report.GATEWAY, report.FLOOR, report.NAIVE]
         for sid in self.plan.scenarios:
-            if sid in ("S1", "S2", "S3"):
+            if sid == "S1":
+                self.scenario(sid, [report.GATEWAY, report.CACHED, report.FLOOR, report.NAIVE])
+            elif sid in ("S2", "S3"):
                 self.scenario(sid, peers)
             elif sid == "S4":
                 self.scenario(sid, [report.s4_server(n) for n in self.plan.sizes])
@@ -348,6 +431,8 @@ class Bench:
                 self.scenario(sid, [report.GATEWAY, report.TRACED])
             elif sid == "S6":
                 self.s6()
+            elif sid == "S7":
+                self.s7()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
             "prepare_s": round(prep_s, 1),
             "recall": bench.recall,
             "ingest": bench.ingest,
+            "zipf": {"s": ZIPF_S, "distinct": ZIPF_DISTINCT, "seed": ZIPF_SEED, "query_seed": ZIPF_QUERY_SEED}
+            if "S7" in plan.scenarios
+            else None,
             "total_s": round(total_s, 1),
             "servers": {
                 name: {

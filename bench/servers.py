@@ -81,6 +81,11 @@ class Server:
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{self.name}: POST /rag answered {exc.code}: {exc.read()[:500]!r}") from exc
 
+    def get_text(self, path: str, timeout_s: float = 10.0) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=timeout_s) as resp:
+            text: str = resp.read().decode()
+            return text
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

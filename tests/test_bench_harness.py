@@ -3,11 +3,14 @@ rounds, and the PASS/MISS verdicts. No load is generated and nothing is timed he
 
 from __future__ import annotations
 
+import itertools
+import json
+from collections import Counter
 from typing import Any
 
 import pytest
 
-from bench import loadgen, report
+from bench import data, loadgen, report
 
 HEY_OK = """
 Summary:
@@ -235,3 +238,106 @@ def test_s6_compares_p95_during_a_job_with_no_job_and_reports_the_jobs_rates() -
     }
     md = report.render(doc)
     assert f"| S6 | {report.DURING_JOB} | 60 |" in md and lines[0] in md
+
+
+METRICS = """# HELP rag_answer_cache_hit_total Whole answers served from the cache
+# TYPE rag_answer_cache_hit_total counter
+rag_answer_cache_hit_total 1234.0
+# HELP rag_answer_cache_miss_total Whole answers computed (not in the cache)
+# TYPE rag_answer_cache_miss_total counter
+rag_answer_cache_miss_total 56.0
+rag_answer_cache_hit_totally_different 9.0
+"""
+
+
+def test_answer_cache_counts_are_read_from_the_metrics_text() -> None:
+    assert loadgen.answer_cache_counts(METRICS) == {"hits": 1234, "misses": 56}
+    assert loadgen.answer_cache_counts("") == {"hits": 0, "misses": 0}
+
+
+def test_zipf_mix_is_deterministic_skewed_and_over_its_queries() -> None:
+    queries = [f"q{i}" for i in range(5000)]
+    a = data.ZipfMix(queries, 1.1, seed=7).sample(20000)
+    assert a == data.ZipfMix(queries, 1.1, seed=7).sample(20000)
+    assert a != data.ZipfMix(queries, 1.1, seed=8).sample(20000)
+    counts = Counter(a)
+    assert set(counts) <= set(queries)
+    # P(rank 1) = 1 / H(5000, 1.1), about 0.147; rank 2 is drawn 2**-1.1 times as often
+    h = sum(r**-1.1 for r in range(1, 5001))
+    assert counts["q0"] / len(a) == pytest.approx(1 / h, rel=0.05)
+    assert counts["q1"] / counts["q0"] == pytest.approx(2**-1.1, rel=0.1)
+    assert counts.most_common(1)[0][0] == "q0"
+    lines = data.ZipfMix(queries, 1.1, seed=7).body_lines(3, 50)
+    assert [json.loads(line) for line in lines] == [{"q": q, "k": 50} for q in a[:3]]
+
+
+def test_zipf_queries_are_the_first_distinct_queries() -> None:
+    passages = [{"text": f"alpha beta gamma delta epsilon zeta eta theta iota kappa {i}"} for i in range(50)]
+    qs = data.zipf_queries(passages, 40, seed=3)
+    assert len(qs) == len(set(qs)) == 40
+    assert qs == list(itertools.islice(data.distinct_queries(passages, 3), 40))
+
+
+def _cached(scenario: str, server: str, rps: float, hits: int, misses: int, **kw: Any) -> Any:
+    return {**_run(scenario, server, rps, **kw), "answer_cache": {"hits": hits, "misses": misses}}
+
+
+def test_s7_compares_the_answer_cache_on_and_off_and_prints_the_hit_rate() -> None:
+    runs = [
+        _cached("S7", report.CACHED, 600, 900, 100, p95=30),
+        _cached("S7", report.CACHED, 700, 950, 50, p95=40),
+        _run("S7", report.GATEWAY, 190, p95=150),
+        _run("S7", report.GATEWAY, 200, p95=160),
+    ]
+    agg = report.aggregate(runs)
+    assert agg[("S7", report.CACHED)].answer_cache == {"hits": 1850, "misses": 150}
+    assert agg[("S7", report.CACHED)].hit_rate == pytest.approx(0.925)
+    assert agg[("S7", report.GATEWAY)].answer_cache is None
+    target = _verdicts(runs, [2000])["S7 RPS with the answer cache >= 3x without"]
+    assert target.verdict == "PASS"  # 650 / 195 = 3.3x
+    assert target.measured == "3.3x (650 vs 195); p95 35 vs 155 ms; answer-cache hit rate 92.5%"
+    runs[1] = _cached("S7", report.CACHED, 500, 950, 50)
+    assert _verdicts(runs, [2000])["S7 RPS with the answer cache >= 3x without"].verdict == "MISS"  # 2.8x
+    runs[2] = _run("S7", report.GATEWAY, 50, non2xx=2)
+    target = _verdicts(runs, [2000])["S7 RPS with the answer cache >= 3x without"]
+    assert target.verdict == "MISS" and "scenario failed" in target.note
+    doc = {
+        "meta": {
+            "timestamp": "T",
+            "quick": True,
+            "machine": {"cpu_model": "cpu", "nproc": 2, "ram_gb": 8.0},
+            "note": "",
+            "rounds": 2,
+            "duration_s": 4,
+            "warmup_s": 2,
+            "sizes": [2000],
+            "full_size": 100000,
+            "zipf": {"s": 1.1, "distinct": 5000, "seed": 7, "query_seed": 3},
+        },
+        "runs": [{**r, "result": {**r["result"], "wrapped": 3}} for r in runs],
+    }
+    md = report.render(doc)
+    assert f"- S7 {report.CACHED}: 1,850 hits, 150 misses, hit rate 92.5%" in md
+    assert "S7 mix: Zipf s=1.1 over 5,000 distinct queries" in md
+    off = _cached("S7", report.GATEWAY, 200, 0, 0)
+    assert f"- S7 {report.GATEWAY}: 0 hits, 0 misses, no lookups (cache off)" in report.render(
+        {**doc, "runs": [off]}
+    )
+    assert "lists wrapped" not in md  # S7 repeats by design
+
+
+def test_s1_with_the_answer_cache_is_held_to_40_percent_of_p0() -> None:
+    runs = [
+        _run("S1", report.GATEWAY, 400),
+        _cached("S1", report.CACHED, 4500, 45000, 0),
+        _run("S1", report.FLOOR, 10000),
+    ]
+    v = _verdicts(runs, [2000])
+    assert v["S1 RPS >= 40% of P0"].verdict == "MISS"  # the gateway without it: 4%
+    target = v["S1 +answer cache RPS >= 40% of P0"]
+    assert (target.verdict, target.measured) == (
+        "PASS",
+        "45% (4500 vs 10000); answer-cache hit rate 100.0%",
+    )
+    runs[1] = _cached("S1", report.CACHED, 3900, 39000, 0)
+    assert _verdicts(runs, [2000])["S1 +answer cache RPS >= 40% of P0"].verdict == "MISS"
