@@ -14,6 +14,7 @@ from starlette.responses import Response
 from app.api.auth import Admin
 from app.api.deps import State
 from app.api.responses import ADMIN_ERRORS, documented
+from app.errors import Conflict
 from app.lifespan import AppState
 from app.snapshots.service import ROUTE_NAME_PATTERN, SnapshotService
 
@@ -64,7 +65,7 @@ async def delete_snapshot(name: Name, state: State, admin: Admin) -> Response:
     responses=_errors(
         {
             404: "no such snapshot",
-            409: "a snapshot of another collection or embedder",
+            409: "a snapshot of another collection or embedder, or ingestion jobs not finished",
             422: "the snapshot is truncated, corrupt or not a snapshot",
         }
     ),
@@ -72,6 +73,10 @@ async def delete_snapshot(name: Name, state: State, admin: Admin) -> Response:
 async def restore_snapshot(name: Name, state: State, admin: Admin) -> Response:
     """Serve the snapshot's content from now on, without a restart: requests in flight finish on
     the old data; a snapshot that fails its checksum or manifest leaves the serving data as it is."""
+    # a job's later batches would land in the restored data and its earlier ones vanish, while
+    # it reported them written: a restore waits until no ingestion job is queued or running
+    if state.jobs is not None and (unfinished := state.jobs.unfinished()):
+        raise Conflict(f"{unfinished} ingestion job(s) not finished: wait for them or cancel them first")
     info = await _snapshots(state).restore(name)
     log.warning("snapshot restored", extra={"snapshot": name, "key_id": admin.key_id})
     return _json({"restored": info.as_dict()})

@@ -279,3 +279,36 @@ async def test_rag_requests_across_a_restore_all_answer(gateway: tuple[httpx.Asy
     await asyncio.gather(restorer(), *(asker(i) for i in range(6)))
     assert len(statuses) >= 18
     assert set(statuses) == {200}
+
+
+async def test_a_restore_waits_for_ingestion_jobs(gateway: tuple[httpx.AsyncClient, Path]) -> None:
+    """A job's batches before a restore would vanish and its later ones land in the restored
+    data, while it reports them written: the restore is refused until no job is unfinished."""
+    client, _ = gateway
+    snap = await create(client)
+    lines = [
+        orjson.dumps({"id": f"job-doc-{i}", "text": f"passage {i} about alpine passes, the weather on them"})
+        for i in range(400)
+    ]
+    r = await client.post(
+        "/jobs/ingest?tenant=default",
+        content=b"\n".join(lines) + b"\n",
+        headers={**ADMIN.headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()["job_id"]
+    err = assert_json_error(
+        await client.post(f"/admin/snapshots/{snap['name']}/restore", headers=ADMIN.headers), 409, "conflict"
+    )
+    assert "ingestion job" in err["message"]
+    r = await client.delete(f"/jobs/{job}", headers=ADMIN.headers)
+    assert r.status_code in (200, 202), r.text
+    for _ in range(600):
+        state = (await client.get(f"/jobs/{job}", headers=ADMIN.headers)).json()["state"]
+        if state in ("succeeded", "failed", "cancelled"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the cancelled job never finished")
+    r = await client.post(f"/admin/snapshots/{snap['name']}/restore", headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
