@@ -147,7 +147,15 @@ def test_prometheus_scrapes_the_gateway_and_loads_the_rules(stack: Stack) -> Non
 
     [target] = poll(up, 60, interval=1, what="up{job=rag-gateway} == 1")
     assert target["metric"]["instance"] == "gateway:8080"
-    groups = get_json(f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
+
+    # a rule's health is "unknown" until its group is first evaluated (every 15 s, each group on
+    # its own offset): wait for every rule's first evaluation, then its health must be ok
+    def evaluated() -> list[dict[str, Any]] | None:
+        groups: list[dict[str, Any]] = get_json(f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return groups if rules and all(r["health"] != "unknown" for r in rules) else None
+
+    groups = poll(evaluated, 60, interval=1, what="every rule evaluated once")
     loaded = {r["name"] for g in groups for r in g["rules"]}
     expected = {r.get("alert") or r.get("record") for r in alert_rules()}
     assert expected and expected <= loaded, expected - loaded
