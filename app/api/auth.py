@@ -14,8 +14,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
-from app.api.context import context_of
+from app.api.context import RequestContext, context_of
 from app.errors import Forbidden, RateLimited, Unauthorized
 from app.policy import TenantPolicy
 from app.security import Principal
@@ -32,14 +33,27 @@ async def principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     ctx = context_of(request.scope)
+    if ctx.principal is None:  # not yet authenticated (and counted) by the early answer path
+        client = request.client.host if request.client is not None else ""
+        await authenticate(ctx, request.headers.get("authorization"), client)
+    assert ctx.principal is not None
+    return ctx.principal
+
+
+async def authenticate(ctx: RequestContext, authorization: str | None, client: str) -> None:
+    """Authenticate the caller from its Authorization header, resolve its tenant policy and count
+    the request against the key's rate limit, once per request: the principal, the policy and
+    the rate-limit headers go into the context. Raises Unauthorized or RateLimited."""
     state = ctx.app
     auth = state.auth
     assert auth is not None
     assert state.limiter is not None
-    if auth.enabled and credentials is None and request.headers.get("authorization"):
+    # what HTTPBearer(auto_error=False) accepts: `Bearer <token>`, the scheme in any case
+    scheme, token = get_authorization_scheme_param(authorization)
+    credentials = token if scheme.lower() == "bearer" and token else None
+    if auth.enabled and credentials is None and authorization:
         raise Unauthorized("malformed Authorization header: expected `Bearer <key>`", error="invalid_request")
-    client = request.client.host if request.client is not None else ""
-    who = await auth.authenticate(credentials.credentials if credentials is not None else None, client)
+    who = await auth.authenticate(credentials, client)
     policy = TenantPolicy.for_principal(state.settings, who)
     if who.key_id is not None and policy.rate_limit is not None:
         decision = await state.limiter.hit(who.key_id, policy.rate_limit)
@@ -52,7 +66,6 @@ async def principal(
             )
         ctx.rate_limit_headers = headers
     ctx.principal, ctx.policy = who, policy
-    return who
 
 
 Caller = Annotated[Principal, Depends(principal)]

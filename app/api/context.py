@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.answer_cache import Generation
 from app.lifespan import AppState
 from app.policy import TenantPolicy
 from app.security import Principal
@@ -39,6 +40,10 @@ class RequestContext:
     cache: str | None = None  # set when the pipeline answered
     degraded: list[str] = field(default_factory=list)
     trace_id: str = ""
+    # the early answer path's lookup, for the handler: the raw key to store the answer under too,
+    # and the generation it read (one generation per request)
+    answer_raw_key: str | None = None
+    answer_generation: Generation | None = None
     _outcome: tuple[str, int, float] | None = field(default=None, init=False, repr=False)
 
     def outcome(self, scope: Scope) -> tuple[str, int, float]:

@@ -10,8 +10,9 @@ is the model). From the outside in:
   untraced);
 - ErrorMiddleware: what the pieces inside raise (and whatever a handler let escape) becomes an
   answer through app/api/errors.py, the one place errors become HTTP;
-- the body limits, the /rag concurrency slot and cancelling /rag work when the client leaves
-  (app/api/body.py).
+- the body limits (app/api/body.py); the early answer of a repeated /rag body from the answer
+  cache, after authentication and the rate limit (app/api/answers.py); the /rag concurrency slot
+  and cancelling /rag work when the client leaves (app/api/body.py).
 
 `install` adds them in that order.
 """
@@ -30,6 +31,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.answers import EarlyAnswerMiddleware
 from app.api.body import BodyLimitMiddleware, CancelOnDisconnectMiddleware, ConcurrencyLimitMiddleware
 from app.api.context import CONTEXT_KEY, UNMATCHED_ROUTE, ContextMiddleware, RequestContext
 from app.api.errors import answer_error
@@ -171,6 +173,7 @@ def install(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
     """Add the middleware; the last added runs first."""
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(ConcurrencyLimitMiddleware)
+    app.add_middleware(EarlyAnswerMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(ErrorMiddleware)
     app.add_middleware(TracingMiddleware)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header
 from starlette.responses import Response
 
 from app.answer_cache import answer_key, join_answer, split_answer
+from app.api.answers import canonical_request, identity
 from app.api.auth import Policy
 from app.api.context import RequestContext, request_context
 from app.api.deps import State, get_deadline
@@ -57,13 +58,16 @@ async def rag(
     if cache_control is not None and "no-cache" in cache_control.lower():
         return _answer(*await _compute(state, body, policy, deadline, ctx), "bypass")
     t0 = time.perf_counter()
-    generation = await answers.generation()
-    key = answer_key(generation.value, _identity(state), policy.tenant, canonical_request(body, policy))
+    generation = ctx.answer_generation or await answers.generation()
+    key = answer_key(generation.value, identity(state), policy.tenant, canonical_request(body, policy))
+    raw_key = ctx.answer_raw_key  # the early path's key for this body: the next one is answered there
     rest = await answers.get(key)
     if rest is not None:
         state.metrics.answer_hit.inc()
+        if raw_key is not None:
+            await answers.put(raw_key, rest, generation)
         dur = round((time.perf_counter() - t0) * 1000, 3)
-        headers = {"X-Answer-Cache": "hit", "Server-Timing": f"cache;dur={dur}"}
+        headers = {"X-Answer-Cache": "hit", "Server-Timing": f'cache;dur={dur};desc="request"'}
         return Response(join_answer(ctx.request_id, rest), media_type="application/json", headers=headers)
     state.metrics.answer_miss.inc()
 
@@ -75,6 +79,8 @@ async def rag(
     shared, own = await answers.single_flight(key, compute)
     if own is None:  # an identical request computed it meanwhile
         assert shared is not None
+        if raw_key is not None:
+            await answers.put(raw_key, shared, generation)
         return Response(
             join_answer(ctx.request_id, shared),
             media_type="application/json",
@@ -82,6 +88,8 @@ async def rag(
         )
     if shared is not None:
         await answers.put(key, shared, generation)
+        if raw_key is not None:
+            await answers.put(raw_key, shared, generation)
     return _answer(*own, "miss")
 
 
@@ -111,25 +119,3 @@ def _answer(content: bytes, result: RagResult, answer_cache: str) -> Response:
         "Server-Timing": f"embed;dur={t['embed']}, search;dur={t['search']}, rerank;dur={t['rerank']}",
     }
     return Response(content, media_type="application/json", headers=headers)
-
-
-def _identity(state: AppState) -> str:
-    reranker = state.reranker.id if state.reranker is not None else "none"
-    return f"{state.embedder.id}|{reranker}|{state.settings.qdrant.collection}"
-
-
-def canonical_request(body: RagRequest, policy: TenantPolicy) -> bytes:
-    """Every field an answer depends on, with its default applied and filters in one order."""
-    filters = {k: sorted(set(v), key=lambda x: (type(x).__name__, x)) for k, v in body.filters().items()}
-    return orjson.dumps(
-        {
-            "q": body.q,
-            "k": body.k,
-            "top_n": body.n,
-            "filter": filters,
-            "rerank": body.rerank,
-            "distinct_docs": body.distinct_docs,
-            "ef": policy.search_ef(body.ef),
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
