@@ -9,6 +9,10 @@ so a write through one replica changes every replica's next key. While Redis is 
 the generation is this process's own: local writes still invalidate at once, but another
 replica's writes cannot be seen, so entries made then live at most `local_ttl_s`.
 
+Every lookup reads the generation, so concurrent lookups share one read of it: a read answers
+only the requests that were waiting before it was sent (a read already in flight may predate a
+request, and with it a write that returned before that request came).
+
 Entries hold the answer's JSON without its `request_id` (each hit answers with its own).
 Concurrent identical misses compute once per process (single flight).
 """
@@ -87,20 +91,54 @@ class AnswerCache:
         self._entries: LRUCache[str, Entry] = LRUCache(maxsize=max_bytes, getsizeof=_entry_size)
         self._max_entry = max(1, max_bytes // 8)  # one answer never evicts most of the cache
         self._flights: dict[str, asyncio.Future[bytes | None]] = {}
+        self._next_read: asyncio.Future[Generation] | None = None  # the batch not yet sent
+        self._reader: asyncio.Task[None] | None = None
 
     async def generation(self) -> Generation:
-        """The current generation: Redis's shared counter, else this process's own. A local
-        write whose shared bump failed is bumped first, so Redis never serves from before it."""
-        if self.redis is not None:
-            try:
-                if self._unshared_write:
-                    await self.redis.call(lambda r: r.incr(self._gen_key))
-                    self._unshared_write = False
-                raw = await self.redis.call(lambda r: r.get(self._gen_key))
-                return Generation(f"s{int(raw or 0)}", shared=True)
-            except (RedisUnavailable, ValueError):
-                pass
-        return Generation(f"l{self._local_gen}", shared=False)
+        """The current generation: Redis's shared counter, else this process's own.
+
+        Concurrent requests share one read, and never one sent before they arrived: a read in
+        flight serves only those that came before it; later ones wait for the next, so each
+        still sees every write that returned before it arrived (see the module docstring)."""
+        if self.redis is None:
+            return Generation(f"l{self._local_gen}", shared=False)
+        batch = self._next_read
+        if batch is None:
+            batch = self._next_read = asyncio.get_running_loop().create_future()
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read_batches())
+        return await asyncio.shield(batch)
+
+    async def _read_batches(self) -> None:
+        """Send one read per batch of waiting requests, until none waits."""
+        try:
+            while (batch := self._next_read) is not None:
+                self._next_read = None  # who arrives from now on waits for the next read
+                try:
+                    batch.set_result(await self._read())
+                except asyncio.CancelledError:  # shutting down: so are the waiters
+                    batch.cancel()
+                    raise
+                except Exception as exc:  # a bug of ours: each waiter's request fails with it
+                    batch.set_exception(exc)
+        finally:
+            self._reader = None
+            if self._next_read is not None:
+                self._next_read.cancel()
+                self._next_read = None
+
+    async def _read(self) -> Generation:
+        """One read of the shared counter; a local write whose shared bump failed is bumped
+        first, so Redis never serves from before it."""
+        assert self.redis is not None
+        try:
+            if self._unshared_write:
+                await self.redis.call(lambda r: r.incr(self._gen_key))
+                self._unshared_write = False
+            raw = await self.redis.call(lambda r: r.get(self._gen_key))
+            return Generation(f"s{int(raw or 0)}", shared=True)
+        except (RedisUnavailable, ValueError):
+            return Generation(f"l{self._local_gen}", shared=False)
 
     async def bump(self) -> None:
         """A write happened: every answer cached before it is unreachable from now on. Called

@@ -25,12 +25,44 @@ CONTEXT_KEY = "rag.request"
 UNMATCHED_ROUTE = "unmatched"
 
 
+class RouteTable:
+    """The app's routes, to name the route template of any answer (`/documents/{doc_id}`), also
+    when the answer came before routing (overload, body limit, timeout, client gone, an early
+    answer) or the method is wrong; else UNMATCHED_ROUTE."""
+
+    def __init__(self, routes: Sequence[BaseRoute] = ()) -> None:
+        self.routes = tuple(routes)
+        # (method, path) -> the template of the parameterless route it fully matched: bounded by
+        # the app's routes, whatever paths clients send
+        self._fixed: dict[tuple[str, str], str] = {}
+
+    def template(self, scope: Scope) -> str:
+        found = getattr(scope.get("route"), "path", None)
+        if found:
+            return str(found)
+        fixed = (scope["method"], scope["path"])
+        known = self._fixed.get(fixed)
+        if known is not None:
+            return known
+        partial = None
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                template = str(getattr(route, "path", UNMATCHED_ROUTE))
+                if not getattr(route, "param_convertors", True):
+                    self._fixed[fixed] = template
+                return template
+            if match is Match.PARTIAL and partial is None:
+                partial = getattr(route, "path", None)
+        return str(partial) if partial else UNMATCHED_ROUTE
+
+
 @dataclass(slots=True)
 class RequestContext:
     app: AppState
     request_id: str
     headers: dict[str, str]  # the request's headers, lower-case names
-    routes: Sequence[BaseRoute] = ()  # the app's routes, to name the route of any answer
+    routes: RouteTable = field(default_factory=RouteTable)  # to name the route of any answer
     started: float = field(default_factory=time.perf_counter)
     status: int = 0  # of the answer; 0 until it starts
     principal: Principal | None = None  # set once the caller is authenticated (and counted)
@@ -52,7 +84,7 @@ class RequestContext:
         a 500 unless the error handling said otherwise (499: the client left)."""
         if self._outcome is None:
             duration = time.perf_counter() - self.started
-            self._outcome = (route_template(scope, self.routes), self.status or 500, duration)
+            self._outcome = (self.routes.template(scope), self.status or 500, duration)
         return self._outcome
 
 
@@ -90,19 +122,3 @@ class ContextMiddleware:
 async def request_context(request: Request) -> RequestContext:
     """The context of the request (a FastAPI dependency)."""
     return context_of(request.scope)
-
-
-def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
-    """The route template of the request (`/documents/{doc_id}`), also when the answer came before
-    routing (overload, body limit, timeout, client gone) or the method is wrong; else UNMATCHED."""
-    found = getattr(scope.get("route"), "path", None)
-    if found:
-        return str(found)
-    partial = None
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", UNMATCHED_ROUTE))
-        if match is Match.PARTIAL and partial is None:
-            partial = getattr(route, "path", None)
-    return str(partial) if partial else UNMATCHED_ROUTE

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.answers import EarlyAnswerMiddleware
 from app.api.body import BodyLimitMiddleware, CancelOnDisconnectMiddleware, ConcurrencyLimitMiddleware
-from app.api.context import CONTEXT_KEY, UNMATCHED_ROUTE, ContextMiddleware, RequestContext
+from app.api.context import CONTEXT_KEY, UNMATCHED_ROUTE, ContextMiddleware, RequestContext, RouteTable
 from app.api.errors import answer_error
 from app.errors import RagError
 from app.lifespan import STATE_KEY
@@ -51,7 +51,7 @@ def _valid_request_id(v: str) -> bool:
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
-        self.routes = routes  # the app's routes, to name the route of answers given before routing
+        self.routes = RouteTable(routes)  # to name the route of answers given before routing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -139,6 +139,10 @@ class Guard:
         CancelledError passes straight through: never retried, never counted.
         """
         first = [True]
+        if self.retry.attempts == 0:
+            # one attempt, no retry (Redis): what AsyncRetrying would do, without its machinery
+            # on a path taken by every request
+            return await self._attempt(op, deadline, first)
 
         def count_retry(rs: RetryCallState) -> None:
             if self._on_retry is not None:
