@@ -44,6 +44,10 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        # spans, metrics and logs are the gateway's own (app/observability/); FastAPI's native
+        # telemetry would add a second server span wherever a global provider is set, and asks
+        # for the global providers on every request even when none is
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     errors.install(app)
     app.include_router(rag_router)
