@@ -20,7 +20,7 @@ is the model). From the outside in:
 from __future__ import annotations
 
 import logging
-import uuid
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +60,7 @@ class RequestContextMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         rid = headers.get("x-request-id", "")
         if not _valid_request_id(rid):
-            rid = uuid.uuid4().hex
+            rid = secrets.token_hex(16)  # 128 random bits, as a uuid4's hex
         # a copy per request: servers are meant to copy the lifespan state into each request's
         # scope, but not all do, and the context is per request
         state: dict[str, Any] = dict(scope.get("state") or {})
