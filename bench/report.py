@@ -369,15 +369,24 @@ def render(doc: dict[str, Any]) -> str:
             "S4 growth (wrk, c=" + str(meta.get("s4_concurrency", "")) + "; search = the gateway's own "
             "Server-Timing `search` stage, so it excludes HTTP and embedding):",
             "",
-            "| points | /rag p50 ms | /rag p99 ms | search p50 ms | search p99 ms | RPS | peak RSS MB |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| points | /rag p50 ms | /rag p99 ms | search p50 ms | search p99 ms | RPS | peak RSS MB "
+            "| peak RSS MB per 1k points | added MB per 1k added points |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        previous: tuple[int, float] | None = None
         for n, a in zip([n for n in sizes if ("S4", s4_server(n)) in aggs], s4, strict=True):
             srch = a.stages_ms.get("search", {})
+            # the whole process per 1k points (the model and runtime weigh on small sizes), and
+            # what each further 1k points cost over the size before it
+            added = "—"
+            if previous is not None and n > previous[0]:
+                added = f"{(a.rss_hwm_mb - previous[1]) / ((n - previous[0]) / 1000):.2f}"
             lines.append(
                 f"| {n:,} | {_f(a.p50_ms)} | {_f(a.p99_ms)} | {_f(srch.get('p50', 0), 2)} "
-                f"| {_f(srch.get('p99', 0), 2)} | {_f(a.rps, 0)} | {a.rss_hwm_mb:.0f} |"
+                f"| {_f(srch.get('p99', 0), 2)} | {_f(a.rps, 0)} | {a.rss_hwm_mb:.0f} "
+                f"| {a.rss_hwm_mb / (n / 1000):.2f} | {added} |"
             )
+            previous = (n, a.rss_hwm_mb)
     if meta.get("recall"):
         lines += [
             "",

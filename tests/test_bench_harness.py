@@ -187,6 +187,22 @@ def test_rounds_are_aggregated_by_median_and_rendered() -> None:
     assert "| S1 RPS >= 40% of P0 | 20% (200 vs 1000) | MISS |" in md
 
 
+def test_s4_reports_peak_rss_per_1k_points_and_per_added_1k() -> None:
+    runs = [
+        _run("S4", report.s4_server(2000), 50, rss=300.0),
+        _run("S4", report.s4_server(20000), 45, rss=336.0),
+        _run("S4", report.s4_server(100000), 40, rss=496.0),
+    ]
+    meta = {"timestamp": "T", "quick": False, "machine": {"cpu_model": "cpu", "nproc": 2, "ram_gb": 8.0}}
+    meta |= {"note": "", "rounds": 1, "duration_s": 10, "warmup_s": 3, "s4_concurrency": 4}
+    md = report.render({"meta": meta | {"sizes": [2000, 20000, 100000], "full_size": 100000}, "runs": runs})
+    sized = ("| 2,000 |", "| 20,000 |", "| 100,000 |")
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith(sized)}
+    assert rows["2,000"].endswith("| 300 | 150.00 | — |")
+    assert rows["20,000"].endswith("| 336 | 16.80 | 2.00 |")
+    assert rows["100,000"].endswith("| 496 | 4.96 | 2.00 |")
+
+
 def test_recall_targets_use_the_biggest_shard_and_render_every_row() -> None:
     def row(mean: float) -> dict[str, Any]:
         return {"recall_mean": mean, "recall_min": 0.5, "below_0_9": 3, "queries": 200, "search_p50_ms": 0.9}
