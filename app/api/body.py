@@ -8,7 +8,8 @@ app/api/errors.py turns into the answer):
   408 and the connection closed); a client that leaves while sending it is ClientDisconnected
   (499);
 - ConcurrencyLimitMiddleware: the in-flight cap on /rag (Overloaded, 503, without touching a
-  dependency); it runs once the whole body is in, so a client still sending holds no slot;
+  dependency); it runs once the whole body is in, so a client still sending holds no slot, and
+  after the answer cache's early lookup (app/api/answers.py), so a hit needs no slot;
 - CancelOnDisconnectMiddleware: /rag work is cancelled when the client disconnects
   (ClientDisconnected, 499, as for a client leaving while it sends its body).
 """
