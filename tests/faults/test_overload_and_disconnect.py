@@ -137,3 +137,35 @@ async def test_the_shared_reranker_call_lives_until_its_last_client_hangs_up(
         conns[1][1].close()
         await apoll(lambda: reranker.outcomes() == ["disconnected"], 5, what="cancelled with the last client")
         assert reranker.count == 1
+
+
+async def test_with_the_answer_cache_on_a_hit_is_served_while_misses_are_shed(
+    fault_settings: Any, reranker: RerankerServer
+) -> None:
+    cap = 2
+    settings = fault_settings(
+        server={"max_in_flight": cap, "deadline_s": 5.0},
+        reranker={"timeout_s": 4.0},
+        resilience={"retry_attempts": 0},
+        answer_cache={"enabled": True},
+    )
+    async with (
+        served_app(settings) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=cap + 5)) as client,
+    ):
+        cached = {"q": queries(1, "cached")[0], "k": K}
+        first = await client.post("/rag", json=cached)
+        assert first.status_code == 200 and first.headers["x-answer-cache"] == "miss", first.text
+        reranker.set("slow", delay_s=1.0)
+        before = reranker.count
+        slow = [
+            asyncio.ensure_future(client.post("/rag", json={"q": q, "k": K})) for q in queries(cap, "slow")
+        ]
+        await apoll(lambda: reranker.count == before + cap, 10, what="the misses hold every slot")
+
+        hit = await client.post("/rag", json=cached)
+        shed = await client.post("/rag", json={"q": "a question nobody asked yet", "k": K})
+        assert hit.status_code == 200 and hit.headers["x-answer-cache"] == "hit", hit.text
+        assert hit.json()["results"] == first.json()["results"]
+        assert shed.status_code == 503 and shed.json()["error"]["type"] == "overloaded", shed.text
+        assert [r.status_code for r in await asyncio.gather(*slow)] == [200] * cap
