@@ -32,7 +32,7 @@ from app.observability.metrics import Metrics
 from app.observability.tracing import get_tracer, instrument_clients, setup_tracing
 from app.pipeline import Guards, RagPipeline
 from app.reindex.service import Reindexer
-from app.reindex.wiring import reindexer_for
+from app.reindex.wiring import publish_failures, reindexer_for
 from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
 from app.settings import Settings
@@ -251,6 +251,7 @@ async def _start_jobs(state: AppState) -> JobRunner:
     )
     state.reindex = reindexer_for(state, runner)
     await runner.start()
+    publish_failures(state, runner.store)
     return runner
 
 

@@ -10,12 +10,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic.config import JsonDict
 from starlette.responses import Response
 
 from app.api.auth import Admin
 from app.api.deps import State
 from app.api.responses import ADMIN_ERRORS, documented
-from app.errors import Conflict, Overloaded
+from app.errors import Conflict, NotSupported, Overloaded
 
 log = logging.getLogger("rag.api.reindex")
 router = APIRouter(tags=["jobs"])
@@ -28,22 +29,28 @@ class HnswParams(BaseModel):
     ef_construct: Annotated[int, Field(strict=True, ge=8, le=2048)] | None = None
 
 
-class ReindexRequest(BaseModel):
-    """New HNSW parameters (any subset), a re-embedding from the stored texts, or both; or a
-    rollback to the collection the last reindex replaced, alone."""
+# a rollback takes no other field (said in the schema too, so that clients can see it)
+_ROLLBACK_ALONE: JsonDict = {
+    "if": {"properties": {"rollback": {"const": True}}, "required": ["rollback"]},
+    "then": {"properties": {"hnsw": {"type": "null"}, "reembed": {"const": False}}},
+}
 
-    model_config = ConfigDict(extra="forbid")
+
+class ReindexRequest(BaseModel):
+    """New HNSW parameters (any subset; the others stay the collection's own), a re-embedding
+    from the stored texts, or both (`{}` rebuilds the collection as it is); or a rollback to the
+    collection the last reindex replaced, alone."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ROLLBACK_ALONE)
 
     hnsw: HnswParams | None = None
     reembed: StrictBool = False
     rollback: StrictBool = False
 
     @model_validator(mode="after")
-    def _one_thing(self) -> ReindexRequest:
+    def _rollback_alone(self) -> ReindexRequest:
         if self.rollback and (self.hnsw is not None or self.reembed):
             raise ValueError("a rollback takes no other field")
-        if not self.rollback and not self.reembed and self.hnsw is None:
-            raise ValueError('say what to do: "hnsw", "reembed": true or "rollback": true')
         return self
 
 
@@ -52,11 +59,19 @@ class ReindexRequest(BaseModel):
     status_code=202,
     responses=documented(
         ADMIN_ERRORS,
-        {404: "jobs are off", 409: "nothing to roll back to", 503: "too many unfinished jobs"},
+        {
+            400: "malformed JSON",
+            404: "jobs are off",
+            409: "nothing to roll back to",
+            501: "a Qdrant server backend",
+            503: "too many unfinished jobs",
+        },
     ),
 )
 async def submit_reindex(body: ReindexRequest, state: State, admin: Admin) -> Response:
     """Queue a reindex job; 202 and the job id. Poll `GET /jobs/{id}`."""
+    if state.settings.qdrant.url:
+        raise NotSupported("reindex jobs are built for the embedded engine only, not yet a Qdrant server")
     runner, reindexer = state.jobs, state.reindex
     if runner is None or reindexer is None:
         raise HTTPException(404, "jobs are off")

@@ -70,7 +70,7 @@ class Backend(Protocol):
     async def rollback(self, embedder: str) -> str: ...
 
 
-Observe = Callable[[str, float], None]  # (outcome, seconds)
+Observe = Callable[[str, str, float], None]  # (op: reindex or rollback, outcome: ok or error, seconds)
 
 
 class Reindexer:
@@ -94,16 +94,17 @@ class Reindexer:
 
     async def run(self, job: Job) -> None:
         params = ReindexParams.of(job.params)
-        started, outcome = time.monotonic(), "failed"
+        started, outcome = time.monotonic(), "error"
         try:
             if params.rollback:
                 job.result = await self._rollback()
             else:
                 await self._reindex(params, job)
-            outcome = "succeeded"
+            outcome = "ok"
         finally:
             if self._observe is not None:
-                self._observe(outcome, time.monotonic() - started)
+                op = "rollback" if params.rollback else "reindex"
+                self._observe(op, outcome, time.monotonic() - started)
         log.warning("reindex switched the serving collection", extra={"job_id": job.job_id, **job.result})
 
     async def _swapped(self) -> None:

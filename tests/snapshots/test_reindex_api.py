@@ -100,6 +100,10 @@ async def test_hnsw_reindex_switches_and_rolls_back(gateway: httpx.AsyncClient, 
     assert job["result"]["collection"] == serving
     assert (await collection(client))["config"]["hnsw_config"] == {"m": 16, "ef_construct": 100}
     assert await rag_ids(client, QUERY) == ids
+    text = (await client.get("/metrics")).text
+    assert 'rag_reindex_duration_seconds_count{op="reindex",outcome="ok"} 1.0' in text
+    assert 'rag_reindex_duration_seconds_count{op="rollback",outcome="ok"} 2.0' in text
+    assert "rag_reindex_last_failure_timestamp_seconds 0.0" in text
 
 
 async def test_writes_during_the_build_land_in_the_new_collection(gateway: httpx.AsyncClient) -> None:
@@ -152,7 +156,6 @@ async def test_rollback_with_nothing_kept_is_409(gateway: httpx.AsyncClient) -> 
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        ({}, "say what to do"),
         ({"hnsw": {"m": 2}}, "greater than or equal to 4"),
         ({"hnsw": {"m": 1000}}, "less than or equal to 128"),
         ({"hnsw": {"ef_construct": 4}}, "greater than or equal to 8"),

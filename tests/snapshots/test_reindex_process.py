@@ -107,6 +107,11 @@ def test_kill_during_reindex_leaves_before_or_after(
             assert shards <= named | {"rag_docs"} and len(shards) <= 2, (shards, named)
         # the kills met jobs at different moments: at least one was cut short
         assert any(state == "failed" for _, state in outcomes), outcomes
+        # the failure alert's gauge comes from the job records: a restart does not hide it
+        failed = [j["finished_at"] for j in jobs(gw) if j["state"] == "failed"]
+        metrics = httpx.get(f"{gw.url}/metrics", timeout=30).text
+        gauge = re.search(r"^rag_reindex_last_failure_timestamp_seconds (\S+)$", metrics, flags=re.M)
+        assert gauge is not None and float(gauge[1]) == max(failed), metrics[-2000:]
     finally:
         gw.stop()
 
