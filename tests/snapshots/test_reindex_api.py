@@ -179,3 +179,19 @@ async def test_only_admin_keys(gateway: httpx.AsyncClient) -> None:
         await gateway.post("/jobs/reindex", json=body, headers=READER.headers), 403, "forbidden"
     )
     assert_json_error(await gateway.post("/jobs/reindex", json=body), 401, "unauthorized")
+
+
+async def test_a_qdrant_server_is_not_supported_yet(model_dir: Path, tmp_path: Path, redis_url: str) -> None:
+    settings = make_settings(
+        model_dir,
+        tmp_path / "qdrant",
+        redis_url,
+        qdrant={"url": ":memory:"},
+        auth={"keys": [ADMIN.entry(), READER.entry()]},
+        jobs={"dir": tmp_path / "jobs"},
+    )
+    async with running_app(settings) as (client, _):
+        r = await client.post("/jobs/reindex", json={"hnsw": {"m": 16}}, headers=ADMIN.headers)
+        assert_json_error(r, 501, "not_supported")
+        r = await client.get("/jobs", headers=ADMIN.headers)
+        assert r.json()["jobs"] == []
