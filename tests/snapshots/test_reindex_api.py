@@ -20,9 +20,9 @@ NEW_DOC = {"id": "reindex-new", "text": "a bivouac shelter on the eastern ridge 
 
 
 @pytest.fixture
-async def gateway(
+async def gateway_app(
     model_dir: Path, qdrant_path: Path, redis_url: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     settings = make_settings(
         model_dir,
         qdrant_path,
@@ -31,8 +31,13 @@ async def gateway(
         jobs={"dir": tmp_path / "jobs"},
         answer_cache={"enabled": True},
     )
-    async with running_app(settings) as (c, _):
-        yield c
+    async with running_app(settings) as (c, app):
+        yield c, app
+
+
+@pytest.fixture
+def gateway(gateway_app: tuple[httpx.AsyncClient, Any]) -> httpx.AsyncClient:
+    return gateway_app[0]
 
 
 async def collection(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -106,26 +111,34 @@ async def test_hnsw_reindex_switches_and_rolls_back(gateway: httpx.AsyncClient, 
     assert "rag_reindex_last_failure_timestamp_seconds 0.0" in text
 
 
-async def test_writes_during_the_build_land_in_the_new_collection(gateway: httpx.AsyncClient) -> None:
-    client = gateway
+async def test_writes_during_the_build_land_in_the_new_collection(
+    gateway_app: tuple[httpx.AsyncClient, Any],
+) -> None:
+    client, app = gateway_app
     n = await points(client)
+    backend = app.state.rag.reindex.backend
+    pages, building, release = backend.pages, asyncio.Event(), asyncio.Event()
+
+    async def gated(store: Any, vectors: bool) -> AsyncIterator[list[Any]]:
+        building.set()
+        await release.wait()  # the build stays in progress until the write is sent
+        async for page in pages(store, vectors):
+            yield page
+
+    backend.pages = gated
     r = await client.post("/jobs/reindex", json={"hnsw": {"m": 12}}, headers=ADMIN.headers)
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
-
-    async def running() -> bool:
-        got = await client.get(f"/jobs/{job_id}", headers=ADMIN.headers)
-        return bool(got.json()["state"] != "queued")
-
-    end = asyncio.get_running_loop().time() + 60
-    while not await running():
-        assert asyncio.get_running_loop().time() < end
-        await asyncio.sleep(0.01)
-    # held by the write fence until the switch, then written into the new shard
-    r = await client.post(
-        "/documents", json={"tenant": "default", "documents": [NEW_DOC]}, headers=ADMIN.headers
+    await asyncio.wait_for(building.wait(), 60)
+    write = asyncio.create_task(
+        client.post("/documents", json={"tenant": "default", "documents": [NEW_DOC]}, headers=ADMIN.headers)
     )
+    await asyncio.sleep(0.2)
+    assert not write.done()  # held by the write fence while the build runs
+    release.set()
+    r = await asyncio.wait_for(write, 60)
     assert r.status_code == 200, r.text
+    # the fence is released after the switch: the job is done, and the write is in the new shard
     got = await client.get(f"/jobs/{job_id}", headers=ADMIN.headers)
     assert got.json()["state"] == "succeeded", got.json()
     info = await collection(client)
@@ -146,6 +159,43 @@ async def test_reembed_records_the_embedder(gateway: httpx.AsyncClient, qdrant_p
     assert after["config"]["hnsw_config"] == before["config"]["hnsw_config"]
     # the same model made the same vectors again: the same passages answer
     assert await rag_ids(client, QUERY) == ids
+
+
+async def test_a_build_that_fails_verification_changes_nothing(
+    gateway_app: tuple[httpx.AsyncClient, Any], qdrant_path: Path
+) -> None:
+    client, app = gateway_app
+    before = await collection(client)
+    shards = sorted(p.name for p in qdrant_path.iterdir() if p.is_dir())
+    backend = app.state.rag.reindex.backend
+    pages = backend.pages
+
+    async def one_point_short(store: Any, vectors: bool) -> AsyncIterator[list[Any]]:
+        first = True
+        async for page in pages(store, vectors):
+            yield page[1:] if first else page  # a copy that lost a point
+            first = False
+
+    backend.pages = one_point_short
+    job = await reindex(client, {"hnsw": {"m": 16}})
+    assert job["state"] == "failed", job
+    n = before["points_count"]
+    assert job["error"] == f"ReindexFailed: the new collection holds {n - 1} points, the serving one {n}"
+    # still the shard of before, nothing new left beside it, no pointer moved
+    after = await collection(client)
+    assert after["config"]["hnsw_config"] == before["config"]["hnsw_config"]
+    assert after["points_count"] == n
+    assert sorted(p.name for p in qdrant_path.iterdir() if p.is_dir()) == shards
+    assert not (qdrant_path / "rag_docs.current").exists()
+    text = (await client.get("/metrics")).text
+    assert 'rag_reindex_duration_seconds_count{op="reindex",outcome="error"} 1.0' in text
+    assert "rag_reindex_last_failure_timestamp_seconds 0.0" not in text
+    # writes were released: they go on into the serving shard
+    r = await client.post(
+        "/documents", json={"tenant": "default", "documents": [NEW_DOC]}, headers=ADMIN.headers
+    )
+    assert r.status_code == 200, r.text
+    assert await points(client) == n + 1
 
 
 async def test_rollback_with_nothing_kept_is_409(gateway: httpx.AsyncClient) -> None:
