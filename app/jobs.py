@@ -192,7 +192,10 @@ class JobRunner:
         self.store.save(job)
         self._notify(job, 0)
         if job.kind != "ingest":
-            await self.kinds[job.kind](job)
+            run = self.kinds.get(job.kind)
+            if run is None:  # e.g. queued before a restart on another backend
+                raise RuntimeError(f"this gateway runs no {job.kind} jobs")
+            await run(job)
             self._finish(job, "succeeded", None)
             return
         path = self.store.input_path(job.job_id)
