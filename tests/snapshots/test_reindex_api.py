@@ -245,3 +245,19 @@ async def test_a_qdrant_server_is_not_supported_yet(model_dir: Path, tmp_path: P
         assert_json_error(r, 501, "not_supported")
         r = await client.get("/jobs", headers=ADMIN.headers)
         assert r.json()["jobs"] == []
+
+
+async def test_a_restore_ends_the_rollback(gateway: httpx.AsyncClient, qdrant_path: Path) -> None:
+    client = gateway
+    r = await client.post("/admin/snapshots", headers=ADMIN.headers)
+    assert r.status_code == 201, r.text
+    snap = r.json()["name"]
+    job = await reindex(client, {"hnsw": {"m": 16}})
+    assert job["state"] == "succeeded", job
+    assert (qdrant_path / "rag_docs.previous").exists()
+    r = await client.post(f"/admin/snapshots/{snap}/restore", headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
+    assert (await collection(client))["config"]["hnsw_config"]["m"] == 32
+    assert not (qdrant_path / "rag_docs.previous").exists()
+    r = await client.post("/jobs/reindex", json={"rollback": True}, headers=ADMIN.headers)
+    assert_json_error(r, 409, "conflict")
