@@ -261,3 +261,23 @@ async def test_a_restore_ends_the_rollback(gateway: httpx.AsyncClient, qdrant_pa
     assert not (qdrant_path / "rag_docs.previous").exists()
     r = await client.post("/jobs/reindex", json={"rollback": True}, headers=ADMIN.headers)
     assert_json_error(r, 409, "conflict")
+
+
+async def test_keep_0_removes_the_replaced_shard(
+    model_dir: Path, qdrant_path: Path, redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        model_dir,
+        qdrant_path,
+        redis_url,
+        auth={"keys": [ADMIN.entry(), READER.entry()]},
+        jobs={"dir": tmp_path / "jobs"},
+        reindex={"keep": 0},
+    )
+    async with running_app(settings) as (client, _):
+        job = await reindex(client, {"hnsw": {"ef_construct": 64}})
+        assert job["state"] == "succeeded", job
+        assert [p.name for p in qdrant_path.iterdir() if p.is_dir()] == [job["result"]["collection"]]
+        assert not (qdrant_path / "rag_docs.previous").exists()
+        r = await client.post("/jobs/reindex", json={"rollback": True}, headers=ADMIN.headers)
+        assert_json_error(r, 409, "conflict")
