@@ -16,7 +16,7 @@ from starlette.responses import Response
 from app.api.auth import Admin
 from app.api.deps import State
 from app.api.responses import ADMIN_ERRORS, documented
-from app.errors import Conflict, NotSupported, Overloaded
+from app.errors import Conflict, Overloaded
 
 log = logging.getLogger("rag.api.reindex")
 router = APIRouter(tags=["jobs"])
@@ -62,16 +62,13 @@ class ReindexRequest(BaseModel):
         {
             400: "malformed JSON",
             404: "jobs are off",
-            409: "nothing to roll back to",
-            501: "a Qdrant server backend",
+            409: "nothing to roll back to, or (Qdrant server) the collection is not an alias",
             503: "too many unfinished jobs",
         },
     ),
 )
 async def submit_reindex(body: ReindexRequest, state: State, admin: Admin) -> Response:
     """Queue a reindex job; 202 and the job id. Poll `GET /jobs/{id}`."""
-    if state.settings.qdrant.url:
-        raise NotSupported("reindex jobs are built for the embedded engine only, not yet a Qdrant server")
     runner, reindexer = state.jobs, state.reindex
     if runner is None or reindexer is None:
         raise HTTPException(404, "jobs are off")

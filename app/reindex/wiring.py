@@ -13,12 +13,17 @@ if TYPE_CHECKING:
     from app.lifespan import AppState
 
 
-def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer | None:
-    """A Reindexer of the serving store, run by `runner` as the jobs of kind "reindex"; None on a
-    Qdrant server (not built yet: the API answers 501)."""
+def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer:
+    """A Reindexer of the serving store, run by `runner` as the jobs of kind "reindex"."""
+    backend: Backend
     if state.settings.qdrant.url:
-        return None
-    backend: Backend = EdgeReindex(state.settings, state.store)
+        from app.clients.vectorstore.server import ServerStore  # qdrant-client: on first use
+        from app.reindex.server import ServerReindex
+
+        assert isinstance(state.store.current, ServerStore)
+        backend = ServerReindex(state.settings, state.store.current)
+    else:
+        backend = EdgeReindex(state.settings, state.store)
     metrics = state.metrics
 
     def observe(op: str, outcome: str, seconds: float) -> None:

@@ -15,6 +15,8 @@ import pytest
 from snapshots_support import ADMIN, READER, assert_json_error, points, rag_ids
 from support.app import make_settings, running_app
 
+from app.errors import DependencyUnavailable
+
 QUERY = "hut below the col"
 NEW_DOC = {"id": "reindex-new", "text": "a bivouac shelter on the eastern ridge of the massif"}
 
@@ -231,7 +233,8 @@ async def test_only_admin_keys(gateway: httpx.AsyncClient) -> None:
     assert_json_error(await gateway.post("/jobs/reindex", json=body), 401, "unauthorized")
 
 
-async def test_a_qdrant_server_is_not_supported_yet(model_dir: Path, tmp_path: Path, redis_url: str) -> None:
+async def test_on_a_qdrant_server_an_alias_switches(model_dir: Path, tmp_path: Path, redis_url: str) -> None:
+    """qdrant-client's local mode stands in for the server: it keeps aliases like one."""
     settings = make_settings(
         model_dir,
         tmp_path / "qdrant",
@@ -240,11 +243,51 @@ async def test_a_qdrant_server_is_not_supported_yet(model_dir: Path, tmp_path: P
         auth={"keys": [ADMIN.entry(), READER.entry()]},
         jobs={"dir": tmp_path / "jobs"},
     )
-    async with running_app(settings) as (client, _):
-        r = await client.post("/jobs/reindex", json={"hnsw": {"m": 16}}, headers=ADMIN.headers)
-        assert_json_error(r, 501, "not_supported")
-        r = await client.get("/jobs", headers=ADMIN.headers)
-        assert r.json()["jobs"] == []
+    async with running_app(settings) as (client, app):
+        rag = app.state.rag
+        store = rag.store.current
+        docs = [{"id": f"d{i}", "text": f"passage {i} about the hut below the col"} for i in range(40)]
+        r = await client.post(
+            "/documents", json={"tenant": "default", "documents": docs}, headers=ADMIN.headers
+        )
+        assert r.status_code == 200, r.text
+        # the serving name is a collection, not an alias: refused before anything is built
+        job = await reindex(client, {"hnsw": {"m": 16}})
+        assert job["state"] == "failed" and "not served through an alias" in job["error"], job
+        assert list(await store.aliases()) == []
+        await store.drop()
+        v1 = store.sibling("rag_docs-v1")
+        await v1.ensure_collection(rag.embedder.dim, rag.embedder.id)
+        await store.set_aliases({"rag_docs": "rag_docs-v1"})
+        r = await client.post(
+            "/documents", json={"tenant": "default", "documents": docs}, headers=ADMIN.headers
+        )
+        assert r.status_code == 200, r.text
+        ids = await rag_ids(client, QUERY)
+        n = await points(client)
+
+        job = await reindex(client, {"hnsw": {"m": 16, "ef_construct": 100}})
+        assert job["state"] == "succeeded", job
+        new = job["result"]["collection"]
+        assert new.startswith("rag_docs-r")
+        assert await store.aliases() == {"rag_docs": new, "rag_docs-previous": "rag_docs-v1"}
+        info = await collection(client)
+        assert info["config"]["hnsw_config"] == {"m": 16, "ef_construct": 100}
+        assert info["points_count"] == n
+        assert await rag_ids(client, QUERY) == ids
+
+        job = await reindex(client, {"rollback": True})
+        assert job["state"] == "succeeded", job
+        assert await store.aliases() == {"rag_docs": "rag_docs-v1", "rag_docs-previous": new}
+        job = await reindex(client, {"reembed": True})
+        assert job["state"] == "succeeded", job
+        # the collection it replaced is kept; the one kept before it is dropped
+        newest = job["result"]["collection"]
+        assert await store.aliases() == {"rag_docs": newest, "rag_docs-previous": "rag_docs-v1"}
+        with pytest.raises(DependencyUnavailable):
+            await store.sibling(new).ping()
+        assert await points(client) == n
+        assert await rag_ids(client, QUERY) == ids
 
 
 async def test_a_restore_ends_the_rollback(gateway: httpx.AsyncClient, qdrant_path: Path) -> None:
