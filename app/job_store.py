@@ -52,12 +52,17 @@ class Job:
     error: str | None = None  # why the job failed or was cancelled
     committed_line: int = 0  # every line up to here is done and counted
     resumed: int = 0  # times it was resumed after a restart
+    params: dict[str, Any] = field(default_factory=dict)  # what a job of another kind was asked
+    result: dict[str, Any] = field(default_factory=dict)  # and what it did (app/reindex)
 
     def public(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("committed_line")
         if self.state == "succeeded":
             out["progress"] = 100.0
+        elif self.kind != "ingest":
+            done, total = self.result.get("points_done", 0), self.result.get("points", 0)
+            out["progress"] = round(100.0 * done / total, 1) if total else 0.0
         else:
             out["progress"] = round(100.0 * self.bytes_done / self.bytes, 1) if self.bytes else 0.0
         return out

@@ -33,6 +33,7 @@ CANCEL = "cancel"
 ParseLine = Callable[[bytes], Document]  # raises ValueError with a message for the client
 ParserFor = Callable[[str], ParseLine]  # the line parser of a tenant
 IngestBatch = Callable[[list[Document]], Awaitable[IngestStats]]
+RunJob = Callable[[Job], Awaitable[None]]  # a job of another kind (a reindex): raises to fail it
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class JobRunner:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.current: str | None = None
+        self.kinds: dict[str, RunJob] = {}  # kind -> how a job of it is run (ingest: built in)
 
     async def start(self) -> None:
         """Prune, then queue every unfinished job (resuming those a dead process left running)."""
@@ -97,6 +99,10 @@ class JobRunner:
                 with job_lock(self.store, job.job_id) as mine:
                     if not mine:
                         continue  # another live process runs it
+                    if job.kind != "ingest":  # not resumable: it left the state of before or after
+                        self._finish(job, "failed", "the gateway stopped while the job ran; submit it again")
+                        log.warning("job failed by a restart", extra={"job_id": job.job_id, "kind": job.kind})
+                        continue
                     job.state = "queued"
                     job.resumed += 1
                     self.store.save(job)
@@ -172,9 +178,11 @@ class JobRunner:
             except asyncio.CancelledError:
                 raise  # shutting down: stays running on disk, resumed at next start
             except Exception as exc:  # anything else ends the job, with its reason
-                log.exception("ingest job failed", extra={"job_id": job_id})
+                log.exception("job failed", extra={"job_id": job_id, "kind": job.kind})
                 reason = f"{type(exc).__name__}: {exc}"[:400]
-                self._finish(job, "failed", f"{reason} (every line up to {job.committed_line} is written)")
+                if job.kind == "ingest":
+                    reason += f" (every line up to {job.committed_line} is written)"
+                self._finish(job, "failed", reason)
             finally:
                 self.current = None
 
@@ -183,6 +191,13 @@ class JobRunner:
         job.started_at = job.started_at or time.time()
         self.store.save(job)
         self._notify(job, 0)
+        if job.kind != "ingest":
+            run = self.kinds.get(job.kind)
+            if run is None:  # e.g. queued before a restart on another backend
+                raise RuntimeError(f"this gateway runs no {job.kind} jobs")
+            await run(job)
+            self._finish(job, "succeeded", None)
+            return
         path = self.store.input_path(job.job_id)
         if not path.is_file():
             self._finish(job, "failed", "the upload is gone from the jobs directory; upload the file again")

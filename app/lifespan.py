@@ -31,6 +31,8 @@ from app.observability.logging import redact_url
 from app.observability.metrics import Metrics
 from app.observability.tracing import get_tracer, instrument_clients, setup_tracing
 from app.pipeline import Guards, RagPipeline
+from app.reindex.service import Reindexer
+from app.reindex.wiring import publish_failures, reindexer_for
 from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
 from app.settings import Settings
@@ -58,6 +60,7 @@ class AppState:
     jobs: JobRunner | None = None
     answers: AnswerCache | None = None
     snapshots: SnapshotService | None = None
+    reindex: Reindexer | None = None
     last_write_at: float | None = None  # wall clock of the last write through this process
 
     async def wrote(self) -> None:
@@ -246,7 +249,9 @@ async def _start_jobs(state: AppState) -> JobRunner:
             every_s=min(3600.0, settings.jobs.keep_days * 86400 / 4),
         ),
     )
+    state.reindex = reindexer_for(state, runner)
     await runner.start()
+    publish_failures(state, runner.store)
     return runner
 
 

@@ -18,6 +18,7 @@ from app.api.documents import router as documents_router
 from app.api.health import router as health_router
 from app.api.jobs import router as jobs_router
 from app.api.rag import router as rag_router
+from app.api.reindex import router as reindex_router
 from app.api.snapshots import router as snapshots_router
 from app.lifespan import STATE_KEY, open_state
 from app.observability.logging import setup_logging
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     app.include_router(rag_router)
     app.include_router(health_router)
     app.include_router(documents_router)
+    app.include_router(reindex_router)
     app.include_router(jobs_router)
     app.include_router(admin_router)
     app.include_router(snapshots_router)

@@ -139,6 +139,12 @@ class SnapshotSettings(BaseModel):
     keep: int = Field(7, ge=1, description="snapshots kept: after each create, older ones are deleted")
 
 
+class ReindexSettings(BaseModel):
+    keep: int = Field(1, ge=0, le=1, description="shards a reindex replaced kept for a rollback (0 or 1)")
+    batch: int = Field(256, ge=1, le=4096, description="points per page a reindex copies (or re-embeds)")
+    verify_samples: int = Field(32, ge=1, le=1000, description="stored points searched to verify a reindex")
+
+
 class QdrantSettings(BaseModel):
     url: str | None = Field(None, description="Qdrant server URL; unset = embedded engine on `path`")
     api_key: str | None = Field(None, description="Qdrant server API key (use a Secret)")
@@ -272,6 +278,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = ChunkingSettings()
     jobs: JobsSettings = JobsSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
+    reindex: ReindexSettings = ReindexSettings()
     answer_cache: AnswerCacheSettings = AnswerCacheSettings()
     qdrant: QdrantSettings = QdrantSettings()
     redis: RedisSettings = RedisSettings()

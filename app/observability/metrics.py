@@ -144,6 +144,19 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.reindex_duration = Histogram(
+            "rag_reindex_duration_seconds",
+            "Duration of one reindex job (op reindex or rollback), by outcome (ok, error)",
+            ["op", "outcome"],
+            buckets=SNAPSHOT_BUCKETS,
+            registry=r,
+        )
+        self.reindex_last_failure = Gauge(
+            "rag_reindex_last_failure_timestamp_seconds",
+            "Unix time the newest failed reindex job ended, from the job records (0: none)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self._stage = {s: self.stage_duration.labels(stage=s) for s in STAGES}
         self._http: dict[tuple[str, str, int], Histogram] = {}
         self._degraded: dict[tuple[str, str], Counter] = {}

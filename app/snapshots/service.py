@@ -37,8 +37,7 @@ from app.snapshots.observe import Observe, timed
 
 log = logging.getLogger("rag.snapshots")
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,128}-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-# what a route takes as a name, on both backends (a Qdrant server names its snapshots
-# `<collection>-<id>-<date>.snapshot`): no slash, no leading dot, no `..`
+# a route's name on both backends (a server's: `<coll>-<id>-<date>.snapshot`): no `/`, leading `.` or `..`
 ROUTE_NAME_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 SUFFIX = ".tar.gz"
 SUM_SUFFIX = ".tar.gz.sha256"
@@ -181,6 +180,7 @@ class Snapshots:
         await self._check_embedder(edge)
         try:
             async with self.store.exclusive():  # writes held; searches go on
+                edge = self._edge()  # serving now: a reindex may have swapped it while we waited
                 await edge.flush()
                 points = await edge.count()
                 await asyncio.to_thread(copy_tree, edge.path, work)

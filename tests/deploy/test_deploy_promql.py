@@ -90,6 +90,9 @@ def service_series(job: str, instance: str, *, slow: bool) -> list[dict[str, str
         s += [gauge("rag_snapshot_newest_timestamp_seconds", base, 0)]  # no snapshot at all
         # two failed snapshot creates a minute, each in (2.5, 5] s
         s += histogram("rag_snapshot_duration_seconds", {**base, "op": "create", "outcome": "error"}, {5: 2})
+        # one failed reindex a minute, each in (2.5, 5] s; the newest ended a minute in
+        s += histogram("rag_reindex_duration_seconds", {**base, "op": "reindex", "outcome": "error"}, {5: 1})
+        s += [gauge("rag_reindex_last_failure_timestamp_seconds", base, 60)]
     else:
         s += histogram(HTTP, {**req, "status": "200"}, {0.05: 1000})
         s += [counter("reranker_cache_hit_total", base, 80), counter("reranker_cache_miss_total", base, 20)]
@@ -98,6 +101,7 @@ def service_series(job: str, instance: str, *, slow: bool) -> list[dict[str, str
         s += [counter("rag_search_exact_fallback_total", {**base, "reason": "short"}, 0)]
         # a snapshot taken at the start of the synthetic timeline (time() starts at 0 in promtool)
         s += [gauge("rag_snapshot_newest_timestamp_seconds", base, 1)]
+        s += [gauge("rag_reindex_last_failure_timestamp_seconds", base, 0)]  # none failed
     s += histogram("rag_stage_duration_seconds", {**base, "stage": "rerank"}, {0.25: 1000})
     s += histogram("rag_stage_duration_seconds", {**base, "stage": "embed"}, {0.005: 1000})
     s += [counter("rag_upstream_retries_total", {**base, "dependency": "reranker"}, 60)]
@@ -130,6 +134,7 @@ DASHBOARD_EXPECTED: dict[str, list[tuple[dict[str, str], float]]] = {
     "Answer cache hit rate [A]": [({}, 0.3)],
     "Age of the newest snapshot [A]": [],  # none taken: no data, not an age of 56 years
     "Snapshot operations by outcome [A]": [({"op": "create", "outcome": "error"}, 2 / 60)],
+    "Reindex jobs by outcome [A]": [({"op": "reindex", "outcome": "error"}, 1 / 60)],
 }
 
 # Alerts expected to fire on the slow service (labels besides alertname), none on the healthy one.
@@ -142,6 +147,7 @@ ALERTS_EXPECTED = {
     "RagGatewaySearchExactFallback": [{"severity": "warning", "reason": "short"}],
     "RagGatewayTargetDown": [{"severity": "critical", "job": "rag-gateway", "instance": "10.0.0.1:8080"}],
     "RagGatewaySnapshotStale": [{"severity": "warning", "job": "rag-gateway"}],
+    "RagGatewayReindexFailed": [{"severity": "warning", "job": "rag-gateway"}],
 }
 
 

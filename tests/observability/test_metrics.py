@@ -42,6 +42,8 @@ DESIGN = {
     "rag_ingest_jobs": ("gauge", {"state"}),
     "rag_snapshot_duration_seconds": ("histogram", {"op", "outcome"}),
     "rag_snapshot_newest_timestamp_seconds": ("gauge", set()),
+    "rag_reindex_duration_seconds": ("histogram", {"op", "outcome"}),
+    "rag_reindex_last_failure_timestamp_seconds": ("gauge", set()),
 }
 
 
@@ -55,6 +57,7 @@ def test_names_types_labels_and_buckets_are_the_design_contract() -> None:
     m.set_breaker_state("reranker", 2)
     m.set_jobs({"queued": 1, "running": 0})
     m.snapshot_duration.labels("create", "ok").observe(1.5)
+    m.reindex_duration.labels("reindex", "ok").observe(2.5)
     families = {f.name: f for f in m.registry.collect()}
     assert set(families) == set(DESIGN)
     for name, (kind, labels) in DESIGN.items():

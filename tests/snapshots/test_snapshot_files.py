@@ -1,11 +1,13 @@
 """What a start-up sweep of the snapshot directory removes: only what an interrupted create left
-(its work copy, its unrenamed files, a checksum without its snapshot); anything else stays."""
+(its work copy, its unrenamed files, a checksum without its snapshot); anything else stays. And
+what the sweep of the collection's shard directories spares: the serving and the kept shard."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from app.clients.vectorstore.layout import previous_dir, set_serving_dir, sweep
 from app.settings import Settings
 from app.snapshots.service import Snapshots
 
@@ -29,3 +31,21 @@ def test_sweep_removes_only_what_an_interrupted_create_left(tmp_path: Path) -> N
     store: Any = NoStore()
     Snapshots(Settings(snapshots={"dir": d}), store, "e", 1).sweep()
     assert sorted(p.name for p in d.iterdir()) == sorted(keep)
+
+
+def test_shard_sweep_spares_the_serving_and_the_kept_shard(tmp_path: Path) -> None:
+    """The pointer names the serving shard, `.previous` the one a reindex keeps for a rollback;
+    every other shard directory of the collection goes (another collection's stays)."""
+    q = tmp_path / "qdrant"
+    names = ["rag_docs", "rag_docs@1a", "rag_docs@2b", "rag_docs@3c", "rag_docs@4d.tmp", "other@1a"]
+    for name in names:
+        (q / name).mkdir(parents=True)
+    set_serving_dir(q, "rag_docs", q / "rag_docs@2b", previous=q / "rag_docs@1a")
+    assert previous_dir(q, "rag_docs") == q / "rag_docs@1a"
+    assert sorted(p.name for p in sweep(q, "rag_docs")) == ["rag_docs", "rag_docs@3c", "rag_docs@4d.tmp"]
+    assert sorted(p.name for p in q.iterdir() if p.is_dir()) == ["other@1a", "rag_docs@1a", "rag_docs@2b"]
+    # a restore names no previous: the kept shard is no longer spared
+    set_serving_dir(q, "rag_docs", q / "rag_docs@1a")
+    assert previous_dir(q, "rag_docs") is None
+    assert not (q / "rag_docs.previous").exists()
+    assert [p.name for p in sweep(q, "rag_docs")] == ["rag_docs@2b"]

@@ -88,6 +88,7 @@ OPERATIONS = [
     ("GET", "/jobs", False),
     ("GET", "/jobs/{job_id}", True),
     ("DELETE", "/jobs/{job_id}", True),
+    ("POST", "/jobs/reindex", True),
     ("GET", "/admin/collection", False),
     ("POST", "/admin/snapshots", False),
     ("GET", "/admin/snapshots", False),

@@ -29,6 +29,7 @@ from qdrant_edge import (
     Query,
     QueryBatchRequest,
     QueryRequest,
+    ScrollRequest,
     SearchParams,
     UpdateOperation,
 )
@@ -83,6 +84,10 @@ class EdgeStore(QdrantStore):
         self._shard: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         if (self.path / CONFIG_FILE).exists():
+            # HNSW m and ef_construct stay the shard's own (set at creation or by a reindex)
+            hnsw = self._stored_config().get("hnsw_config") or {}
+            keep = {f"hnsw_{k}": hnsw[k] for k in ("m", "ef_construct") if isinstance(hnsw.get(k), int)}
+            self._s = settings.model_copy(update=keep)
             dim = self._stored_dim_now()
             # loading with our config applies a changed full_scan_threshold; the next optimize()
             # rebuilds the segments that were built with the old one
@@ -242,6 +247,13 @@ class EdgeStore(QdrantStore):
     async def delete(self, ids: list[str]) -> None:
         point_ids: list[Any] = list(ids)
         await self._run(lambda: self._shard_or_raise().update(UpdateOperation.delete_points(point_ids)))
+
+    async def scroll(self, offset: Any, limit: int, vectors: bool) -> tuple[list[Any], Any]:
+        """One page of points (records with id, payload and, if asked, vector) from `offset`
+        (None: the first), and the offset of the next page (None: this was the last)."""
+        req = ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=vectors)
+        records, after = await self._run(lambda: self._shard_or_raise().scroll(req))
+        return list(records), after
 
     async def flush(self) -> None:
         """Everything written so far is in the shard's files (a copy of them then loads it)."""

@@ -4,7 +4,8 @@ A collection's shard is `path/<collection>` until a restore (or a reindex) makes
 beside it the serving one. The pointer file `path/<collection>.current` then names that directory;
 it is replaced atomically (tmp, fsync, rename, fsync of the directory), so a kill at any moment
 leaves either the old name or the new one. Directories of the collection that the pointer does not
-name are leftovers of an interrupted or finished swap; the owner removes them at start-up.
+name are leftovers of an interrupted or finished swap; the owner removes them at start-up, except
+the one `path/<collection>.previous` names: the shard a reindex replaced, kept for a rollback.
 
 The owner of a collection (the gateway, or the snapshots CLI of a stopped gateway) holds an
 exclusive lock on `path/.<collection>.lock` for as long as it runs.
@@ -23,6 +24,7 @@ from app.clients.vectorstore.shared import DEPENDENCY, EMBEDDER_KEY
 from app.errors import DependencyRejected
 
 POINTER_SUFFIX = ".current"
+PREVIOUS_SUFFIX = ".previous"
 # in the shard directory, beside the engine's files (so a copy of the shard carries it): what the
 # gateway records of the collection, today the id of the embedder that made its vectors
 GATEWAY_FILE = "gateway.json"
@@ -40,10 +42,20 @@ def pointer_file(path: Path, collection: str) -> Path:
 
 def serving_dir(path: Path, collection: str) -> Path:
     """The directory the collection is served from: the pointer's target, else `path/<collection>`."""
+    return _named(path, collection, POINTER_SUFFIX) or path / collection
+
+
+def previous_dir(path: Path, collection: str) -> Path | None:
+    """The shard a reindex replaced and keeps for a rollback, if one is kept and still there."""
+    found = _named(path, collection, PREVIOUS_SUFFIX)
+    return found if found is not None and found.is_dir() else None
+
+
+def _named(path: Path, collection: str, suffix: str) -> Path | None:
     try:
-        name = pointer_file(path, collection).read_text().strip()
+        name = (path / f"{collection}{suffix}").read_text().strip()
     except FileNotFoundError:
-        return path / collection
+        return None
     if name != collection and not (_SIBLING.match(name) and not name.endswith(".tmp")):
         raise ValueError(f"pointer file of {collection!r} names {name!r}, not a shard directory of it")
     return path / name
@@ -68,11 +80,19 @@ def write_atomically(target: Path, data: bytes) -> None:
     fsync_dir(target.parent)
 
 
-def set_serving_dir(path: Path, collection: str, directory: Path) -> None:
-    """Make `directory` (beside the original shard) the serving one: the commit point of a swap."""
-    if directory.parent != path:
+def set_serving_dir(path: Path, collection: str, directory: Path, previous: Path | None = None) -> None:
+    """Make `directory` (beside the original shard) the serving one: the commit point of a swap.
+    `previous` (the shard serving until now) is kept for a rollback; without it none is kept. It
+    is named before the pointer moves, so a kill between the two leaves it named and serving."""
+    if directory.parent != path or (previous is not None and previous.parent != path):
         raise ValueError("a serving directory must sit beside the collection's original one")
+    kept = path / f"{collection}{PREVIOUS_SUFFIX}"
+    if previous is not None:
+        write_atomically(kept, previous.name.encode() + b"\n")
     write_atomically(pointer_file(path, collection), directory.name.encode() + b"\n")
+    if previous is None and kept.exists():
+        kept.unlink()
+        fsync_dir(path)
 
 
 def new_sibling(path: Path, collection: str, stamp: str) -> Path:
@@ -84,11 +104,12 @@ def sweep(path: Path, collection: str) -> list[Path]:
     if not path.is_dir():
         return []
     serving = serving_dir(path, collection)
+    kept = previous_dir(path, collection)
     gone = []
     for entry in path.iterdir():
         m = _SIBLING.match(entry.name)
         stale = (m is not None and m["collection"] == collection) or entry.name == collection
-        if stale and entry != serving and entry.is_dir():
+        if stale and entry not in (serving, kept) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
             gone.append(entry)
     return gone

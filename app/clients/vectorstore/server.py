@@ -41,9 +41,16 @@ def _index_schema(kind: str, is_tenant: bool = False) -> Any:
 class ServerStore(QdrantStore):
     """A Qdrant server (or cluster) through qdrant-client's AsyncQdrantClient."""
 
-    def __init__(self, settings: QdrantSettings, client: Any) -> None:
+    def __init__(self, settings: QdrantSettings, client: Any, owns_client: bool = True) -> None:
         super().__init__(settings)
-        self._client = client
+        self._client, self._owns_client = client, owns_client
+
+    def sibling(self, collection: str, m: int | None = None, ef_construct: int | None = None) -> ServerStore:
+        """A store of another collection on the same client (closing it leaves the client open)."""
+        update: dict[str, Any] = {"collection": collection}
+        if m is not None and ef_construct is not None:
+            update.update(hnsw_m=m, hnsw_ef_construct=ef_construct)
+        return ServerStore(self._s.model_copy(update=update), self._client, owns_client=False)
 
     @classmethod
     def from_settings(cls, s: QdrantSettings) -> ServerStore:
@@ -219,5 +226,38 @@ class ServerStore(QdrantStore):
             )
         )
 
+    # --- reindex (app/reindex/server.py) --------------------------------------------------
+
+    async def scroll(self, offset: Any, limit: int, vectors: bool) -> tuple[list[Any], Any]:
+        """One page of points (id, payload, vector if asked) from `offset`, and the next offset."""
+        records, after = await self._call(
+            lambda: self._client.scroll(
+                self.collection, limit=limit, offset=offset, with_payload=True, with_vectors=vectors
+            )
+        )
+        return list(records), after
+
+    async def recorded_embedder(self) -> str | None:
+        return await self._stored_embedder()
+
+    async def aliases(self) -> dict[str, str]:
+        """Alias -> collection, every alias of the server."""
+        found = await self._call(lambda: self._client.get_aliases())
+        return {a.alias_name: a.collection_name for a in found.aliases}
+
+    async def set_aliases(self, aliases: dict[str, str]) -> None:
+        """Point each alias at its collection, all in one request (the server applies it at once)."""
+        have, ops = await self.aliases(), list[Any]()
+        for alias, target in aliases.items():
+            if alias in have:
+                ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+            ops.append(
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name=target, alias_name=alias)
+                )
+            )
+        await self._call(lambda: self._client.update_collection_aliases(change_aliases_operations=ops))
+
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._owns_client:
+            await self._client.close()

@@ -1,0 +1,191 @@
+"""The reindex job, the same on both backends (docs/ARCHITECTURE.md, "Reindex").
+
+With writes held (the store's write fence, for the whole build: a `POST /documents` or an
+ingestion batch waits, then lands in the new collection), every point of the serving collection
+is copied into a new one, page by page: with its stored vector, or re-embedded from its stored
+text by the gateway's embedder (`reembed`). The new collection is indexed, then verified: the
+same number of points, the same payloads for a random sample of them, and each sampled point
+found by exact search of its vector in the new collection at the score the serving one gives it.
+Then the backend switches (its commit point: the pointer file, or the alias), the serving store
+is swapped (requests in flight finish on the old one) and a new answer-cache generation starts.
+A build or a verification that fails leaves the serving collection as it was, and removes the
+new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.clients.embedder import Embedder
+from app.clients.vectorstore import VectorStore
+from app.clients.vectorstore.swap import SwappableStore
+from app.errors import Conflict
+from app.job_store import Job
+from app.settings import Settings
+from app.types import PointIn
+
+log = logging.getLogger("rag.reindex")
+SCORE_TOLERANCE = 1e-4  # cosine scores of one vector in two collections (float32 sums)
+
+
+class ReindexFailed(Exception):
+    """The new collection is not the serving one's equal: nothing was switched."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexParams:
+    m: int | None = None
+    ef_construct: int | None = None
+    reembed: bool = False
+    rollback: bool = False
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> ReindexParams:
+        hnsw = params.get("hnsw") or {}
+        return cls(
+            hnsw.get("m"), hnsw.get("ef_construct"), bool(params.get("reembed")), bool(params.get("rollback"))
+        )
+
+
+class Backend(Protocol):
+    """What a backend does for a reindex (edge.EdgeReindex, server.ServerReindex)."""
+
+    async def embedder_of(self, store: VectorStore) -> str | None: ...
+
+    async def create(self, dim: int, m: int, ef_construct: int, embedder: str | None) -> VectorStore: ...
+
+    def pages(self, store: VectorStore, vectors: bool) -> AsyncIterator[list[PointIn]]: ...
+
+    async def discard(self, new: VectorStore) -> None: ...
+
+    async def switch(self, old: VectorStore, new: VectorStore) -> str: ...
+
+    async def can_rollback(self) -> bool: ...
+
+    async def rollback(self, embedder: str) -> str: ...
+
+
+Observe = Callable[[str, str, float], None]  # (op: reindex or rollback, outcome: ok or error, seconds)
+
+
+class Reindexer:
+    """Runs reindex jobs (JobRunner.kinds["reindex"]) against the serving store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SwappableStore,
+        embedder: Embedder,
+        backend: Backend,
+        on_swap: Callable[[], Awaitable[None]] | None = None,
+        observe: Observe | None = None,
+    ) -> None:
+        self._s, self.store, self.embedder, self.backend = settings, store, embedder, backend
+        self._on_swap, self._observe = on_swap, observe
+        self.save: Callable[[Job], None] = lambda job: None  # the job's record (set by the runner)
+
+    async def can_rollback(self) -> bool:
+        return await self.backend.can_rollback()
+
+    async def run(self, job: Job) -> None:
+        params = ReindexParams.of(job.params)
+        started, outcome = time.monotonic(), "error"
+        try:
+            if params.rollback:
+                job.result = await self._rollback()
+            else:
+                await self._reindex(params, job)
+            outcome = "ok"
+        finally:
+            if self._observe is not None:
+                op = "rollback" if params.rollback else "reindex"
+                self._observe(op, outcome, time.monotonic() - started)
+        log.warning("reindex switched the serving collection", extra={"job_id": job.job_id, **job.result})
+
+    async def _swapped(self) -> None:
+        if self._on_swap is not None:  # no answer from before the switch is served again
+            await self._on_swap()
+
+    async def _rollback(self) -> dict[str, Any]:
+        if not await self.backend.can_rollback():
+            raise Conflict("no previous collection is kept to roll back to")
+        async with self.store.exclusive():
+            name = await self.backend.rollback(self.embedder.id)
+            await self._swapped()
+        return {"collection": name, "rolled_back": True, "points": await self.store.count()}
+
+    async def _reindex(self, p: ReindexParams, job: Job) -> None:
+        async with self.store.exclusive():  # writes held for the whole build (module docstring)
+            old = self.store.current
+            info = await old.info()
+            total = await old.count()
+            job.result = {"points": total, "points_done": 0}
+            self.save(job)
+            hnsw = info["config"]["hnsw_config"]
+            m = p.m or hnsw.get("m") or self._s.qdrant.hnsw_m
+            ef = p.ef_construct or hnsw.get("ef_construct") or self._s.qdrant.hnsw_ef_construct
+            embedder: str | None = self.embedder.id
+            dim = self.embedder.dim
+            if not p.reembed:  # the vectors are kept: so are their size and their maker
+                dim = info["config"]["params"]["vectors"]["size"]
+                embedder = await self.backend.embedder_of(old)
+            new = await self.backend.create(dim, m, ef, embedder)
+            try:
+                sample = await self._copy(old, new, p.reembed, job)
+                await new.optimize()
+                await self._verify(old, new, sample, p.reembed, total)
+            except BaseException:
+                await self.backend.discard(new)
+                raise
+            name = await self.backend.switch(old, new)  # discards `new` itself if it fails
+            await self._swapped()
+        job.result.update(
+            collection=name, hnsw={"m": m, "ef_construct": ef}, embedder=embedder, reembedded=p.reembed
+        )
+
+    async def _copy(self, old: VectorStore, new: VectorStore, reembed: bool, job: Job) -> list[PointIn]:
+        """Every point of `old` into `new`; returns a random sample of the points written."""
+        size, rng = self._s.reindex.verify_samples, random.Random()
+        sample: list[PointIn] = []
+        seen = 0
+        async for page in self.backend.pages(old, vectors=not reembed):
+            if reembed and page:
+                vectors = await self.embedder.embed_batch([str(q.payload.get("text", "")) for q in page])
+                page = [PointIn(q.id, vectors[i], q.payload) for i, q in enumerate(page)]
+            if page:
+                await new.upsert(page)
+            for point in page:  # reservoir sampling
+                seen += 1
+                if len(sample) < size:
+                    sample.append(point)
+                elif (j := rng.randrange(seen)) < size:
+                    sample[j] = point
+            job.result["points_done"] = seen
+            self.save(job)
+        return sample
+
+    async def _verify(
+        self, old: VectorStore, new: VectorStore, sample: list[PointIn], reembed: bool, total: int
+    ) -> None:
+        n = await new.count()
+        if n != total:
+            raise ReindexFailed(f"the new collection holds {n} points, the serving one {total}")
+        ids = [p.id for p in sample]
+        if await new.payloads(ids) != await old.payloads(ids):
+            raise ReindexFailed("sampled points' payloads differ between the new and the serving collection")
+        ef = self._s.qdrant.ef_default
+        for p in sample:
+            tenant = str(p.payload.get("tenant", ""))
+            found = await new.search(p.vector, 5, ef, tenant, {}, exact=True)
+            mine = [c.score for c in found if c.id == p.id]
+            if not mine or mine[0] < found[0].score - SCORE_TOLERANCE:
+                raise ReindexFailed(f"point {p.id} is not found by its own vector in the new collection")
+            if not reembed:
+                was = await old.search(p.vector, 1, ef, tenant, {}, exact=True)
+                if not was or abs(was[0].score - found[0].score) > SCORE_TOLERANCE:
+                    raise ReindexFailed(f"searches for point {p.id} disagree between the collections")

@@ -1,0 +1,46 @@
+"""The reindexer of a running gateway: its backend, its job kind and its metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from app.jobs import JobRunner, JobStore
+from app.reindex.edge import EdgeReindex
+from app.reindex.service import Backend, Reindexer
+
+if TYPE_CHECKING:
+    from app.lifespan import AppState
+
+
+def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer:
+    """A Reindexer of the serving store, run by `runner` as the jobs of kind "reindex"."""
+    backend: Backend
+    if state.settings.qdrant.url:
+        from app.clients.vectorstore.server import ServerStore  # qdrant-client: on first use
+        from app.reindex.server import ServerReindex
+
+        assert isinstance(state.store.current, ServerStore)
+        backend = ServerReindex(state.settings, state.store.current)
+    else:
+        backend = EdgeReindex(state.settings, state.store)
+    metrics = state.metrics
+
+    def observe(op: str, outcome: str, seconds: float) -> None:
+        metrics.reindex_duration.labels(op, outcome).observe(seconds)
+        if outcome == "error":
+            metrics.reindex_last_failure.set(time.time())
+
+    reindexer = Reindexer(
+        state.settings, state.store, state.embedder, backend, on_swap=state.wrote, observe=observe
+    )
+    reindexer.save = runner.store.save
+    runner.kinds["reindex"] = reindexer.run
+    return reindexer
+
+
+def publish_failures(state: AppState, store: JobStore) -> None:
+    """The newest failed reindex job's end, from the records (after a restart failed the one it
+    interrupted): the failure alert outlives the process that saw it."""
+    ends = [j.finished_at or 0.0 for j in store.all() if j.kind == "reindex" and j.state == "failed"]
+    state.metrics.reindex_last_failure.set(max(ends, default=0.0))
