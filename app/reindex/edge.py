@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from app.clients.vectorstore import VectorStore
 from app.clients.vectorstore.edge import EdgeStore
 from app.clients.vectorstore.layout import new_sibling, previous_dir, read_embedder, set_serving_dir
 from app.clients.vectorstore.swap import SwappableStore
 from app.errors import Conflict, DependencyRejected
+from app.reindex.pages import scroll_pages
 from app.settings import Settings
 from app.types import PointIn
 
@@ -49,20 +48,8 @@ class EdgeReindex:
             raise
         return new
 
-    async def pages(self, store: VectorStore, vectors: bool) -> AsyncIterator[list[PointIn]]:
-        edge, offset, empty = _edge(store), None, np.zeros(0, dtype=np.float32)
-        while True:
-            records, offset = await edge.scroll(offset, self._s.reindex.batch, vectors)
-            yield [
-                PointIn(
-                    str(r.id),
-                    np.asarray(r.vector, dtype=np.float32) if vectors else empty,
-                    dict(r.payload or {}),
-                )
-                for r in records
-            ]
-            if offset is None:
-                return
+    def pages(self, store: VectorStore, vectors: bool) -> AsyncIterator[list[PointIn]]:
+        return scroll_pages(_edge(store).scroll, self._s.reindex.batch, vectors)
 
     async def discard(self, new: VectorStore) -> None:
         edge = _edge(new)

@@ -11,11 +11,10 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import numpy as np
-
 from app.clients.vectorstore import VectorStore
 from app.clients.vectorstore.server import ServerStore
 from app.errors import Conflict, DependencyRejected
+from app.reindex.pages import scroll_pages
 from app.settings import Settings
 from app.types import PointIn
 
@@ -55,20 +54,8 @@ class ServerReindex:
             raise
         return new
 
-    async def pages(self, store: VectorStore, vectors: bool) -> AsyncIterator[list[PointIn]]:
-        server, offset, empty = _server(store), None, np.zeros(0, dtype=np.float32)
-        while True:
-            records, offset = await server.scroll(offset, self._s.reindex.batch, vectors)
-            yield [
-                PointIn(
-                    str(r.id),
-                    np.asarray(r.vector, dtype=np.float32) if vectors else empty,
-                    dict(r.payload or {}),
-                )
-                for r in records
-            ]
-            if offset is None:
-                return
+    def pages(self, store: VectorStore, vectors: bool) -> AsyncIterator[list[PointIn]]:
+        return scroll_pages(_server(store).scroll, self._s.reindex.batch, vectors)
 
     async def discard(self, new: VectorStore) -> None:
         await new.drop()
