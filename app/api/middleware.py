@@ -57,7 +57,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # a repeated header's first value, as Starlette's `Headers.get` (and so FastAPI) reads it:
+        # the edge and the handlers must never see two different Authorization or Content-Type
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         rid = headers.get("x-request-id", "")
         if not _valid_request_id(rid):
             rid = secrets.token_hex(16)  # 128 random bits, as a uuid4's hex

@@ -108,3 +108,24 @@ async def test_a_write_and_a_revoked_key_reach_the_early_path(
     revoked = replace(ALICE, revoked=True)
     async with serve(settings(model_dir, tmp_path / "b", redis_url, [ADMIN, revoked])) as (other, _):
         assert_json_error(await post(other, ALICE), 401, "unauthorized")
+
+
+async def test_a_repeated_header_is_read_as_the_handler_reads_it(gateway: httpx.AsyncClient) -> None:
+    c = gateway
+    assert served_by(await post(c, ALICE)) == "miss"
+    assert served_by(await post(c, ALICE)) == "body"
+    # the first of two Content-Types decides, on the early path as in the handler
+    two_types = [("Content-Type", "text/plain"), ("Content-Type", "application/json")]
+    r = await c.post(
+        "/rag", content=BODY, headers=[*two_types, ("Authorization", ALICE.headers["Authorization"])]
+    )
+    assert_json_error(r, 415, "unsupported_media_type")
+    # the first of two keys is the caller, hit or miss
+    two_keys = [
+        ("Authorization", BOB.headers["Authorization"]),
+        ("Authorization", ALICE.headers["Authorization"]),
+    ]
+    for _ in range(2):
+        r = await c.post("/rag", content=BODY, headers=[("Content-Type", "application/json"), *two_keys])
+        assert r.status_code == 200, r.text
+        assert {h["payload"]["tenant"] for h in r.json()["results"]} == {"t2"}
