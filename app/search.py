@@ -29,11 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from app.clients.vectorstore import VectorStore
+from app.settings import QdrantSettings
 from app.types import Candidate, Filters
 
 log = logging.getLogger("rag.search")
 VERIFY_LIMIT = 10
-VERIFY_EF = 128  # the serving default (RAG_QDRANT__EF_DEFAULT); writers pass the configured one
+# the serving default ef (RAG_QDRANT__EF_DEFAULT's default); writers pass the configured one
+VERIFY_EF: int = QdrantSettings.model_fields["ef_default"].default
 SAME_VECTOR = 0.9999  # cosine of a point with its own vector, give or take float rounding
 
 
