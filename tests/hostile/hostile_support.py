@@ -8,14 +8,12 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from support.keys import Key, make_key
-from support.paths import ROOT
+from support.proc import serve_app
 from support.prom import metric
 
 HEADER_TIMEOUT_S = 2.0
@@ -68,28 +66,8 @@ def start_gateway(port: int, env_overrides: dict[str, str], log_path: Path) -> G
         "RAG_LOGGING__LEVEL": "INFO",
         **env_overrides,
     }
-    out = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    out.close()
-    gw = Gateway(proc, port, log_path, env)
-    end = time.monotonic() + 90
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{gw.url}/livez", timeout=1).status_code == 200:
-                return gw
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    gw.stop()
-    raise TimeoutError("gateway did not start")
+    proc = serve_app(port, env, log_path, "/livez", timeout_s=90)
+    return Gateway(proc, port, log_path, env)
 
 
 async def request_count(client: httpx.AsyncClient, method: str, route: str, status: int) -> float:

@@ -8,9 +8,7 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import httpx
 import orjson
 from support.keys import make_key
 from support.net import free_port
-from support.paths import ROOT
+from support.proc import serve_app
 
 ADMIN = make_key("admin-snap", "ops", admin=True)
 READER = make_key("reader-snap", "default", rate_limit=1_000_000)
@@ -93,24 +91,6 @@ def start_gateway(env: dict[str, str], log_path: Path) -> Gateway:
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("RAG_")}
     keys = json.dumps([k.entry() for k in (ADMIN, READER)])
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env={**clean, "RAG_AUTH__KEYS": keys, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    gw = Gateway(proc, f"http://127.0.0.1:{port}")
-    end = time.monotonic() + 120
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited: {log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{gw.url}/readyz", timeout=2).status_code == 200:
-                return gw
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    gw.stop()
-    raise TimeoutError("gateway did not start")
+    env = {**clean, "RAG_AUTH__KEYS": keys, **env}
+    proc = serve_app(port, env, log_path, "/readyz", timeout_s=120, append=True)
+    return Gateway(proc, f"http://127.0.0.1:{port}")
