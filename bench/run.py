@@ -38,7 +38,7 @@ from typing import Any
 
 from app.clients.vectorstore.files import copy_tree
 from app.settings import QdrantSettings
-from bench import data, ingest, loadgen, recall, report, servers
+from bench import data, ingest, loadgen, modelonly, recall, report, servers
 from bench.data import log
 
 ROOT = data.ROOT
@@ -146,6 +146,7 @@ class Bench:
         self.recall: dict[str, dict[str, Any]] = {}
         self.ingest: list[dict[str, Any]] = []  # S6: the job's rates per round
         self.zipf: data.ZipfMix | None = None  # S7
+        self.model_only: dict[str, Any] | None = None  # S2's line: the model's own cost per query
 
     # ------------------------------------------------------------ setup
 
@@ -159,6 +160,11 @@ class Bench:
         if "S7" in self.plan.scenarios:
             queries = data.zipf_queries(corpus.passages, ZIPF_DISTINCT, ZIPF_QUERY_SEED)
             self.zipf = data.ZipfMix(queries, ZIPF_S, ZIPF_SEED)
+        if "S2" in self.plan.scenarios:
+            # before any server starts: this process and the machine do nothing else meanwhile
+            log(f"S2 line: the model alone, in this process, batch {modelonly.BATCH}")
+            stream = data.distinct_queries(corpus.passages, QUERY_SEED + 3)
+            self.model_only = modelonly.measure(self.model_dir, stream, self.plan.duration_s)
         if "S4" in self.plan.scenarios:
             # before any server opens a shard: one process owns an embedded shard directory
             stream = data.distinct_queries(corpus.passages, QUERY_SEED + 1)
@@ -513,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             "revision": git_revision(),
             "prepare_s": round(prep_s, 1),
             "recall": bench.recall,
+            "model_only": bench.model_only,
             "ingest": bench.ingest,
             "zipf": {"s": ZIPF_S, "distinct": ZIPF_DISTINCT, "seed": ZIPF_SEED, "query_seed": ZIPF_QUERY_SEED}
             if "S7" in plan.scenarios
