@@ -156,11 +156,12 @@ class RagPipeline:
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
 
-        with self.tracer.start_as_current_span("embed") as span:
+        # attributes known up front go in with the span (one pass through the SDK's attribute
+        # checks and lock instead of one per attribute)
+        with self.tracer.start_as_current_span("embed", attributes={"rag.embedder": self.embedder.id}):
             t0 = time.perf_counter()
             vector = await self.guards.embedder.call(lambda: self.embedder.embed(req.q), deadline)
             timings["embed"] = self._stage("embed", t0)
-            span.set_attribute("rag.embedder", self.embedder.id)
 
         with self.tracer.start_as_current_span("search") as span:
             t0 = time.perf_counter()
@@ -186,9 +187,7 @@ class RagPipeline:
             else:
                 candidates = await search(req.k)
             timings["search"] = self._stage("search", t0)
-            span.set_attribute("rag.k", req.k)
-            span.set_attribute("rag.ef", ef)
-            span.set_attribute("rag.candidates", len(candidates))
+            span.set_attributes({"rag.k": req.k, "rag.ef": ef, "rag.candidates": len(candidates)})
 
         result = RagResult(
             results=[Ranked(c, c.score) for c in candidates], reranked=False, cache="off", timings_ms=timings
@@ -198,10 +197,10 @@ class RagPipeline:
                 t0 = time.perf_counter()
                 await self._rerank(req.q, tenant, candidates, deadline, result)
                 timings["rerank"] = self._stage("rerank", t0)
-                span.set_attribute("rag.cache", result.cache)
-                span.set_attribute("rag.reranked", result.reranked)
+                attrs: dict[str, str | bool] = {"rag.cache": result.cache, "rag.reranked": result.reranked}
                 if result.degraded:
-                    span.set_attribute("rag.degraded_reason", result.degraded[0]["reason"])
+                    attrs["rag.degraded_reason"] = result.degraded[0]["reason"]
+                span.set_attributes(attrs)
         else:
             timings["rerank"] = 0.0
         del result.results[req.n :]
@@ -260,25 +259,25 @@ class RagPipeline:
         if self.cache is None:
             result.cache = "off"
             return None
+        # no span of its own: the Redis client span (a child of `rerank`) times the call, and
+        # `rerank` carries the outcome as rag.cache
         t0 = time.perf_counter()
-        with self.tracer.start_as_current_span("cache.get") as span:
-            try:
-                scores = await self.cache.get(key)
-            except DependencyError:
-                result.cache = "bypass"
-                span.set_attribute("rag.cache", "bypass")
-                return None
-            finally:
-                self._stage("cache", t0)
-            result.cache = "hit" if scores is not None else "miss"
-            span.set_attribute("rag.cache", result.cache)
+        try:
+            scores = await self.cache.get(key)
+        except DependencyError:
+            result.cache = "bypass"
+            return None
+        finally:
+            self._stage("cache", t0)
+        result.cache = "hit" if scores is not None else "miss"
         (self.metrics.cache_hit if scores is not None else self.metrics.cache_miss).inc()
         return scores
 
     async def _cache_set(self, key: str, scores: list[float]) -> None:
         assert self.cache is not None
-        # best effort: on failure the next request recomputes
-        with self.tracer.start_as_current_span("cache.set"), contextlib.suppress(DependencyError):
+        # best effort: on failure the next request recomputes; the Redis client span (a child of
+        # `rerank`, whose context the task was spawned in) times it
+        with contextlib.suppress(DependencyError):
             await self.cache.set(key, scores)
 
     def _spawn(self, coro: Awaitable[None]) -> None:

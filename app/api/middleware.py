@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -146,16 +147,20 @@ def _finish_span(span: trace.Span, scope: Scope, ctx: RequestContext) -> None:
     method = scope["method"]
     matched = route != UNMATCHED_ROUTE
     span.update_name(f"{method} {route}" if matched else method)
-    span.set_attribute("http.request.method", method)
+    # one set_attributes call: one pass through the SDK's checks and lock, not one per attribute
+    attrs: dict[str, AttributeValue] = {
+        "http.request.method": method,
+        "url.path": scope["path"],
+        "http.response.status_code": status,
+        "rag.request_id": ctx.request_id,
+    }
     if matched:
-        span.set_attribute("http.route", route)
-    span.set_attribute("url.path", scope["path"])
-    span.set_attribute("http.response.status_code", status)
-    span.set_attribute("rag.request_id", ctx.request_id)
+        attrs["http.route"] = route
     if ctx.cache is not None:
-        span.set_attribute("rag.cache", ctx.cache)
+        attrs["rag.cache"] = ctx.cache
     if ctx.degraded:
-        span.set_attribute("rag.degraded", ctx.degraded)
+        attrs["rag.degraded"] = ctx.degraded
+    span.set_attributes(attrs)
     if status >= 500:
         span.set_status(StatusCode.ERROR)
     span.end()
