@@ -139,9 +139,20 @@ class Guard:
         CancelledError passes straight through: never retried, never counted.
         """
         first = [True]
-        if self.retry.attempts == 0:
-            # one attempt, no retry (Redis): what AsyncRetrying would do, without its machinery
-            # on a path taken by every request
+        # The first attempt runs without tenacity's machinery (most calls succeed, on a path
+        # taken by every request). Only a transient failure hands over to tenacity, which
+        # starts by replaying that failure as its own first attempt: from there on the stop
+        # conditions, the budget, the jitter draws and the retry count are exactly tenacity's.
+        try:
+            return await self._attempt(op, deadline, first)
+        except BaseException as exc:
+            if self.retry.attempts == 0 or not _is_transient(exc):
+                raise
+            failed: list[BaseException] = [exc]
+
+        async def attempt() -> T:
+            if failed:
+                raise failed.pop()
             return await self._attempt(op, deadline, first)
 
         def count_retry(rs: RetryCallState) -> None:
@@ -162,7 +173,7 @@ class Guard:
             before_sleep=count_retry,
             reraise=True,
         )
-        return await retrying(self._attempt, op, deadline, first)
+        return await retrying(attempt)
 
     async def _attempt(self, op: Callable[[], Awaitable[T]], deadline: Deadline, first: list[bool]) -> T:
         remaining = deadline.remaining()
