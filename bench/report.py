@@ -19,6 +19,8 @@ GATEWAY = "gateway"
 FLOOR = "P0 floor"
 NAIVE = "P1 naive"
 TRACED = "gateway +tracing"
+SAMPLED_RATIO = 0.1
+TRACED_SAMPLED = "gateway +tracing, 10% sampled"  # OTEL_TRACES_SAMPLER=parentbased_traceidratio
 CACHED = "gateway +answer cache"  # RAG_ANSWER_CACHE__ENABLED=true, its other settings default
 
 SCENARIOS = {
@@ -418,6 +420,15 @@ def render(doc: dict[str, Any]) -> str:
         lines += ["", *ingest_lines(meta["ingest"])]
     if meta.get("skipped"):
         lines += ["", *[f"Skipped: {s}" for s in meta["skipped"]]]
+    off, sampled = aggs.get(("S5", GATEWAY)), aggs.get(("S5", TRACED_SAMPLED))
+    if off and sampled:
+        lines += [
+            "",
+            f"S5 at {SAMPLED_RATIO:.0%} sampling (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, "
+            f"`OTEL_TRACES_SAMPLER_ARG={SAMPLED_RATIO:g}`; not a target, the target is about tracing "
+            f"every request): tracing cost {1 - _ratio(sampled.rps, off.rps):.0%} of S1's RPS "
+            f"({sampled.rps:.0f} vs {off.rps:.0f}).",
+        ]
     if meta.get("otlp"):
         o = meta["otlp"]
         lines += ["", f"OTLP receiver got {o['requests']} export requests, {o['bytes']:,} bytes (S5 on)."]

@@ -2,9 +2,9 @@
 
 1. Prepare the data (cached under bench/.cache/): the synthetic corpus and its embeddings, an
    embedded Qdrant shard per S4 size, the naive peer's qdrant-client directory.
-2. Start redis-server, a local OTLP/HTTP receiver, the gateway (2k corpus), a second gateway
-   with tracing on (S5), one with the answer cache on (S1, S7; its own copy of the 2k shard), a
-   fourth on its own copy of the 2k shard for S6's ingestion jobs, one gateway per larger S4
+2. Start redis-server, a local OTLP/HTTP receiver, the gateway (2k corpus), two gateways with
+   tracing on (S5: every trace, and 10% of them), one with the answer cache on (S1, S7), one
+   for S6's ingestion jobs (each on its own copy of the 2k shard), one gateway per larger S4
    size, P1 naive and P0 floor (whose fixed body is a real /rag answer captured from the
    gateway). All stay up for the whole run.
 3. Per scenario: warm up every server, then run the rounds, alternating the server order
@@ -198,6 +198,23 @@ class Bench:
                 "gateway-traced", traced_path, self.model_dir, rurl(1), RUN_DIR, otlp=self.sink.endpoint
             )
             wanted.append((report.TRACED, traced))
+            # the same at a typical production sampling rate: what the target is not about, but
+            # what an operator who samples pays
+            sampled_path = RUN_DIR / "sampled-shard"
+            copy_tree(shards[CORPUS_N], sampled_path)
+            sampled = servers.gateway(
+                "gateway-traced-sampled",
+                sampled_path,
+                self.model_dir,
+                rurl(12),
+                RUN_DIR,
+                otlp=self.sink.endpoint,
+                extra_env={
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": str(report.SAMPLED_RATIO),
+                },
+            )
+            wanted.append((report.TRACED_SAMPLED, sampled))
         if {"S1", "S7"} & set(self.plan.scenarios):
             # the same gateway with the answer cache on (its defaults), on its own shard copy
             cached_path = RUN_DIR / "cached-shard"
@@ -434,7 +451,7 @@ class Bench:
             elif sid == "S4":
                 self.scenario(sid, [report.s4_server(n) for n in self.plan.sizes])
             elif sid == "S5":
-                self.scenario(sid, [report.GATEWAY, report.TRACED])
+                self.scenario(sid, [report.GATEWAY, report.TRACED, report.TRACED_SAMPLED])
             elif sid == "S6":
                 self.s6()
             elif sid == "S7":

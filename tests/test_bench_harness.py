@@ -386,3 +386,17 @@ def test_s1_with_the_answer_cache_is_held_to_40_percent_of_p0() -> None:
     )
     runs[1] = _cached("S1", report.CACHED, 3900, 39000, 0)
     assert _verdicts(runs, [2000])["S1 +answer cache RPS >= 40% of P0"].verdict == "MISS"
+
+
+def test_s5_prints_the_cost_at_10_percent_sampling_beside_the_always_on_target() -> None:
+    runs = [
+        _run("S5", report.GATEWAY, 500),
+        _run("S5", report.TRACED, 400),
+        _run("S5", report.TRACED_SAMPLED, 490),
+    ]
+    meta = {"timestamp": "T", "quick": True, "machine": {"cpu_model": "cpu", "nproc": 2, "ram_gb": 8.0}}
+    meta |= {"note": "", "rounds": 1, "duration_s": 10, "warmup_s": 3, "sizes": [2000], "full_size": 100000}
+    md = report.render({"meta": meta, "runs": runs})
+    assert "| S5 tracing costs <= 10% of S1 RPS | 20% (400 on vs 500 off) | MISS |" in md
+    assert "tracing cost 2% of S1's RPS (490 vs 500)" in md
+    assert not any("sampl" in t.name for t in report.evaluate(report.aggregate(runs), [2000], 100000))
