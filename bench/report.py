@@ -461,7 +461,6 @@ def render(doc: dict[str, Any]) -> str:
             "Note: distinct-query lists wrapped (some repeats, so some cache hits) for: "
             + ", ".join(f"{a.scenario} {a.server}" for a in wraps),
         ]
-    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
     if meta.get("model_only"):
         m = meta["model_only"]
         lines += [
@@ -470,6 +469,7 @@ def render(doc: dict[str, Any]) -> str:
             f"batches of {m['batch']}, no server): {m['qps']:,.0f} queries/s, "
             f"{m['cpu_ms_per_query']:.2f} ms CPU per query over {m['queries']:,} queries.",
         ]
+    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
     for t in evaluate(aggs, sizes, meta["full_size"], meta.get("recall"), meta.get("model_only")):
         verdict = t.verdict if not t.note else f"{t.verdict} ({t.note})"
         lines.append(f"| {t.name} | {t.measured} | {verdict} |")

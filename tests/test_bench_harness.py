@@ -177,6 +177,8 @@ def test_s2_cpu_per_request_is_held_to_the_models_own_cost_per_query() -> None:
     md = report.render({"meta": meta | {"model_only": model}, "runs": [s2(3.2)]})
     assert "480 queries/s, 2.50 ms CPU per query over 4,800 queries" in md
     assert f"| {name} | 1.28x (3.20 vs 2.50 ms) | PASS |" in md
+    # the line is a paragraph before the targets' table, not a row inside it
+    assert md.index("S2's line, the model alone") < md.index("| target | measured | verdict |")
 
 
 def test_a_non2xx_answer_fails_the_scenario_and_its_targets() -> None:
