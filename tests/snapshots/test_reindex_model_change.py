@@ -14,8 +14,18 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from snapshots_support import ADMIN, READER, assert_json_error, collection, points, reindex
+from snapshots_support import (
+    ADMIN,
+    READER,
+    Gateway,
+    assert_json_error,
+    collection,
+    points,
+    reindex,
+    start_gateway,
+)
 from support.app import make_settings, running_app
+from support.poll import poll
 
 from app.clients.embedder import OnnxEmbedder
 
@@ -249,3 +259,81 @@ async def test_on_a_qdrant_server_the_alias_and_the_embedder_switch_together(
         assert await store.aliases() == {"rag_docs": "rag_docs-v1", "rag_docs-previous": new}
         assert await serving_embedder(client) == fp32
         await assert_each_found_by_its_text(client)
+
+
+def test_a_restart_after_the_switch_serves_with_the_next_embedder(
+    model_dir: Path, qdrant_path: Path, tmp_path: Path
+) -> None:
+    """Real processes: the settings not promoted yet, a restart serves the switched collection
+    with the next embedder (and says to promote it); promoted, it serves without the next one; a
+    gateway with neither embedder refuses to start."""
+    fp32, int8 = ids(model_dir)
+    env = {
+        "RAG_EMBEDDER__MODEL_DIR": str(model_dir),
+        "RAG_QDRANT__PATH": str(qdrant_path),  # the synthetic corpus, embedded by fp32
+        "RAG_JOBS__DIR": str(tmp_path / "jobs"),
+        "RAG_REDIS__URL": "",
+        "RAG_REINDEX__NEXT_EMBEDDER__MODEL_DIR": str(model_dir),
+        "RAG_REINDEX__NEXT_EMBEDDER__VARIANT": "int8",
+    }
+    log = tmp_path / "gateway.log"
+    gw = start_gateway(env, log)
+    try:
+        docs = [{"id": f"p{i}", "text": t} for i, t in enumerate(PASSAGES)]
+        r = httpx.post(
+            f"{gw.url}/documents",
+            json={"tenant": "default", "documents": docs},
+            headers=ADMIN.headers,
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"{gw.url}/jobs/reindex", json={"reembed": True}, headers=ADMIN.headers, timeout=30)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+
+        def done() -> dict[str, Any] | None:
+            job = httpx.get(f"{gw.url}/jobs/{job_id}", headers=ADMIN.headers, timeout=30).json()
+            return job if job["state"] not in ("queued", "running") else None
+
+        job = poll(done, 120, what="reembed finished")
+        assert job["state"] == "succeeded", job
+        assert job["result"]["embedder"] == int8
+    finally:
+        gw.stop()
+    assert "serving with the next embedder" not in log.read_text()
+
+    gw = start_gateway(env, log)  # the settings not promoted
+    try:
+        assert process_embedder(gw) == int8
+        assert "serving with the next embedder" in log.read_text()
+        assert_found_by_text(gw)
+    finally:
+        gw.stop()
+
+    promoted = {k: v for k, v in env.items() if not k.startswith("RAG_REINDEX__NEXT_EMBEDDER__")}
+    gw = start_gateway({**promoted, "RAG_EMBEDDER__VARIANT": "int8"}, log)
+    try:
+        assert process_embedder(gw) == int8
+        assert_found_by_text(gw)
+    finally:
+        gw.stop()
+
+    with pytest.raises(RuntimeError, match="gateway exited") as raised:
+        start_gateway(promoted, log).stop()  # fp32, no next embedder: made by neither
+    assert f"embedded by {int8}" in str(raised.value) and fp32 in str(raised.value)
+
+
+def process_embedder(gw: Gateway) -> str:
+    r = httpx.get(f"{gw.url}/admin/collection", headers=ADMIN.headers, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["result"]["gateway"]["embedder"]["id"])
+
+
+def assert_found_by_text(gw: Gateway) -> None:
+    for text in PASSAGES:
+        r = httpx.post(
+            f"{gw.url}/rag", json={"q": text, "k": 3, "rerank": False}, headers=READER.headers, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        first = r.json()["results"][0]
+        assert first["text"] == text and first["vector_score"] > SAME, (text, first)
