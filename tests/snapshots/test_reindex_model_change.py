@@ -6,6 +6,7 @@ back. Both backends: the embedded engine and a Qdrant server (qdrant-client's lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -153,6 +154,64 @@ async def test_reembed_moves_to_the_next_embedder_and_rollback_moves_back(
     assert cache == "miss"
     assert back["vector_score"] == pytest.approx(before["vector_score"], abs=1e-5)
     await assert_each_found_by_its_text(client)
+
+
+async def test_requests_across_the_switch_all_answer_and_none_is_stale(
+    fp32_gateway: tuple[httpx.AsyncClient, Any],
+) -> None:
+    """Clients keep asking (answers cached and served again) while the reembed job runs and
+    switches: every request answers 200, and every answer asked for after the switch is the new
+    model's, never one cached before it."""
+    client, _ = fp32_gateway
+    queries = ["when does the mountain hut open", "roped glacier travel", "feeding a starter"]
+    before = {q: (await top(client, q))[0]["vector_score"] for q in queries}
+    switched = asyncio.Event()
+    seen: list[tuple[bool, str, int, float | None, str]] = []  # (asked after the switch, ...)
+
+    async def ask(q: str) -> None:
+        after = switched.is_set()
+        r = await client.post("/rag", json={"q": q, "k": 5, "rerank": False}, headers=READER.headers)
+        score = r.json()["results"][0]["vector_score"] if r.status_code == 200 else None
+        seen.append((after, q, r.status_code, score, r.headers.get("x-answer-cache", "")))
+
+    async def keep_asking() -> None:
+        rounds_after = 0
+        while rounds_after < 5:
+            for q in queries:
+                await ask(q)
+            rounds_after += switched.is_set()
+
+    askers = [asyncio.create_task(keep_asking()) for _ in range(3)]
+    job = await reindex(client, {"reembed": True})
+    switched.set()
+    await asyncio.gather(*askers)
+    assert job["state"] == "succeeded", job
+    assert {status for _, _, status, _, _ in seen} == {200}, seen
+    late = [(q, score, cache) for after, q, _, score, cache in seen if after]
+    assert {cache for _, _, cache in late} >= {"hit"}  # answers cached after the switch are served
+    for q, score, cache in late:  # the new model's answer, never the one of before
+        assert score != pytest.approx(before[q], abs=1e-4), (q, score, cache)
+
+
+async def test_a_failed_model_change_keeps_the_serving_embedder(
+    fp32_gateway: tuple[httpx.AsyncClient, Any], model_dir: Path
+) -> None:
+    client, app = fp32_gateway
+    fp32, _ = ids(model_dir)
+    backend = app.state.rag.reindex.backend
+    pages = backend.pages
+
+    async def one_point_short(store: Any, vectors: bool) -> AsyncIterator[list[Any]]:
+        async for page in pages(store, vectors):
+            yield page[1:]
+
+    backend.pages = one_point_short
+    job = await reindex(client, {"reembed": True})
+    assert job["state"] == "failed" and "ReindexFailed" in job["error"], job
+    assert await serving_embedder(client) == fp32
+    await assert_each_found_by_its_text(client)
+    r = await client.post("/jobs/reindex", json={"rollback": True}, headers=ADMIN.headers)
+    assert_json_error(r, 409, "conflict")  # nothing was switched: nothing is kept
 
 
 async def test_rollback_is_refused_when_no_configured_embedder_made_the_previous_collection(
