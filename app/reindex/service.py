@@ -3,9 +3,11 @@
 With writes held (the store's write fence, for the whole build: a `POST /documents` or an
 ingestion batch waits, then lands in the new collection), every point of the serving collection
 is copied into a new one, page by page: with its stored vector, or re-embedded from its stored
-text by the gateway's embedder (`reembed`). The new collection is indexed, then verified: the
-same number of points, the same payloads for a random sample of them, and each sampled point
-found by exact search of its vector in the new collection at the score the serving one gives it.
+text (`reembed`) by the next embedder when one is configured (a model change; the serving
+embedder is swapped to it at the switch's commit point, embedders.py), else by the serving one.
+The new collection is indexed, then verified: the same number of points, the same payloads for a
+random sample of them, and each sampled point found by exact search of its vector in the new
+collection (at the score the serving one gives it, when the vectors are kept).
 Then the backend switches (its commit point: the pointer file, or the alias), the serving store
 is swapped (requests in flight finish on the old one) and a new answer-cache generation starts.
 A build or a verification that fails leaves the serving collection as it was, and removes the
@@ -174,7 +176,10 @@ class Reindexer:
         """What to make the configured embedder (`RAG_EMBEDDER__*`) before the next restart."""
         if s is None or s is self.choice.serving:
             return {"promote": {}, "promote_note": "the configured embedder serves: nothing to promote"}
-        note = "set these as the embedder settings (RAG_EMBEDDER__*) before the next restart"
+        note = (
+            "before the next restart, set the embedder settings (RAG_EMBEDDER__*) to these, "
+            "every other field at its default"
+        )
         return {"promote": promote_env(s), "promote_note": note}
 
     async def _next(self) -> tuple[EmbedderSettings, Embedder] | None:
