@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from app.answer_cache import AnswerCache
 from app.chunking import Chunker
 from app.clients.cache import RerankCache
-from app.clients.embedder import Embedder, embedder_from_settings
+from app.clients.embedder.swap import SwappableEmbedder
 from app.clients.ratelimit import RateLimiter
 from app.clients.redis_client import RedisClient, breaker_config
 from app.clients.rerank import Reranker, reranker_from_settings
@@ -23,7 +23,7 @@ from app.clients.vectorstore import VectorStore, vectorstore_from_settings
 from app.clients.vectorstore.layout import OwnerLock, sweep
 from app.clients.vectorstore.swap import SwappableStore
 from app.document_in import line_parser
-from app.errors import DependencyError, DependencyRejected
+from app.errors import DependencyError
 from app.ingest import Document, IngestStats, ingest_documents
 from app.jobs import Job, JobRunner, JobStore, Retention
 from app.observability.events import breaker_observer
@@ -31,6 +31,7 @@ from app.observability.logging import redact_url
 from app.observability.metrics import Metrics
 from app.observability.tracing import get_tracer, instrument_clients, setup_tracing
 from app.pipeline import Guards, RagPipeline
+from app.reindex.embedders import EmbedderChoice
 from app.reindex.service import Reindexer
 from app.reindex.wiring import publish_failures, reindexer_for
 from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
@@ -47,7 +48,7 @@ class AppState:
     settings: Settings
     metrics: Metrics
     pipeline: RagPipeline
-    embedder: Embedder
+    embedder: SwappableEmbedder  # the one home of the serving embedder (swapped by a reindex)
     store: SwappableStore  # the one home of the serving store (swapped by a restore)
     reranker: Reranker | None
     cache: RerankCache | None
@@ -105,9 +106,11 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             stack.callback(provider.shutdown)
             log.info("tracing on: exporting spans over OTLP/HTTP")
 
-        embedder = embedder_from_settings(settings.embedder)
-        stack.push_async_callback(embedder.aclose)
         store = _serving_store(settings, stack)
+        # the configured embedder, or the next one if a reindex switched the collection to it
+        chosen, loaded = await EmbedderChoice(settings).for_serving(store)
+        embedder = SwappableEmbedder(loaded)
+        stack.push_async_callback(embedder.aclose)
         reranker = reranker_from_settings(settings.reranker)
         if reranker is not None:
             stack.push_async_callback(reranker.aclose)
@@ -121,11 +124,11 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             stack.push_async_callback(redis.aclose)
         cache = None if redis is None else RerankCache(redis, settings.redis.ttl_s)
 
-        await _announce(settings, store, embedder.id, cache)
+        await _announce(settings, store, cache)
         auth = Authenticator.from_settings(settings)
         auth.announce()
         limiter = RateLimiter(redis, settings.auth.rate_window_s)
-        instrument_clients(provider, embedder, store.current, reranker, redis)
+        instrument_clients(provider, embedder.current, store.current, reranker, redis)
         guards = Guards(
             embedder=make_guard("embedder", settings, metrics, breakers, settings.embedder.timeout_s),
             qdrant=make_guard("qdrant", settings, metrics, breakers, settings.qdrant.timeout_s),
@@ -143,7 +146,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             tracer=get_tracer(provider),
         )
         stack.push_async_callback(pipeline.drain)
-        chunker = Chunker.from_settings(settings.embedder, settings.chunking)
+        chunker = Chunker.from_settings(chosen, settings.chunking)
         a = settings.answer_cache
         answers = None
         if a.enabled:
@@ -200,7 +203,7 @@ async def _snapshots(state: AppState) -> SnapshotService:
         assert isinstance(state.store.current, ServerStore)
         snaps = ServerSnapshots(state.settings, state.store, state.store.current, **hooks)
     else:
-        edge = Snapshots(state.settings, state.store, state.embedder.id, state.embedder.dim, **hooks)
+        edge = Snapshots(state.settings, state.store, state.embedder, **hooks)
         edge.sweep()
         snaps = edge
     try:
@@ -255,17 +258,10 @@ async def _start_jobs(state: AppState) -> JobRunner:
     return runner
 
 
-async def _announce(settings: Settings, store: VectorStore, embedder: str, cache: RerankCache | None) -> None:
+async def _announce(settings: Settings, store: VectorStore, cache: RerankCache | None) -> None:
     """Say at start-up what the gateway serves from, so an operator sees it in the first lines.
-    A collection that another embedder made is refused here: the gateway does not start."""
+    (A collection that no configured embedder made was refused before: EmbedderChoice.)"""
     where: dict[str, Any] = {"collection": store.collection}
-    try:
-        await store.check_embedder(embedder)
-    except DependencyRejected as exc:
-        log.error("refusing to serve", extra={"collection": store.collection, "error": exc.message})
-        raise RuntimeError(exc.message) from None
-    except DependencyError as exc:  # not reachable now: checked on the first write instead
-        log.warning("embedder check not made", extra={"collection": store.collection, "error": exc.message})
     try:
         added = await store.ensure_indexes()
         if added:

@@ -143,6 +143,11 @@ class ReindexSettings(BaseModel):
     keep: int = Field(1, ge=0, le=1, description="shards a reindex replaced kept for a rollback (0 or 1)")
     batch: int = Field(256, ge=1, le=4096, description="points per page a reindex copies (or re-embeds)")
     verify_samples: int = Field(32, ge=1, le=1000, description="stored points searched to verify a reindex")
+    next_embedder: EmbedderSettings | None = Field(
+        None,
+        description="the embedder a `reembed` job moves the collection to (a model change): any"
+        " `RAG_EMBEDDER__*` field as `RAG_REINDEX__NEXT_EMBEDDER__*`; unset = re-embed with the same one",
+    )
 
 
 class QdrantSettings(BaseModel):

@@ -61,6 +61,24 @@ def test_prefix_and_nesting(env: pytest.MonkeyPatch) -> None:
     assert s.server.docs_enabled is False
 
 
+def test_the_next_embedder_is_an_optional_group_of_its_own(env: pytest.MonkeyPatch) -> None:
+    assert Settings().reindex.next_embedder is None  # unset: a reembed keeps the model
+    env.setenv("RAG_EMBEDDER__MODEL_DIR", "/models/a")
+    env.setenv("RAG_REINDEX__NEXT_EMBEDDER__VARIANT", "int8")
+    s = Settings()
+    nxt = s.reindex.next_embedder
+    assert nxt is not None and nxt.variant == "int8"
+    # a group of its own: nothing is taken from RAG_EMBEDDER__*, and the serving one is unchanged
+    assert nxt.model_dir == EmbedderSettings().model_dir
+    assert (s.embedder.variant, s.embedder.model_dir) == ("fp32", Path("/models/a"))
+    env.setenv("RAG_REINDEX__NEXT_EMBEDDER__KIND", "http")
+    with pytest.raises(ValidationError, match=r"needs embedder\.url"):  # validated like the serving one
+        Settings()
+    env.setenv("RAG_REINDEX__NEXT_EMBEDDER__URL", "http://tei:80")
+    nxt = Settings().reindex.next_embedder
+    assert nxt is not None and (nxt.kind, nxt.url) == ("http", "http://tei:80")
+
+
 def test_json_values(env: pytest.MonkeyPatch) -> None:
     env.setenv("RAG_QDRANT__TENANT_EF", '{"hot": 16, "big": 256}')
     env.setenv("RAG_QDRANT__FILTER_KEYS", '["topic", "lang"]')

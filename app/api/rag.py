@@ -96,7 +96,8 @@ async def rag(
 async def _compute(
     state: AppState, body: RagRequest, policy: TenantPolicy, deadline: Deadline, ctx: RequestContext
 ) -> tuple[bytes, RagResult]:
-    async with state.store.lease():  # one store from the first call to the last, across a restore
+    # one store and one embedder from the first call to the last, across a restore or a reindex
+    async with state.store.lease(), state.embedder.lease():
         result = await state.pipeline.run(body, policy, deadline)
     ctx.cache = result.cache
     ctx.degraded = [d["reason"] for d in result.degraded]

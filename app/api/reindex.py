@@ -16,7 +16,7 @@ from starlette.responses import Response
 from app.api.auth import Admin
 from app.api.deps import State
 from app.api.responses import ADMIN_ERRORS, documented
-from app.errors import Conflict, Overloaded
+from app.errors import Overloaded
 
 log = logging.getLogger("rag.api.reindex")
 router = APIRouter(tags=["jobs"])
@@ -62,7 +62,8 @@ class ReindexRequest(BaseModel):
         {
             400: "malformed JSON",
             404: "jobs are off",
-            409: "nothing to roll back to, or (Qdrant server) the collection is not an alias",
+            409: "nothing to roll back to, or made by no configured embedder; or (Qdrant server) "
+            "the collection is not an alias",
             503: "too many unfinished jobs",
         },
     ),
@@ -72,8 +73,8 @@ async def submit_reindex(body: ReindexRequest, state: State, admin: Admin) -> Re
     runner, reindexer = state.jobs, state.reindex
     if runner is None or reindexer is None:
         raise HTTPException(404, "jobs are off")
-    if body.rollback and not await reindexer.can_rollback():
-        raise Conflict("no previous collection is kept to roll back to")
+    if body.rollback:
+        await reindexer.check_rollback()  # 409: nothing kept, or kept from an unconfigured embedder
     if runner.unfinished() >= state.settings.jobs.max_unfinished:
         raise Overloaded(f"{state.settings.jobs.max_unfinished} jobs are queued or running; try again later")
     job = runner.store.new("*")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,7 +56,7 @@ class EdgeReindex:
         await edge.aclose()
         await asyncio.to_thread(shutil.rmtree, edge.path, True)
 
-    async def switch(self, old: VectorStore, new: VectorStore) -> str:
+    async def switch(self, old: VectorStore, new: VectorStore, on_commit: Callable[[], None]) -> str:
         before, keep = previous_dir(self._q.path, self._q.collection), self._s.reindex.keep > 0
         old_path, new_path = _edge(old).path, _edge(new).path
         try:
@@ -64,6 +64,7 @@ class EdgeReindex:
         except BaseException:
             await self.discard(new)
             raise
+        on_commit()  # the embedder swap, in the same step as the store's
         await self.store.swap(new)  # waits for requests on the old shard, then closes it
         gone: set[Path | None] = {before, None if keep else old_path}
         for path in gone - {None, new_path, old_path if keep else None}:
@@ -75,7 +76,11 @@ class EdgeReindex:
         kept = previous_dir(self._q.path, self._q.collection)
         return kept is not None and kept != _edge(self.store.current).path
 
-    async def rollback(self, embedder: str) -> str:
+    async def previous_embedder(self) -> str | None:
+        kept = previous_dir(self._q.path, self._q.collection)
+        return None if kept is None else await asyncio.to_thread(read_embedder, kept)
+
+    async def rollback(self, embedder: str, on_commit: Callable[[], None]) -> str:
         kept = previous_dir(self._q.path, self._q.collection)
         old = _edge(self.store.current)
         if kept is None or kept == old.path:
@@ -92,5 +97,6 @@ class EdgeReindex:
         except BaseException:
             await new.aclose()
             raise
+        on_commit()
         await self.store.swap(new)
         return kept.name

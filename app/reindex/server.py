@@ -8,7 +8,7 @@ collection itself (not an alias) is refused: RUNBOOK.md, "Reindex", shows the on
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from app.clients.vectorstore import VectorStore
@@ -61,7 +61,7 @@ class ServerReindex:
         await new.drop()
         await new.aclose()
 
-    async def switch(self, old: VectorStore, new: VectorStore) -> str:
+    async def switch(self, old: VectorStore, new: VectorStore, on_commit: Callable[[], None]) -> str:
         name = _server(new).collection
         try:
             replaced, aliases = await self._target()
@@ -73,6 +73,7 @@ class ServerReindex:
         except BaseException:
             await self.discard(new)
             raise
+        on_commit()  # the embedder swap, right after the alias moved
         await new.aclose()
         for gone in {before, None if keep else replaced} - {None, name, replaced if keep else None}:
             assert gone is not None
@@ -84,7 +85,11 @@ class ServerReindex:
         kept = aliases.get(self.alias + PREVIOUS)
         return kept is not None and self.alias in aliases and kept != aliases[self.alias]
 
-    async def rollback(self, embedder: str) -> str:
+    async def previous_embedder(self) -> str | None:
+        kept = (await self.serving.aliases()).get(self.alias + PREVIOUS)
+        return None if kept is None else await self.serving.sibling(kept).recorded_embedder()
+
+    async def rollback(self, embedder: str, on_commit: Callable[[], None]) -> str:
         serving, aliases = await self._target()
         kept = aliases.get(self.alias + PREVIOUS)
         if kept is None or kept == serving:
@@ -95,4 +100,5 @@ class ServerReindex:
             raise Conflict(f"cannot roll back: {exc.message.removeprefix('qdrant: ')}") from None
         # the collection left is kept in turn: a rollback of the rollback serves it again
         await self.serving.set_aliases({self.alias: kept, self.alias + PREVIOUS: serving})
+        on_commit()
         return kept

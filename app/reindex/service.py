@@ -3,9 +3,11 @@
 With writes held (the store's write fence, for the whole build: a `POST /documents` or an
 ingestion batch waits, then lands in the new collection), every point of the serving collection
 is copied into a new one, page by page: with its stored vector, or re-embedded from its stored
-text by the gateway's embedder (`reembed`). The new collection is indexed, then verified: the
-same number of points, the same payloads for a random sample of them, and each sampled point
-found by exact search of its vector in the new collection at the score the serving one gives it.
+text (`reembed`) by the next embedder when one is configured (a model change; the serving
+embedder is swapped to it at the switch's commit point, embedders.py), else by the serving one.
+The new collection is indexed, then verified: the same number of points, the same payloads for a
+random sample of them, and each sampled point found by exact search of its vector in the new
+collection (at the score the serving one gives it, when the vectors are kept).
 Then the backend switches (its commit point: the pointer file, or the alias), the serving store
 is swapped (requests in flight finish on the old one) and a new answer-cache generation starts.
 A build or a verification that fails leaves the serving collection as it was, and removes the
@@ -14,6 +16,7 @@ new one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -21,12 +24,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.clients.embedder import Embedder
+from app.clients.embedder import Embedder, configured_id
+from app.clients.embedder.swap import SwappableEmbedder
 from app.clients.vectorstore import VectorStore
 from app.clients.vectorstore.swap import SwappableStore
 from app.errors import Conflict
 from app.job_store import Job
-from app.settings import Settings
+from app.reindex.embedders import EmbedderChoice, promote_env
+from app.settings import EmbedderSettings, Settings
 from app.types import PointIn
 
 log = logging.getLogger("rag.reindex")
@@ -63,11 +68,13 @@ class Backend(Protocol):
 
     async def discard(self, new: VectorStore) -> None: ...
 
-    async def switch(self, old: VectorStore, new: VectorStore) -> str: ...
+    async def switch(self, old: VectorStore, new: VectorStore, on_commit: Callable[[], None]) -> str: ...
 
     async def can_rollback(self) -> bool: ...
 
-    async def rollback(self, embedder: str) -> str: ...
+    async def previous_embedder(self) -> str | None: ...
+
+    async def rollback(self, embedder: str, on_commit: Callable[[], None]) -> str: ...
 
 
 Observe = Callable[[str, str, float], None]  # (op: reindex or rollback, outcome: ok or error, seconds)
@@ -80,17 +87,54 @@ class Reindexer:
         self,
         settings: Settings,
         store: SwappableStore,
-        embedder: Embedder,
+        embedder: SwappableEmbedder,
         backend: Backend,
         on_swap: Callable[[], Awaitable[None]] | None = None,
         observe: Observe | None = None,
     ) -> None:
         self._s, self.store, self.embedder, self.backend = settings, store, embedder, backend
+        self.choice = EmbedderChoice(settings)
         self._on_swap, self._observe = on_swap, observe
         self.save: Callable[[Job], None] = lambda job: None  # the job's record (set by the runner)
 
     async def can_rollback(self) -> bool:
         return await self.backend.can_rollback()
+
+    async def check_rollback(self) -> EmbedderSettings | None:
+        """Conflict unless a rollback can be made: a kept collection, made by the serving embedder
+        or by another configured one (returned: the rollback swaps to it)."""
+        if not await self.backend.can_rollback():
+            raise Conflict("no previous collection is kept to roll back to")
+        made_by = await self.backend.previous_embedder()
+        if made_by is None or made_by == self.embedder.id:
+            return None
+        found = self.choice.settings_of(made_by)
+        if found is None:
+            raise Conflict(
+                f"cannot roll back: the previous collection was embedded by {made_by}, and neither "
+                f"configured embedder is it ({', '.join(self.choice.ids())})"
+            )
+        return found
+
+    async def _load(self, s: EmbedderSettings) -> Embedder:
+        loaded: Embedder = await asyncio.to_thread(self.choice.load, s)
+        return loaded
+
+    def _swap_to(self, target: Embedder | None, replaced: list[Embedder]) -> Callable[[], None]:
+        """The commit hook of a switch: the serving embedder becomes `target` (if any) at once."""
+
+        def commit() -> None:
+            if target is not None:
+                replaced.append(self.embedder.swap(target))
+
+        return commit
+
+    async def _settle(self, target: Embedder | None, replaced: list[Embedder]) -> None:
+        """After a switch (made or not): close the embedder no longer serving."""
+        if replaced:
+            await self.embedder.retire(replaced[0])
+        elif target is not None:
+            await target.aclose()
 
     async def run(self, job: Job) -> None:
         params = ReindexParams.of(job.params)
@@ -112,50 +156,92 @@ class Reindexer:
             await self._on_swap()
 
     async def _rollback(self) -> dict[str, Any]:
-        if not await self.backend.can_rollback():
-            raise Conflict("no previous collection is kept to roll back to")
-        async with self.store.exclusive():
-            name = await self.backend.rollback(self.embedder.id)
-            await self._swapped()
-        return {"collection": name, "rolled_back": True, "points": await self.store.count()}
+        other = await self.check_rollback()  # loaded before the fence: writes wait for less
+        target = None if other is None else await self._load(other)
+        replaced: list[Embedder] = []
+        was = self.embedder.id
+        try:
+            async with self.store.exclusive():
+                wanted = self.embedder.id if target is None else target.id
+                name = await self.backend.rollback(wanted, self._swap_to(target, replaced))
+                await self._swapped()
+        finally:
+            await self._settle(target, replaced)
+        result = {"collection": name, "rolled_back": True, "points": await self.store.count()}
+        if target is not None:
+            result.update(embedder=target.id, previous_embedder=was, **self._promote(other))
+        return result
+
+    def _promote(self, s: EmbedderSettings | None) -> dict[str, Any]:
+        """What to make the configured embedder (`RAG_EMBEDDER__*`) before the next restart."""
+        if s is None or s is self.choice.serving:
+            return {"promote": {}, "promote_note": "the configured embedder serves: nothing to promote"}
+        note = (
+            "before the next restart, set the embedder settings (RAG_EMBEDDER__*) to these, "
+            "every other field at its default"
+        )
+        return {"promote": promote_env(s), "promote_note": note}
+
+    async def _next(self) -> tuple[EmbedderSettings, Embedder] | None:
+        """The next embedder, loaded, when one is configured and is not the serving one."""
+        s = self.choice.next
+        if s is None or configured_id(s) == self.embedder.id:
+            return None
+        return s, await self._load(s)
 
     async def _reindex(self, p: ReindexParams, job: Job) -> None:
-        async with self.store.exclusive():  # writes held for the whole build (module docstring)
-            old = self.store.current
-            info = await old.info()
-            total = await old.count()
-            job.result = {"points": total, "points_done": 0}
-            self.save(job)
-            hnsw = info["config"]["hnsw_config"]
-            m = p.m or hnsw.get("m") or self._s.qdrant.hnsw_m
-            ef = p.ef_construct or hnsw.get("ef_construct") or self._s.qdrant.hnsw_ef_construct
-            embedder: str | None = self.embedder.id
-            dim = self.embedder.dim
-            if not p.reembed:  # the vectors are kept: so are their size and their maker
-                dim = info["config"]["params"]["vectors"]["size"]
-                embedder = await self.backend.embedder_of(old)
-            new = await self.backend.create(dim, m, ef, embedder)
-            try:
-                sample = await self._copy(old, new, p.reembed, job)
-                await new.optimize()
-                await self._verify(old, new, sample, p.reembed, total)
-            except BaseException:
-                await self.backend.discard(new)
-                raise
-            name = await self.backend.switch(old, new)  # discards `new` itself if it fails
-            await self._swapped()
+        nxt = await self._next() if p.reembed else None  # loaded before the fence
+        target = None if nxt is None else nxt[1]
+        maker: Embedder = target or self.embedder  # what makes the new vectors (reembed)
+        replaced: list[Embedder] = []
+        was = self.embedder.id
+        try:
+            async with self.store.exclusive():  # writes held for the whole build (module docstring)
+                old = self.store.current
+                info = await old.info()
+                total = await old.count()
+                job.result = {"points": total, "points_done": 0}
+                self.save(job)
+                hnsw = info["config"]["hnsw_config"]
+                m = p.m or hnsw.get("m") or self._s.qdrant.hnsw_m
+                ef = p.ef_construct or hnsw.get("ef_construct") or self._s.qdrant.hnsw_ef_construct
+                embedder: str | None = maker.id
+                dim = maker.dim
+                if not p.reembed:  # the vectors are kept: so are their size and their maker
+                    dim = info["config"]["params"]["vectors"]["size"]
+                    embedder = await self.backend.embedder_of(old)
+                new = await self.backend.create(dim, m, ef, embedder)
+                try:
+                    sample = await self._copy(old, new, maker if p.reembed else None, job)
+                    await new.optimize()
+                    await self._verify(old, new, sample, p.reembed, total)
+                except BaseException:
+                    await self.backend.discard(new)
+                    raise
+                # discards `new` itself if it fails; the embedder is swapped at the commit point
+                name = await self.backend.switch(old, new, self._swap_to(target, replaced))
+                await self._swapped()
+        finally:
+            await self._settle(target, replaced)
         job.result.update(
             collection=name, hnsw={"m": m, "ef_construct": ef}, embedder=embedder, reembedded=p.reembed
         )
+        if nxt is not None:
+            job.result.update(previous_embedder=was, **self._promote(nxt[0]))
 
-    async def _copy(self, old: VectorStore, new: VectorStore, reembed: bool, job: Job) -> list[PointIn]:
-        """Every point of `old` into `new`; returns a random sample of the points written."""
+    async def _copy(
+        self, old: VectorStore, new: VectorStore, maker: Embedder | None, job: Job
+    ) -> list[PointIn]:
+        """Every point of `old` into `new`, re-embedded by `maker` if given; returns a random
+        sample of the points written."""
+        reembed = maker is not None
         size, rng = self._s.reindex.verify_samples, random.Random()
         sample: list[PointIn] = []
         seen = 0
         async for page in self.backend.pages(old, vectors=not reembed):
             if reembed and page:
-                vectors = await self.embedder.embed_batch([str(q.payload.get("text", "")) for q in page])
+                assert maker is not None
+                vectors = await maker.embed_batch([str(q.payload.get("text", "")) for q in page])
                 page = [PointIn(q.id, vectors[i], q.payload) for i, q in enumerate(page)]
             if page:
                 await new.upsert(page)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from app.clients.embedder import Embedder
 from app.jobs import JobRunner, JobStore
+from app.observability.tracing import instrument_clients
 from app.reindex.edge import EdgeReindex
 from app.reindex.service import Backend, Reindexer
+from app.settings import EmbedderSettings
 
 if TYPE_CHECKING:
     from app.lifespan import AppState
@@ -35,6 +38,14 @@ def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer:
         state.settings, state.store, state.embedder, backend, on_swap=state.wrote, observe=observe
     )
     reindexer.save = runner.store.save
+    load = reindexer.choice.load
+
+    def load_traced(s: EmbedderSettings) -> Embedder:  # client spans like the serving embedder's
+        embedder = load(s)
+        instrument_clients(state.tracer_provider, embedder)
+        return embedder
+
+    reindexer.choice.load = load_traced
     runner.kinds["reindex"] = reindexer.run
     return reindexer
 

@@ -56,7 +56,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> Any:
     if q.url:
         raise NotSupported("the CLI works on the embedded engine; with a Qdrant server use the HTTP API")
     if args.command in ("list", "delete"):  # files only: the engine is not opened
-        snaps = Snapshots(settings, SwappableStore(_Closed(q.collection)), "", 0)  # type: ignore[arg-type]
+        snaps = Snapshots(settings, SwappableStore(_Closed(q.collection)), None)  # type: ignore[arg-type]
         if args.command == "list":
             return {"snapshots": [i.as_dict() for i in snaps.list()]}
         await snaps.delete(args.name)
@@ -70,7 +70,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> Any:
         embedder = embedder_from_settings(settings.embedder)
         try:
             store = SwappableStore(EdgeStore(q))
-            snaps = Snapshots(settings, store, embedder.id, embedder.dim, on_swap=lambda: _bump(settings))
+            snaps = Snapshots(settings, store, embedder, on_swap=lambda: _bump(settings))
             try:
                 if args.command == "create":
                     snaps.sweep()

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.clients.embedder import Embedder
 from app.clients.vectorstore.edge import EdgeStore
 from app.clients.vectorstore.files import copy_tree
 from app.clients.vectorstore.layout import fsync_dir, new_sibling, set_serving_dir, write_atomically
@@ -80,8 +81,7 @@ class Snapshots:
         self,
         settings: Settings,
         store: SwappableStore,
-        embedder_id: str,
-        embedder_dim: int,
+        embedder: Embedder,
         on_swap: Callable[[], Awaitable[None]] | None = None,
         observe: Observe | None = None,
         on_newest: Callable[[float], None] | None = None,
@@ -89,7 +89,7 @@ class Snapshots:
         self._s = settings
         self.dir = snapshot_dir(settings)
         self.store = store
-        self.embedder_id, self.embedder_dim = embedder_id, embedder_dim
+        self.embedder = embedder  # the serving one (swappable): its id and dim are read each time
         self._on_swap, self._observe, self._on_newest = on_swap, observe, on_newest
         self._busy = asyncio.Lock()  # one snapshot operation at a time
 
@@ -187,8 +187,8 @@ class Snapshots:
             manifest = {
                 "format": FORMAT,
                 "collection": self.store.collection,
-                "embedder_id": self.embedder_id,
-                "embedder_dim": self.embedder_dim,
+                "embedder_id": self.embedder.id,
+                "embedder_dim": self.embedder.dim,
                 "points": points,
                 "created_at": created,
             }
@@ -237,16 +237,16 @@ class Snapshots:
             raise Conflict(
                 f"the snapshot is of collection {manifest['collection']!r}, not {self.store.collection!r}"
             )
-        if (manifest["embedder_id"], manifest["embedder_dim"]) != (self.embedder_id, self.embedder_dim):
+        if (manifest["embedder_id"], manifest["embedder_dim"]) != (self.embedder.id, self.embedder.dim):
             raise Conflict(
                 f"the snapshot was made with embedder {manifest['embedder_id']!r} "
-                f"(dim {manifest['embedder_dim']}), not {self.embedder_id!r} (dim {self.embedder_dim})"
+                f"(dim {manifest['embedder_dim']}), not {self.embedder.id!r} (dim {self.embedder.dim})"
             )
         return path, manifest
 
     async def _check_embedder(self, store: EdgeStore) -> None:
         try:
-            await store.check_embedder(self.embedder_id)
+            await store.check_embedder(self.embedder.id)
         except DependencyRejected as exc:
             raise Conflict(exc.message.removeprefix("qdrant: ")) from None
 

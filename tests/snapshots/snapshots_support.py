@@ -3,6 +3,7 @@ the way a foreign or damaged one would look."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -57,6 +58,33 @@ async def rag_ids(client: httpx.AsyncClient, q: str) -> list[str]:
     r = await client.post("/rag", json={"q": q, "k": 20, "rerank": False}, headers=READER.headers)
     assert r.status_code == 200, r.text
     return [str(x["id"]) for x in r.json()["results"]]
+
+
+async def collection(client: httpx.AsyncClient) -> dict[str, Any]:
+    r = await client.get("/admin/collection", headers=ADMIN.headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json()["result"])
+
+
+async def reindex(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit a reindex job and wait for it to finish; its final record."""
+    r = await client.post("/jobs/reindex", json=body, headers=ADMIN.headers)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert r.headers["location"] == f"/jobs/{job_id}"
+
+    async def finished() -> dict[str, Any] | None:
+        got = await client.get(f"/jobs/{job_id}", headers=ADMIN.headers)
+        assert got.status_code == 200, got.text
+        job: dict[str, Any] = got.json()
+        return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
+    end = asyncio.get_running_loop().time() + 120
+    while (job := await finished()) is None:
+        assert asyncio.get_running_loop().time() < end, "the reindex job did not finish"
+        await asyncio.sleep(0.1)
+    assert job["kind"] == "reindex"
+    return job
 
 
 def assert_json_error(r: httpx.Response, status: int, type_: str) -> dict[str, Any]:

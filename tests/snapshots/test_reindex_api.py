@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from snapshots_support import ADMIN, READER, assert_json_error, points, rag_ids
+from snapshots_support import ADMIN, READER, assert_json_error, collection, points, rag_ids, reindex
 from support.app import make_settings, running_app
 
 from app.errors import DependencyUnavailable
@@ -40,33 +40,6 @@ async def gateway_app(
 @pytest.fixture
 def gateway(gateway_app: tuple[httpx.AsyncClient, Any]) -> httpx.AsyncClient:
     return gateway_app[0]
-
-
-async def collection(client: httpx.AsyncClient) -> dict[str, Any]:
-    r = await client.get("/admin/collection", headers=ADMIN.headers)
-    assert r.status_code == 200, r.text
-    return dict(r.json()["result"])
-
-
-async def reindex(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
-    """Submit a reindex job and wait for it to finish; its final record."""
-    r = await client.post("/jobs/reindex", json=body, headers=ADMIN.headers)
-    assert r.status_code == 202, r.text
-    job_id = r.json()["job_id"]
-    assert r.headers["location"] == f"/jobs/{job_id}"
-
-    async def finished() -> dict[str, Any] | None:
-        got = await client.get(f"/jobs/{job_id}", headers=ADMIN.headers)
-        assert got.status_code == 200, got.text
-        job: dict[str, Any] = got.json()
-        return job if job["state"] in ("succeeded", "failed", "cancelled") else None
-
-    end = asyncio.get_running_loop().time() + 120
-    while (job := await finished()) is None:
-        assert asyncio.get_running_loop().time() < end, "the reindex job did not finish"
-        await asyncio.sleep(0.1)
-    assert job["kind"] == "reindex"
-    return job
 
 
 async def test_hnsw_reindex_switches_and_rolls_back(gateway: httpx.AsyncClient, qdrant_path: Path) -> None:

@@ -29,7 +29,7 @@ def test_sweep_removes_only_what_an_interrupted_create_left(tmp_path: Path) -> N
     for name in keep + gone:
         (d / name).write_text("x")
     store: Any = NoStore()
-    Snapshots(Settings(snapshots={"dir": d}), store, "e", 1).sweep()
+    Snapshots(Settings(snapshots={"dir": d}), store, None).sweep()  # files only: no embedder
     assert sorted(p.name for p in d.iterdir()) == sorted(keep)
 
 

@@ -8,22 +8,34 @@ app/clients/http.py, the model runtime's through app/clients/inference.py.
 
 from __future__ import annotations
 
+import json
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from app.clients.embedder.http import HttpEmbedder
-from app.clients.embedder.onnx import OnnxEmbedder
+from app.clients.embedder.onnx import OnnxEmbedder, weights
 from app.clients.embedder.vectors import DEPENDENCY, Vector
 from app.settings import EmbedderSettings
 
-__all__ = ["DEPENDENCY", "Embedder", "HttpEmbedder", "OnnxEmbedder", "Vector", "embedder_from_settings"]
+__all__ = [
+    "DEPENDENCY",
+    "Embedder",
+    "HttpEmbedder",
+    "OnnxEmbedder",
+    "Vector",
+    "configured_id",
+    "embedder_from_settings",
+]
 
 
 class Embedder(Protocol):
-    id: str
-    dim: int
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     async def embed(self, text: str) -> Vector: ...
 
@@ -38,3 +50,17 @@ def embedder_from_settings(s: EmbedderSettings) -> Embedder:
     if s.kind == "http":
         return HttpEmbedder.from_settings(s)
     return OnnxEmbedder.from_settings(s)
+
+
+def configured_id(s: EmbedderSettings) -> str:
+    """The id the embedder of `s` has, without loading it (the model's manifest, or the remote
+    service's configured id)."""
+    if s.kind == "http":
+        return s.id or f"http:{s.api}:{s.model}"
+    path = s.model_dir / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no exported model in {s.model_dir}: run `python scripts/export_onnx.py --out {s.model_dir}`"
+        )
+    manifest = json.loads(path.read_text())
+    return weights(s.model_dir, manifest, s.variant)[1]

@@ -56,7 +56,7 @@ class OnnxEmbedder:
             )
         manifest = json.loads(manifest_path.read_text())
         self.dim = int(manifest["dim"])
-        weights, self.id = _weights(model_dir, manifest, variant)
+        weights_file, self.id = weights(model_dir, manifest, variant)
         self.max_length = int(manifest["max_length"])
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_length=self.max_length)
@@ -69,7 +69,7 @@ class OnnxEmbedder:
         # as much CPU as the model itself (measured 13 vs 6 ms CPU per query on 2 cores)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
-            str(weights), sess_options=opts, providers=["CPUExecutionProvider"]
+            str(weights_file), sess_options=opts, providers=["CPUExecutionProvider"]
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
         # onnxruntime releases the GIL while it computes: one worker keeps the event loop free
@@ -208,7 +208,7 @@ class OnnxEmbedder:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _weights(model_dir: Path, manifest: dict[str, Any], variant: str) -> tuple[Path, str]:
+def weights(model_dir: Path, manifest: dict[str, Any], variant: str) -> tuple[Path, str]:
     """The weights file of a variant and the embedder id it gives. The id names the exact
     weights (their sha256 revision), so vectors of one variant are never taken for the other's."""
     if variant == "fp32":

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class _Users:
+class Users:
     """How many calls and leases use one store; `idle` is set when none does."""
 
     def __init__(self) -> None:
@@ -52,7 +52,7 @@ class SwappableStore:
     def __init__(self, store: VectorStore) -> None:
         self._current = store
         self.collection = store.collection  # a swap never changes it (a restore refuses another)
-        self._users: dict[int, _Users] = {id(store): _Users()}
+        self._users: dict[int, Users] = {id(store): Users()}
         self._pinned: contextvars.ContextVar[VectorStore | None] = contextvars.ContextVar(
             "pinned", default=None
         )
@@ -86,7 +86,7 @@ class SwappableStore:
     async def swap(self, new: VectorStore) -> VectorStore:
         """Serve from `new` from now on; close the old store once nothing uses it. Returns it."""
         old = self._current
-        self._users.setdefault(id(new), _Users())
+        self._users.setdefault(id(new), Users())
         self._current = new
         self.generation += 1
         users = self._users[id(old)]
