@@ -49,6 +49,7 @@ CACHE = ROOT / "bench" / ".cache"
 COLLECTION = "rag_docs"
 TENANT = "default"
 CORPUS_SEED = 0
+MAX_REDRAWS = 100_000  # draws in a row without a new query: the space is used up
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
 
 
@@ -184,6 +185,7 @@ def distinct_queries(passages: list[dict[str, str]], seed: int) -> Iterator[str]
                 yield q
     rng = random.Random(seed)
     words = [_WORD.findall(p["text"].lower()) for p in passages]
+    misses = 0
     while True:
         w = words[rng.randrange(len(words))]
         n = rng.randint(3, 9)
@@ -191,7 +193,12 @@ def distinct_queries(passages: list[dict[str, str]], seed: int) -> Iterator[str]
         q = " ".join(w[start : start + n])
         if q and q not in seen:
             seen.add(q)
+            misses = 0
             yield q
+        else:
+            misses += 1
+            if misses > MAX_REDRAWS:  # fail loudly instead of spinning on an exhausted space
+                raise RuntimeError(f"no new distinct query after {MAX_REDRAWS} draws ({len(seen)} made)")
 
 
 def body_lines(queries: Iterator[str], count: int, k: int, rerank: bool) -> list[str]:

@@ -140,7 +140,10 @@ class Bench:
         self.procs: list[servers.Server] = []
         self.by_name: dict[str, servers.Server] = {}
         self.skipped: list[str] = []
-        self._queries: Iterator[str] = iter(())
+        self._passages: list[dict[str, str]] = []
+        # one distinct-query stream per server process: distinctness matters only within a
+        # process (its caches), and one stream shared by every server ran out of new queries
+        self._streams: dict[str, Iterator[str]] = {}
         self._bodies = itertools.count()
         self.sink = servers.OtlpSink()
         self.recall: dict[str, dict[str, Any]] = {}
@@ -152,7 +155,7 @@ class Bench:
 
     def prepare(self) -> dict[int, Path]:
         corpus = data.load_corpus(CORPUS_N, self.model_dir)
-        self._queries = data.distinct_queries(corpus.passages, QUERY_SEED)
+        self._passages = corpus.passages
         sized = {n: corpus if n == CORPUS_N else data.load_corpus(n, self.model_dir) for n in self.plan.sizes}
         shards = {n: data.shard_root(c, n) for n, c in sized.items()}
         shards[CORPUS_N] = shards.get(CORPUS_N) or data.shard_root(corpus, CORPUS_N)
@@ -287,9 +290,12 @@ class Bench:
 
     # ------------------------------------------------------------ load
 
-    def _bodies_file(self, rerank: bool, count: int) -> Path:
+    def _bodies_file(self, server: servers.Server, rerank: bool, count: int) -> Path:
+        stream = self._streams.get(server.name)
+        if stream is None:  # the same sequence for every server: each is sent the same queries
+            stream = self._streams[server.name] = data.distinct_queries(self._passages, QUERY_SEED)
         path = RUN_DIR / f"bodies-{next(self._bodies):04d}.jsonl"
-        path.write_text("\n".join(data.body_lines(self._queries, count, 50, rerank)) + "\n")
+        path.write_text("\n".join(data.body_lines(stream, count, 50, rerank)) + "\n")
         return path
 
     def _command(self, scenario: str, server: servers.Server, seconds: float) -> list[str]:
@@ -301,7 +307,7 @@ class Bench:
         conns = self.plan.s4_concurrency if scenario == "S4" else self.plan.concurrency
         return loadgen.wrk_command(
             server.url,
-            self._bodies_file(rerank, count),
+            self._bodies_file(server, rerank, count),
             seconds,
             connections=conns,
             timings=server.kind == "gateway",

@@ -402,3 +402,19 @@ def test_s5_prints_the_cost_at_10_percent_sampling_beside_the_always_on_target()
     assert "| S5 tracing costs <= 10% of S1 RPS | 20% (400 on vs 500 off) | MISS |" in md
     assert "tracing cost 2% of S1's RPS (490 vs 500)" in md
     assert not any("sampl" in t.name for t in report.evaluate(report.aggregate(runs), [2000], 100000))
+
+
+def test_distinct_queries_fail_loudly_when_the_space_is_used_up() -> None:
+    tiny = [{"text": "one two three four five"}]  # a handful of distinct word windows
+    stream = data.distinct_queries(tiny, 1)
+    made: list[str] = []
+    error = ""
+    try:
+        for q in stream:  # the sample queries, then every window, then the error
+            made.append(q)
+            if len(made) > 10_000:
+                break
+    except RuntimeError as exc:
+        error = str(exc)
+    assert error.startswith("no new distinct query"), (error, len(made))
+    assert len(made) == len(set(made)) and "one two three" in made
