@@ -146,7 +146,6 @@ class RagPipeline:
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("rag-gateway")
         self._single_flight = SingleFlight()
-        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self, req: RagRequest, policy: TenantPolicy, deadline: Deadline) -> RagResult:
         """Answer `req`, already checked against `policy` at the edge (k, filter keys)."""
@@ -220,12 +219,22 @@ class RagPipeline:
         key = cache_key(reranker.id, tenant, query, candidates)
         scores = await self._cache_get(key, result)
         if scores is None or len(scores) != len(candidates):
+            store = result.cache == "miss"
+
+            async def score() -> list[float]:
+                computed = await self.guards.reranker.call(
+                    lambda: self._score(reranker, query, candidates), deadline
+                )
+                if store:
+                    # stored before the flight ends: a request that comes after it finds the
+                    # scores in Redis instead of missing in the gap a background write left
+                    await self._cache_set(key, computed)
+                return computed
+
             try:
                 scores = await self._single_flight.do(
                     key,
-                    lambda: self.guards.reranker.call(
-                        lambda: self._score(reranker, query, candidates), deadline
-                    ),
+                    score,
                     # a follower is bounded by its own deadline, not the leader's
                     timeout=deadline.remaining(),
                 )
@@ -238,8 +247,6 @@ class RagPipeline:
                 log.exception("reranker call failed unexpectedly")
                 self._degrade(result, "error")
                 return
-            if result.cache == "miss":
-                self._spawn(self._cache_set(key, scores))
         ranked = sorted(
             (Ranked(c, s) for c, s in zip(candidates, scores, strict=True)),
             key=lambda r: r.score,
@@ -276,19 +283,13 @@ class RagPipeline:
     async def _cache_set(self, key: str, scores: list[float]) -> None:
         assert self.cache is not None
         # best effort: on failure the next request recomputes; the Redis client span (a child of
-        # `rerank`, whose context the task was spawned in) times it
+        # `rerank`) times it
         with contextlib.suppress(DependencyError):
             await self.cache.set(key, scores)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def drain(self) -> None:
-        """Wait for background cache writes (shutdown, tests)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        """Nothing runs in the background: a rerank-cache write ends inside its single flight,
+        before the answer. Kept for shutdown and tests, which call it."""
 
 
 def as_dict(r: Ranked) -> dict[str, Any]:
