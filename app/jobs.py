@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from app.ingest import Document, IngestStats
+from app.job_queue import Claim, JobLost, JobQueue, LocalQueue, QueueUnavailable
 from app.job_store import FINISHED, STATES, Job, JobState, JobStore, read_lines
 
 __all__ = ["FINISHED", "Job", "JobRunner", "JobState", "JobStore", "Retention"]
@@ -76,6 +77,7 @@ class JobRunner:
         on_change: Callable[[dict[str, int], int], None] | None = None,
         after: Callable[[Job], Awaitable[None]] | None = None,
         retention: Retention | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.store = store
         self._parser_for = parser_for
@@ -85,51 +87,74 @@ class JobRunner:
         self._after = after  # run once a job's last batch is in (the index build)
         self.retention = retention or Retention()
         self._states: dict[str, str] = {}
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self.queue: JobQueue = queue or LocalQueue(lambda job_id: job_lock(store, job_id))
         self._task: asyncio.Task[None] | None = None
+        self._next_prune = 0.0
         self.current: str | None = None
         self.kinds: dict[str, RunJob] = {}  # kind -> how a job of it is run (ingest: built in)
 
     async def start(self) -> None:
-        """Prune, then queue every unfinished job (resuming those a dead process left running)."""
+        """Prune, then queue every unfinished job (resuming those a dead process left running).
+        With a shared queue the jobs are in Redis already (or are added by the worker when it
+        reaches Redis), and a running job is resumed by whichever worker takes its lease."""
         self.prune()
         for job in sorted(self.store.all(), key=lambda j: j.created_at):
             self._states[job.job_id] = job.state
+            if self.queue.shared or job.state in FINISHED:
+                continue
             if job.state == "running":
                 with job_lock(self.store, job.job_id) as mine:
-                    if not mine:
-                        continue  # another live process runs it
-                    if job.kind != "ingest":  # not resumable: it left the state of before or after
-                        self._finish(job, "failed", "the gateway stopped while the job ran; submit it again")
-                        log.warning("job failed by a restart", extra={"job_id": job.job_id, "kind": job.kind})
-                        continue
-                    job.state = "queued"
-                    job.resumed += 1
-                    self.store.save(job)
-                log.warning(
-                    "ingest job resumed after a restart",
-                    extra={"job_id": job.job_id, "after_line": job.committed_line},
-                )
-            if job.state == "queued":
-                self._queue.put_nowait(job.job_id)
+                    if not mine or not self._recover(job):
+                        continue  # another live process runs it, or it cannot be resumed
+            await self.queue.put(job.job_id)
         self._publish(0)
+        with contextlib.suppress(QueueUnavailable):  # unreachable: the worker sets it up later
+            await self.queue.prepare()
         self._task = asyncio.create_task(self._work(), name="ingest-jobs")
 
+    def _recover(self, job: Job) -> bool:
+        """A job found running whose worker is gone: an ingest job is queued again, to resume
+        after its last committed line; another kind fails (it left the state of before or after)."""
+        if job.kind != "ingest":
+            self._finish(job, "failed", "the gateway stopped while the job ran; submit it again")
+            log.warning("job failed by a restart", extra={"job_id": job.job_id, "kind": job.kind})
+            return False
+        job.state = "queued"
+        job.resumed += 1
+        self.store.save(job)
+        log.warning(
+            "ingest job resumed after a restart",
+            extra={"job_id": job.job_id, "after_line": job.committed_line},
+        )
+        return True
+
     async def stop(self) -> None:
-        """Stop working; a job in progress stays `running` on disk and resumes at next start."""
+        """Stop working; a job in progress stays `running` on disk and resumes at next start
+        (with a shared queue: on whichever replica takes it once its lease runs out)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.queue.aclose()
 
     def unfinished(self) -> int:
-        """Jobs queued or running here (and running in a process sharing the directory)."""
+        """Jobs queued or running here (and running in a process sharing the directory); with a
+        shared queue, every unfinished job of the shared directory."""
+        if self.queue.shared:
+            self._states = {job.job_id: job.state for job in self.store.all()}
+            self._publish(0)
         return sum(1 for state in self._states.values() if state not in FINISHED)
 
-    def submit(self, job: Job) -> None:
+    async def submit(self, job: Job) -> None:
         self.store.save(job)
         self._notify(job, 0)
-        self._queue.put_nowait(job.job_id)
+        try:
+            await self.queue.put(job.job_id)
+        except QueueUnavailable as exc:  # saved as queued: added when the worker reaches Redis
+            log.warning(
+                "job queue unreachable; the job waits on disk",
+                extra={"job_id": job.job_id, "error": str(exc)},
+            )
 
     def cancel(self, job_id: str) -> Job | None:
         """Ask a job to stop after its current batch; a queued job is cancelled at once."""
@@ -152,31 +177,46 @@ class JobRunner:
             self._publish(0)
 
     async def _work(self) -> None:
+        backoff = 0.0
         while True:
-            try:
-                async with asyncio.timeout(self.retention.every_s):
-                    job_id = await self._queue.get()
-            except TimeoutError:
-                job_id = None  # idle: records age out even when no job comes
             # the worker outlives any one job's trouble (a full disk while saving a state, a
-            # record pruned by another worker): it logs it and takes the next job
+            # record pruned by another worker, Redis out of reach): it logs it and goes on
+            claim = None
             try:
-                if job_id is not None:
-                    await self._take(job_id)
-                self.prune()
+                claim = await self.queue.next(self.retention.every_s)
+                backoff = 0.0
+                if claim is not None:
+                    await self._take(claim)
+                if claim is not None or time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + self.retention.every_s
+                    self.prune()  # idle: records age out even when no job comes
+            except QueueUnavailable as exc:
+                backoff = min(10.0, backoff * 2 or 0.5)
+                log.warning("job queue unreachable", extra={"error": str(exc), "retry_s": backoff})
+                await asyncio.sleep(backoff)
             except Exception:
-                log.exception("ingest worker: error outside a job", extra={"job_id": job_id})
+                log.exception("ingest worker: error outside a job", extra={"job_id": claim and claim.job_id})
 
-    async def _take(self, job_id: str) -> None:
-        with job_lock(self.store, job_id) as mine:
+    async def _take(self, claim: Claim) -> None:
+        job_id = claim.job_id
+        async with claim.hold() as mine:
             job = self.store.load(job_id) if mine else None  # read under the lock
+            if not mine:
+                return
             if job is None or job.state in FINISHED:
+                await claim.done()
+                return
+            if self.queue.shared and job.state == "running" and not self._recover(job):
+                await claim.done()  # its worker died (the lease ran out): resumed here, or failed
                 return
             self.current = job_id
             try:
-                await self._run(job)
+                await claim.guard(self._run(job))
             except asyncio.CancelledError:
                 raise  # shutting down: stays running on disk, resumed at next start
+            except JobLost as exc:  # another worker holds the job now: leave it all to it
+                log.warning("job given up", extra={"job_id": job_id, "error": str(exc)})
+                return
             except Exception as exc:  # anything else ends the job, with its reason
                 log.exception("job failed", extra={"job_id": job_id, "kind": job.kind})
                 reason = f"{type(exc).__name__}: {exc}"[:400]
@@ -185,6 +225,7 @@ class JobRunner:
                 self._finish(job, "failed", reason)
             finally:
                 self.current = None
+            await claim.done()
 
     async def _run(self, job: Job) -> None:
         job.state = "running"

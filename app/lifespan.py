@@ -25,6 +25,7 @@ from app.clients.vectorstore.swap import SwappableStore
 from app.document_in import line_parser
 from app.errors import DependencyError
 from app.ingest import Document, IngestStats, ingest_documents
+from app.job_queue import queue_from_settings
 from app.jobs import Job, JobRunner, JobStore, Retention
 from app.observability.events import breaker_observer
 from app.observability.logging import redact_url
@@ -237,8 +238,9 @@ async def _start_jobs(state: AppState) -> JobRunner:
             metrics.ingest_documents.inc(documents)
 
     keys = settings.qdrant.filter_keys
+    jobs = JobStore(settings.jobs.dir or settings.qdrant.path.parent / "jobs")
     runner = JobRunner(
-        JobStore(settings.jobs.dir or settings.qdrant.path.parent / "jobs"),
+        jobs,
         lambda tenant: line_parser(tenant, keys),
         ingest_batch,
         batch_docs=settings.jobs.batch_docs,
@@ -251,6 +253,7 @@ async def _start_jobs(state: AppState) -> JobRunner:
             stale_upload_s=max(300.0, 4 * settings.jobs.idle_timeout_s),
             every_s=min(3600.0, settings.jobs.keep_days * 86400 / 4),
         ),
+        queue=queue_from_settings(settings, jobs),
     )
     state.reindex = reindexer_for(state, runner)
     await runner.start()

@@ -15,8 +15,17 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.settings_auth import TENANT_PATTERN, ApiKeySettings, AuthSettings, TenantPolicy
+from app.settings_jobs import JobsSettings, SnapshotSettings
 
-__all__ = ["TENANT_PATTERN", "ApiKeySettings", "AuthSettings", "Settings", "TenantPolicy"]
+__all__ = [
+    "TENANT_PATTERN",
+    "ApiKeySettings",
+    "AuthSettings",
+    "JobsSettings",
+    "Settings",
+    "SnapshotSettings",
+    "TenantPolicy",
+]
 
 
 class ServerSettings(BaseModel):
@@ -115,28 +124,6 @@ class AnswerCacheSettings(BaseModel):
     local_ttl_s: float = Field(
         5.0, gt=0, description="lifetime while Redis is unreachable (other replicas' writes)"
     )
-
-
-class JobsSettings(BaseModel):
-    dir: Path | None = Field(
-        None, description="jobs' uploads and state; unset = `jobs` beside RAG_QDRANT__PATH (`$DATA_DIR/jobs`)"
-    )
-    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="upload limit of POST /jobs/ingest")
-    idle_timeout_s: float = Field(30.0, gt=0, description="an upload that sends nothing this long is cut off")
-    batch_docs: int = Field(64, ge=1, le=4096, description="documents per committed batch of a job")
-    max_unfinished: int = Field(
-        16, ge=1, description="jobs queued or running in one process; another upload gets 503 overloaded"
-    )
-    keep_days: float = Field(7.0, gt=0, description="finished jobs' records older than this are pruned (404)")
-    keep_jobs: int = Field(1000, ge=1, description="at most this many finished jobs' records are kept")
-
-
-class SnapshotSettings(BaseModel):
-    dir: Path | None = Field(
-        None,
-        description="snapshot files; unset = `snapshots` beside RAG_QDRANT__PATH (`$DATA_DIR/snapshots`)",
-    )
-    keep: int = Field(7, ge=1, description="snapshots kept: after each create, older ones are deleted")
 
 
 class ReindexSettings(BaseModel):
@@ -291,3 +278,12 @@ class Settings(BaseSettings):
     resilience: ResilienceSettings = ResilienceSettings()
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
+
+    @model_validator(mode="after")
+    def _shared_queue(self) -> Settings:
+        if self.jobs.queue == "redis" and not (self.redis.url and self.qdrant.url):
+            raise ValueError(
+                "jobs.queue=redis needs redis.url and qdrant.url: replicas share jobs only when they"
+                " share a Qdrant server (with the embedded engine each gateway runs its own jobs)"
+            )
+        return self

@@ -79,7 +79,7 @@ async def finished(store: JobStore, job_id: str) -> Job:
 async def run(runner: JobRunner, store: JobStore, job: Job) -> Job:
     await runner.start()
     try:
-        runner.submit(job)
+        await runner.submit(job)
         return await finished(store, job.job_id)
     finally:
         await runner.stop()
@@ -118,7 +118,7 @@ async def test_a_failed_job_says_how_far_it_got_and_drops_its_upload(store: JobS
 async def test_a_cancelled_job_drops_its_upload(store: JobStore, sink: Sink) -> None:
     job = upload(store, lines(4))
     runner = JobRunner(store, parser_for, sink)
-    runner.submit(job)  # queued, never started
+    await runner.submit(job)  # queued, never started
     cancelled = runner.cancel(job.job_id)
     assert cancelled is not None and cancelled.state == "cancelled"
     assert not store.input_path(job.job_id).exists()
@@ -178,7 +178,7 @@ async def test_the_runner_prunes_at_start_and_after_each_job(store: JobStore, si
     try:
         assert store.load(old.job_id) is None  # pruned at start
         keep = finished_job(store, 60)
-        runner.submit(job)
+        await runner.submit(job)
         await finished(store, job.job_id)
         for _ in range(500):
             if store.load(keep.job_id) is None:
@@ -206,7 +206,7 @@ async def test_two_runners_on_one_directory_run_a_job_once_and_either_cancels(
     a = JobRunner(store, parser_for, sink, batch_docs=2)
     job = upload(store, lines(8))
     await a.start()
-    a.submit(job)
+    await a.submit(job)
     while a.current != job.job_id:
         await asyncio.sleep(0.01)
     b = JobRunner(store, parser_for, sink, batch_docs=2)  # a second worker starts meanwhile

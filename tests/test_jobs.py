@@ -108,7 +108,7 @@ async def test_counts_and_bad_lines_reported_while_the_job_goes_on(rig: Rig) -> 
     await runner.start()
     try:
         job = rig.upload(lines)
-        runner.submit(job)
+        await runner.submit(job)
         out = await finished(rig, job.job_id)
     finally:
         await runner.stop()
@@ -130,7 +130,7 @@ async def test_counts_and_bad_lines_reported_while_the_job_goes_on(rig: Rig) -> 
     await runner.start()
     try:
         again = rig.upload(lines)
-        runner.submit(again)
+        await runner.submit(again)
         out2 = await finished(rig, again.job_id)
     finally:
         await runner.stop()
@@ -150,8 +150,8 @@ async def test_a_queued_job_is_cancelled_at_once_and_a_running_one_after_its_bat
     try:
         first = rig.upload(docs(12))
         second = rig.upload(docs(3, "x"))
-        runner.submit(first)
-        runner.submit(second)
+        await runner.submit(first)
+        await runner.submit(second)
         while runner.current != first.job_id:
             await asyncio.sleep(0.01)
         cancelled = runner.cancel(second.job_id)
@@ -173,7 +173,7 @@ async def test_a_job_interrupted_mid_way_resumes_after_its_last_committed_batch(
     runner = rig.runner()
     await runner.start()
     job = rig.upload(docs(10))
-    runner.submit(job)
+    await runner.submit(job)
     while (j := rig.jobs.load(job.job_id)) is None or j.committed_line < 4:
         await asyncio.sleep(0.005)
     while rig.asking < 2:  # the second batch is waiting for its permit

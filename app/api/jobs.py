@@ -118,7 +118,7 @@ async def submit_ingest(
         runner.store.discard(job.job_id)
         raise
     job.bytes = size
-    runner.submit(job)
+    await runner.submit(job)
     log.info(
         "ingest job queued",
         extra={"job_id": job.job_id, "tenant": tenant, "bytes": size, "key_id": admin.key_id},

@@ -80,7 +80,7 @@ async def submit_reindex(body: ReindexRequest, state: State, admin: Admin) -> Re
     job = runner.store.new("*")
     job.kind = "reindex"
     job.params = body.model_dump(exclude_defaults=True)
-    runner.submit(job)
+    await runner.submit(job)
     log.info("reindex job queued", extra={"job_id": job.job_id, "params": job.params, "key_id": admin.key_id})
     body_out: dict[str, Any] = {"job_id": job.job_id, "state": job.state}
     return Response(
