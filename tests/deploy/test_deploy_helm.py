@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy_support import CHART_DIR, VALUE_SETS, Source, lint_chart, render_chart, values_for
 
 OPTIONAL = {
@@ -68,6 +69,41 @@ def test_values_drive_the_rendering() -> None:
     assert 'name: p95-threshold-seconds\n      value: "0.3"' in out
     assert 'OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318"' in out
     assert "maxReplicas: 7" in out
+
+
+def test_shared_jobs_mount_one_claim_and_set_the_redis_queue() -> None:
+    """sharedJobs: every pod mounts the same ReadWriteMany claim as its jobs directory and runs
+    jobs from the Redis queue; without a claim name the chart refuses to render."""
+    import helm_python as helm
+
+    values = values_for("helm-ci") or {}
+    values["sharedJobs"] = {
+        "enabled": True,
+        "claimName": "jobs-rwx",
+        "mountPath": "/jobs",
+        "leaseSeconds": 45,
+    }
+    rendered = render_chart(values)
+    out = "\n".join(rendered.values())
+    pods = [
+        d["spec"]["template"]["spec"]
+        for name, text in rendered.items()
+        if name.endswith(".yaml")
+        for d in yaml.safe_load_all(text)
+        if d and d.get("kind") in ("Rollout", "Deployment")
+    ]
+    assert pods
+    for pod in pods:
+        assert {"name": "shared-jobs", "persistentVolumeClaim": {"claimName": "jobs-rwx"}} in pod["volumes"]
+        for container in pod["containers"]:
+            assert {"name": "shared-jobs", "mountPath": "/jobs"} in container["volumeMounts"]
+    assert 'RAG_JOBS__QUEUE: "redis"' in out and 'RAG_JOBS__DIR: "/jobs"' in out
+    assert 'RAG_JOBS__LEASE_S: "45"' in out
+    default = "\n".join(render_chart(values_for("helm-default")).values())
+    assert "RAG_JOBS__QUEUE" not in default and "shared-jobs" not in default
+    values["sharedJobs"] = {"enabled": True}
+    with pytest.raises(helm.HelmError, match=r"sharedJobs\.claimName"):
+        render_chart(values)
 
 
 def test_latest_tag_is_refused() -> None:

@@ -161,6 +161,10 @@ spec:
         - name: {{ $name }}
           mountPath: {{ $dir.mountPath }}
         {{- end }}
+        {{- if .Values.sharedJobs.enabled }}
+        - name: shared-jobs
+          mountPath: {{ .Values.sharedJobs.mountPath }}
+        {{- end }}
   volumes:
     {{- range $name, $dir := .Values.writableDirs }}
     - name: {{ $name }}
@@ -169,6 +173,11 @@ spec:
         medium: {{ . }}
         {{- end }}
         sizeLimit: {{ $dir.sizeLimit }}
+    {{- end }}
+    {{- if .Values.sharedJobs.enabled }}
+    - name: shared-jobs
+      persistentVolumeClaim:
+        claimName: {{ required "sharedJobs.claimName: a ReadWriteMany PersistentVolumeClaim for the jobs directory" .Values.sharedJobs.claimName }}
     {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
