@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from support.app import make_settings, running_app
 from support.poll import poll
 
 from app.clients.embedder import OnnxEmbedder
+from bench.loadgen import hey_command
 
 PASSAGES = [
     "the refuge hut below the col opens in june",
@@ -396,3 +399,65 @@ def assert_found_by_text(gw: Gateway) -> None:
         assert r.status_code == 200, r.text
         first = r.json()["results"][0]
         assert first["text"] == text and first["vector_score"] > SAME, (text, first)
+
+
+def test_model_switches_under_hey_load_answer_every_request(model_dir: Path, tmp_path: Path) -> None:
+    """A real process under `hey`: the model switched (reembed) and switched back (rollback) again
+    and again while the load runs, and every /rag request answers 200."""
+    qdrant = tmp_path / "qdrant"
+
+    async def build() -> None:  # a new collection of PASSAGES, embedded by fp32
+        async with running_app(settings_for(model_dir, qdrant, None, tmp_path)) as (client, _app):
+            await ingest(client)
+
+    asyncio.run(build())
+    env = {
+        "RAG_EMBEDDER__MODEL_DIR": str(model_dir),
+        "RAG_QDRANT__PATH": str(qdrant),
+        "RAG_JOBS__DIR": str(tmp_path / "jobs"),
+        "RAG_REDIS__URL": "",
+        "RAG_ANSWER_CACHE__ENABLED": "true",
+        "RAG_REINDEX__NEXT_EMBEDDER__MODEL_DIR": str(model_dir),
+        "RAG_REINDEX__NEXT_EMBEDDER__VARIANT": "int8",
+        # two shared cores also run the re-embedding: the deadline is not what is tested
+        "RAG_SERVER__DEADLINE_S": "20",
+    }
+    gw = start_gateway(env, tmp_path / "gateway.log")
+    try:
+        docs = [{"id": f"p{i}", "text": t} for i, t in enumerate(PASSAGES)]
+        r = httpx.post(
+            f"{gw.url}/documents",
+            json={"tenant": "default", "documents": docs},
+            headers=ADMIN.headers,
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        body = json.dumps({"q": "hut below the col", "k": 5, "rerank": False})
+        cmd = hey_command(f"{gw.url}/rag", 15, concurrency=6, body=body)
+        cmd[-1:-1] = ["-H", f"Authorization: Bearer {READER.token}"]
+        hey = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        switches = 0
+        while hey.poll() is None:
+            r = httpx.post(
+                f"{gw.url}/jobs/reindex",
+                json={"rollback": True} if switches % 2 else {"reembed": True},
+                headers=ADMIN.headers,
+                timeout=60,
+            )
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+
+            def done(job_id: str = job_id) -> dict[str, Any] | None:
+                job = httpx.get(f"{gw.url}/jobs/{job_id}", headers=ADMIN.headers, timeout=30).json()
+                return job if job["state"] not in ("queued", "running") else None
+
+            job = poll(done, 120, interval=0.05, what="model switch finished")
+            assert job["state"] == "succeeded", job
+            switches += 1
+        out, err = hey.communicate()
+        assert hey.returncode == 0, err
+        codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, flags=re.M))
+        assert switches >= 2, switches
+        assert list(codes) == ["200"], (switches, out)
+    finally:
+        gw.stop()
