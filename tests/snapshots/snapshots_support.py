@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ import httpx
 import orjson
 from support.keys import make_key
 from support.net import free_port
+from support.poll import poll
 from support.proc import serve_app
+
+from bench.loadgen import hey_command
 
 ADMIN = make_key("admin-snap", "ops", admin=True)
 READER = make_key("reader-snap", "default", rate_limit=1_000_000)
@@ -122,3 +126,32 @@ def start_gateway(env: dict[str, str], log_path: Path) -> Gateway:
     env = {**clean, "RAG_AUTH__KEYS": keys, **env}
     proc = serve_app(port, env, log_path, "/readyz", timeout_s=120, append=True)
     return Gateway(proc, f"http://127.0.0.1:{port}")
+
+
+def reindex_under_hey(
+    gw: Any, bodies: list[dict[str, Any]], query: str, k: int
+) -> tuple[int, dict[str, str]]:
+    """`hey` on the gateway's /rag for 15 s while reindex jobs of `bodies`, in turn, each after
+    the last succeeded, switch the collection: (switches made, hey's response counts by status)."""
+    body = json.dumps({"q": query, "k": k, "rerank": False})
+    cmd = hey_command(f"{gw.url}/rag", 15, concurrency=6, body=body)
+    cmd[-1:-1] = ["-H", f"Authorization: Bearer {READER.token}"]
+    hey = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    switches = 0
+    while hey.poll() is None:
+        r = httpx.post(
+            f"{gw.url}/jobs/reindex", json=bodies[switches % len(bodies)], headers=ADMIN.headers, timeout=60
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+
+        def done(job_id: str = job_id) -> dict[str, Any] | None:
+            job = httpx.get(f"{gw.url}/jobs/{job_id}", headers=ADMIN.headers, timeout=30).json()
+            return job if job["state"] not in ("queued", "running") else None
+
+        job = poll(done, 120, interval=0.05, what="reindex finished")
+        assert job["state"] == "succeeded", job
+        switches += 1
+    out, err = hey.communicate()
+    assert hey.returncode == 0, err
+    return switches, dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, flags=re.M))

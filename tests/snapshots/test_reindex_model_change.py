@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +23,13 @@ from snapshots_support import (
     collection,
     points,
     reindex,
+    reindex_under_hey,
     start_gateway,
 )
 from support.app import make_settings, running_app
 from support.poll import poll
 
 from app.clients.embedder import OnnxEmbedder
-from bench.loadgen import hey_command
 
 PASSAGES = [
     "the refuge hut below the col opens in june",
@@ -424,40 +422,10 @@ def test_model_switches_under_hey_load_answer_every_request(model_dir: Path, tmp
     }
     gw = start_gateway(env, tmp_path / "gateway.log")
     try:
-        docs = [{"id": f"p{i}", "text": t} for i, t in enumerate(PASSAGES)]
-        r = httpx.post(
-            f"{gw.url}/documents",
-            json={"tenant": "default", "documents": docs},
-            headers=ADMIN.headers,
-            timeout=60,
+        switches, codes = reindex_under_hey(
+            gw, [{"reembed": True}, {"rollback": True}], "hut below the col", 5
         )
-        assert r.status_code == 200, r.text
-        body = json.dumps({"q": "hut below the col", "k": 5, "rerank": False})
-        cmd = hey_command(f"{gw.url}/rag", 15, concurrency=6, body=body)
-        cmd[-1:-1] = ["-H", f"Authorization: Bearer {READER.token}"]
-        hey = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        switches = 0
-        while hey.poll() is None:
-            r = httpx.post(
-                f"{gw.url}/jobs/reindex",
-                json={"rollback": True} if switches % 2 else {"reembed": True},
-                headers=ADMIN.headers,
-                timeout=60,
-            )
-            assert r.status_code == 202, r.text
-            job_id = r.json()["job_id"]
-
-            def done(job_id: str = job_id) -> dict[str, Any] | None:
-                job = httpx.get(f"{gw.url}/jobs/{job_id}", headers=ADMIN.headers, timeout=30).json()
-                return job if job["state"] not in ("queued", "running") else None
-
-            job = poll(done, 120, interval=0.05, what="model switch finished")
-            assert job["state"] == "succeeded", job
-            switches += 1
-        out, err = hey.communicate()
-        assert hey.returncode == 0, err
-        codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, flags=re.M))
         assert switches >= 2, switches
-        assert list(codes) == ["200"], (switches, out)
+        assert list(codes) == ["200"], (switches, codes)
     finally:
         gw.stop()

@@ -7,19 +7,16 @@ every `/rag` request across the switches answers 200."""
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
-from snapshots_support import ADMIN, READER, Gateway, start_gateway
+from snapshots_support import ADMIN, READER, Gateway, reindex_under_hey, start_gateway
 from support.poll import poll
 
 from app.clients.vectorstore.files import copy_tree
-from bench.loadgen import hey_command
 
 # seconds between sending the reindex and the SIGKILL: from before it starts to after it ends
 DELAYS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0)
@@ -131,31 +128,10 @@ def test_reindexes_under_hey_load_answer_every_request(
     }
     gw = start_gateway(env, tmp_path / "gateway.log")
     try:
-        body = json.dumps({"q": "hut below the col", "k": 20, "rerank": False})
-        cmd = hey_command(f"{gw.url}/rag", 15, concurrency=6, body=body)
-        cmd[-1:-1] = ["-H", f"Authorization: Bearer {READER.token}"]
-        hey = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        switches = 0
         # reindex again and again (and roll back) for as long as the load runs
         bodies = [{"hnsw": {"m": 16}}, {"rollback": True}, {"hnsw": {"ef_construct": 64}}]
-        while hey.poll() is None:
-            r = httpx.post(
-                f"{gw.url}/jobs/reindex", json=bodies[switches % 3], headers=ADMIN.headers, timeout=60
-            )
-            assert r.status_code == 202, r.text
-            job_id = r.json()["job_id"]
-
-            def done(job_id: str = job_id) -> dict[str, Any] | None:
-                job = httpx.get(f"{gw.url}/jobs/{job_id}", headers=ADMIN.headers, timeout=30).json()
-                return job if job["state"] not in ("queued", "running") else None
-
-            job = poll(done, 120, interval=0.05, what="reindex finished")
-            assert job["state"] == "succeeded", job
-            switches += 1
-        out, err = hey.communicate()
-        assert hey.returncode == 0, err
-        codes = dict(re.findall(r"^\s+\[(\d{3})\]\s+(\d+) responses", out, flags=re.M))
+        switches, codes = reindex_under_hey(gw, bodies, "hut below the col", 20)
         assert switches >= 2, switches
-        assert list(codes) == ["200"], (switches, out)
+        assert list(codes) == ["200"], (switches, codes)
     finally:
         gw.stop()
