@@ -34,7 +34,7 @@ from app.observability.tracing import get_tracer, instrument_clients, setup_trac
 from app.pipeline import Guards, RagPipeline
 from app.reindex.embedders import EmbedderChoice
 from app.reindex.service import Reindexer
-from app.reindex.wiring import publish_failures, reindexer_for
+from app.reindex.wiring import follow_switches, publish_failures, reindexer_for
 from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
 from app.settings import Settings
@@ -171,6 +171,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
         state.snapshots = await _snapshots(state)
         state.jobs = await _start_jobs(state)
         stack.push_async_callback(state.jobs.stop)
+        follow_switches(state, stack)
         yield state
 
 

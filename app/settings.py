@@ -135,6 +135,13 @@ class ReindexSettings(BaseModel):
         description="the embedder a `reembed` job moves the collection to (a model change): any"
         " `RAG_EMBEDDER__*` field as `RAG_REINDEX__NEXT_EMBEDDER__*`; unset = re-embed with the same one",
     )
+    follow_s: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="Qdrant server: how often a replica reads the alias to follow a model switch another"
+        " replica made (0 = never)",
+    )
 
 
 class QdrantSettings(BaseModel):

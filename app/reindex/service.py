@@ -151,7 +151,7 @@ class Reindexer:
                 self._observe(op, outcome, time.monotonic() - started)
         log.warning("reindex switched the serving collection", extra={"job_id": job.job_id, **job.result})
 
-    async def _swapped(self) -> None:
+    async def swapped(self) -> None:
         if self._on_swap is not None:  # no answer from before the switch is served again
             await self._on_swap()
 
@@ -164,7 +164,7 @@ class Reindexer:
             async with self.store.exclusive():
                 wanted = self.embedder.id if target is None else target.id
                 name = await self.backend.rollback(wanted, self._swap_to(target, replaced))
-                await self._swapped()
+                await self.swapped()
         finally:
             await self._settle(target, replaced)
         result = {"collection": name, "rolled_back": True, "points": await self.store.count()}
@@ -220,7 +220,7 @@ class Reindexer:
                     raise
                 # discards `new` itself if it fails; the embedder is swapped at the commit point
                 name = await self.backend.switch(old, new, self._swap_to(target, replaced))
-                await self._swapped()
+                await self.swapped()
         finally:
             await self._settle(target, replaced)
         job.result.update(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 from app.clients.embedder import Embedder
@@ -55,3 +58,23 @@ def publish_failures(state: AppState, store: JobStore) -> None:
     interrupted): the failure alert outlives the process that saw it."""
     ends = [j.finished_at or 0.0 for j in store.all() if j.kind == "reindex" and j.state == "failed"]
     state.metrics.reindex_last_failure.set(max(ends, default=0.0))
+
+
+def follow_switches(state: AppState, stack: AsyncExitStack) -> None:
+    """On a Qdrant server, follow the model switches other replicas make (app/reindex/follow.py),
+    until the gateway stops."""
+    interval = state.settings.reindex.follow_s
+    if state.reindex is None or not state.settings.qdrant.url or interval <= 0:
+        return
+    from app.reindex.follow import Follower  # qdrant-client: on first use
+    from app.reindex.server import ServerReindex
+
+    assert isinstance(state.reindex.backend, ServerReindex)
+    task = asyncio.create_task(Follower(state.reindex, state.reindex.backend, interval).run(), name="follow")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)

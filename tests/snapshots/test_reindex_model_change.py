@@ -30,6 +30,7 @@ from support.app import make_settings, running_app
 from support.poll import poll
 
 from app.clients.embedder import OnnxEmbedder
+from app.reindex.follow import Follower
 
 PASSAGES = [
     "the refuge hut below the col opens in june",
@@ -429,3 +430,95 @@ def test_model_switches_under_hey_load_answer_every_request(model_dir: Path, tmp
         assert list(codes) == ["200"], (switches, codes)
     finally:
         gw.stop()
+
+
+async def test_a_replica_follows_a_model_switch_another_replica_made(
+    model_dir: Path, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replicas share one Qdrant server; the switch was made by another replica. This gateway is
+    put in that replica's place: after a reembed its embedder is set back to fp32 (as on a
+    replica that did not run the job), so it searches the int8 collection with fp32 vectors until
+    its follower reads the alias: then it swaps to int8, and back again after a switch back. A
+    collection made by neither configured embedder makes it refuse (503), never answer wrongly."""
+    fp32, int8 = ids(model_dir)
+    settings = settings_for(
+        model_dir,
+        tmp_path / "qdrant",
+        redis_url,
+        tmp_path,
+        qdrant={"url": ":memory:"},
+        reindex={"next_embedder": {"model_dir": model_dir, "variant": "int8"}, "follow_s": 0},
+    )
+    async with running_app(settings) as (client, app):
+        rag = app.state.rag
+        store = rag.store.current
+        await store.sibling("rag_docs-v1").ensure_collection(384, fp32)
+        await store.set_aliases({"rag_docs": "rag_docs-v1"})
+        await ingest(client)
+        follower = Follower(rag.reindex, rag.reindex.backend, 1.0)
+        assert not await follower.check()  # the collection its embedder made: nothing to do
+
+        job = await reindex(client, {"reembed": True})
+        assert job["state"] == "succeeded", job
+        rag.embedder.swap(OnnxEmbedder(model_dir))  # the replica that did not run the job
+        assert await serving_embedder(client) == fp32
+        assert await follower.check()
+        assert await serving_embedder(client) == int8
+        await assert_each_found_by_its_text(client)
+        assert not await follower.check()  # the alias did not move again
+
+        # another replica rolls back: the alias points at the fp32 collection again
+        await store.set_aliases({"rag_docs": "rag_docs-v1", "rag_docs-previous": job["result"]["collection"]})
+        assert await follower.check()
+        assert await serving_embedder(client) == fp32
+        await assert_each_found_by_its_text(client)
+
+        # a collection that neither configured embedder made: refused, not searched wrongly
+        await store.sibling("rag_docs-other").ensure_collection(384, "another-model@1")
+        await store.set_aliases({"rag_docs": "rag_docs-other"})
+        assert not await follower.check()
+        r = await client.post("/rag", json={"q": PASSAGES[0], "k": 5}, headers=READER.headers)
+        assert_json_error(r, 503, "upstream_unavailable")  # the reason is the operator's (log)
+        refused = [rec for rec in caplog.records if rec.getMessage() == "refusing to embed"]
+        assert refused and "another-model@1" in refused[-1].__dict__["error"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "embedder" in ready.json()["failing"], ready.text
+        await store.set_aliases({"rag_docs": "rag_docs-v1"})
+        assert not await follower.check()  # its own model's collection again: serves
+        await assert_each_found_by_its_text(client)
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_the_follower_runs_in_the_background(model_dir: Path, redis_url: str, tmp_path: Path) -> None:
+    fp32, int8 = ids(model_dir)
+    settings = settings_for(
+        model_dir,
+        tmp_path / "qdrant",
+        redis_url,
+        tmp_path,
+        qdrant={"url": ":memory:"},
+        reindex={"next_embedder": {"model_dir": model_dir, "variant": "int8"}, "follow_s": 0.1},
+    )
+    async with running_app(settings) as (client, app):
+        rag = app.state.rag
+        store = rag.store.current
+        await store.sibling("rag_docs-v1").ensure_collection(384, fp32)
+        await store.set_aliases({"rag_docs": "rag_docs-v1"})
+        await ingest(client)
+        job = await reindex(client, {"reembed": True})
+        assert job["state"] == "succeeded", job
+        rag.embedder.swap(OnnxEmbedder(model_dir))  # as on a replica that did not run the job
+        # the alias target is one the follower has seen already: it moves, as another replica's
+        # switch would move it, and the follower swaps within a few intervals
+        await store.set_aliases({"rag_docs": "rag_docs-v1"})
+        await poll_async(lambda: serving_embedder(client), fp32)
+        await store.set_aliases({"rag_docs": job["result"]["collection"]})
+        await poll_async(lambda: serving_embedder(client), int8)
+        await assert_each_found_by_its_text(client)
+
+
+async def poll_async(get: Any, want: str, timeout_s: float = 30.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout_s
+    while (got := await get()) != want:
+        assert asyncio.get_running_loop().time() < end, (got, want)
+        await asyncio.sleep(0.05)

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from app.clients.embedder.vectors import Vector
 from app.clients.vectorstore.swap import Users
+from app.errors import DependencyUnavailable
 
 if TYPE_CHECKING:
     from app.clients.embedder import Embedder
@@ -37,6 +38,8 @@ class SwappableEmbedder:
         self._pinned: contextvars.ContextVar[Embedder | None] = contextvars.ContextVar(
             "pinned_embedder", default=None
         )
+        # why it must not embed now: the collection was made by a model it is not (follow.py)
+        self.refused: str | None = None
 
     @property
     def current(self) -> Embedder:
@@ -87,6 +90,8 @@ class SwappableEmbedder:
         await old.aclose()
 
     async def _call(self, fn: Callable[[Embedder], Awaitable[T]]) -> T:
+        if self.refused is not None:
+            raise DependencyUnavailable("embedder", self.refused)
         embedder = self._pinned.get() or self._current
         users = self._users[id(embedder)]
         users.enter()

@@ -1,0 +1,89 @@
+"""Replicas follow a model switch that another replica made (Qdrant server backend; see
+docs/ARCHITECTURE.md, "Reindex").
+
+A reindex job runs on one replica; its switch moves the server's alias, which every replica
+searches. The replica that ran it swaps its embedder in the same step; the others learn of it
+here: every `RAG_REINDEX__FOLLOW_S` each replica reads the alias, and when it points at another
+collection, reads the embedder that collection records. Made by the serving embedder (an HNSW
+reindex): nothing to do. Made by the other configured embedder (`RAG_EMBEDDER__*` or
+`RAG_REINDEX__NEXT_EMBEDDER__*`): it is loaded and swapped in under the write fence, and a new
+answer-cache generation starts. Made by neither: the embedder refuses to embed (readiness fails,
+`/rag` answers 503) rather than search the collection with vectors of another model, until the
+alias points at a collection it can serve again or the gateway restarts with the right settings.
+Between another replica's switch and the next check (at most the interval) this replica still
+embeds with the old model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from app.clients.embedder import Embedder
+from app.errors import DependencyError
+from app.reindex.server import ServerReindex
+from app.reindex.service import Reindexer
+
+log = logging.getLogger("rag.reindex")
+LOG_EVERY_S = 60.0
+
+
+class Follower:
+    def __init__(self, reindexer: Reindexer, backend: ServerReindex, interval_s: float) -> None:
+        self._r, self._b, self.interval_s = reindexer, backend, interval_s
+        self._seen: str | None = None  # the alias target last looked at
+        self._logged = 0.0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except DependencyError as exc:  # the server out of reach: the next check tries again
+                if time.monotonic() - self._logged >= LOG_EVERY_S:
+                    self._logged = time.monotonic()
+                    log.warning("alias not read", extra={"error": exc.message})
+            except Exception:
+                log.exception("alias follower")
+
+    async def check(self) -> bool:
+        """Look at the alias once; True when the serving embedder was swapped."""
+        target = (await self._b.serving.aliases()).get(self._b.alias)
+        if target is None or target == self._seen:
+            return False
+        made_by = await self._b.serving.sibling(target).recorded_embedder()
+        self._seen = target
+        embedder = self._r.embedder
+        if made_by is None or made_by == embedder.id:
+            embedder.refused = None
+            return False
+        found = self._r.choice.settings_of(made_by)
+        if found is None:
+            embedder.refused = (
+                f"the serving collection {target!r} was embedded by {made_by}, and neither configured "
+                f"embedder is it ({', '.join(self._r.choice.ids())}): set RAG_EMBEDDER__* to it and restart"
+            )
+            log.error("refusing to embed", extra={"collection": target, "error": embedder.refused})
+            return False
+        new: Embedder = await asyncio.to_thread(self._r.choice.load, found)
+        old = None
+        try:
+            async with self._r.store.exclusive():
+                if (await self._b.serving.aliases()).get(self._b.alias) == target:  # still
+                    old = embedder.swap(new)
+                    embedder.refused = None
+                    await self._r.swapped()
+        finally:
+            if old is not None:
+                await embedder.retire(old)
+            else:
+                await new.aclose()
+                self._seen = None  # it moved again meanwhile: look afresh
+        if old is not None:
+            log.warning(
+                "followed a switch made by another replica: serving with the collection's embedder;"
+                " promote its settings (RAG_EMBEDDER__*) before the next restart",
+                extra={"collection": target, "embedder": made_by},
+            )
+        return old is not None
