@@ -68,6 +68,14 @@ class Job:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    keep_s: float = 7 * 86400.0  # records of finished jobs, by age
+    keep_jobs: int = 1000  # and by count, the newest
+    stale_upload_s: float = 300.0  # an upload no process writes to any more
+    every_s: float = 3600.0  # how often an idle worker prunes
+
+
 class JobStore:
     """The jobs under `root`; a job id from a client never becomes a path unless it is one."""
 

@@ -1,68 +1,38 @@
 """Ingestion jobs: a JSON Lines file on disk (app/job_store.py), worked through in committed
 batches by one worker per process (see docs/ARCHITECTURE.md, "Ingestion jobs").
 
-Nothing is lost across restarts: the upload and the state live under the data directory, and the
-state is replaced atomically after every committed batch. A job found `running` at start-up (the
-process died, even by SIGKILL) resumes after its last committed line; re-processing a batch that
-was written but not committed is harmless, since writes are upserts by stable point ids and
-unchanged documents are skipped. A job being run holds an advisory lock on its directory, so
-processes sharing the jobs directory (several workers of one pod) never run one job twice, and a
-cancel is a file beside the state, seen by whichever process runs the job.
+Nothing is lost across restarts: the upload and the state live under the data directory, the
+state replaced atomically after every committed batch. A job found `running` whose worker died
+(even by SIGKILL) resumes after its last committed line; a batch written but not committed is
+harmless to write again (upserts by stable point ids; unchanged documents skipped). Where jobs
+wait and how one job is held by one worker: app/job_queue.py. A cancel is a file beside the
+state, seen by whichever process runs the job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from app.ingest import Document, IngestStats
-from app.job_queue import Claim, JobLost, JobQueue, LocalQueue, QueueUnavailable
-from app.job_store import FINISHED, STATES, Job, JobState, JobStore, read_lines
+from app.job_queue import Claim, JobLost, JobQueue, LocalQueue, QueueUnavailable, job_lock
+from app.job_store import FINISHED, JOB_ID, STATES, Job, JobState, JobStore, Retention, read_lines
+from app.resilience.tasks import stop_task
 
 __all__ = ["FINISHED", "Job", "JobRunner", "JobState", "JobStore", "Retention"]
 
 log = logging.getLogger("rag.jobs")
 MAX_REPORTED_FAILURES = 100
-CANCEL = "cancel"
+MAX_RESUMES = 5  # a job whose batches kill the gateway (out of memory) is not resumed forever
+CANCEL, STOP_S = "cancel", 10.0
 
 ParseLine = Callable[[bytes], Document]  # raises ValueError with a message for the client
 ParserFor = Callable[[str], ParseLine]  # the line parser of a tenant
 IngestBatch = Callable[[list[Document]], Awaitable[IngestStats]]
 RunJob = Callable[[Job], Awaitable[None]]  # a job of another kind (a reindex): raises to fail it
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    keep_s: float = 7 * 86400.0  # records of finished jobs, by age
-    keep_jobs: int = 1000  # and by count, the newest
-    stale_upload_s: float = 300.0  # an upload no process writes to any more
-    every_s: float = 3600.0  # how often an idle worker prunes
-
-
-@contextlib.contextmanager
-def job_lock(store: JobStore, job_id: str) -> Iterator[bool]:
-    """True while this process holds the job's lock; False if another process does. The kernel
-    drops the lock when the holder dies, even by SIGKILL."""
-    try:
-        fd = os.open(store.root / job_id / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:
-        yield False  # the job is gone (pruned)
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 class JobRunner:
@@ -89,14 +59,14 @@ class JobRunner:
         self._states: dict[str, str] = {}
         self.queue: JobQueue = queue or LocalQueue(lambda job_id: job_lock(store, job_id))
         self._task: asyncio.Task[None] | None = None
+        self._hold: Claim | None = None  # the job this worker runs, checked before its writes
         self._next_prune = 0.0
         self.current: str | None = None
         self.kinds: dict[str, RunJob] = {}  # kind -> how a job of it is run (ingest: built in)
 
     async def start(self) -> None:
-        """Prune, then queue every unfinished job (resuming those a dead process left running).
-        With a shared queue the jobs are in Redis already (or are added by the worker when it
-        reaches Redis), and a running job is resumed by whichever worker takes its lease."""
+        """Prune, then queue every unfinished job, resuming those a dead process left running
+        (a shared queue has them already, and resumes them under their lease)."""
         self.prune()
         for job in sorted(self.store.all(), key=lambda j: j.created_at):
             self._states[job.job_id] = job.state
@@ -119,27 +89,27 @@ class JobRunner:
             self._finish(job, "failed", "the gateway stopped while the job ran; submit it again")
             log.warning("job failed by a restart", extra={"job_id": job.job_id, "kind": job.kind})
             return False
+        line = job.committed_line
+        if job.resumed >= MAX_RESUMES:  # each run of it stopped its gateway: out of memory?
+            why = f"resumed {job.resumed} times, stopped each time; every line up to {line} is written"
+            self._finish(job, "failed", why)
+            log.error("job failed: resumed too often", extra={"job_id": job.job_id})
+            return False
         job.state = "queued"
         job.resumed += 1
-        self.store.save(job)
-        log.warning(
-            "ingest job resumed after a restart",
-            extra={"job_id": job.job_id, "after_line": job.committed_line},
-        )
+        self._save(job)
+        log.warning("ingest job resumed after a restart", extra={"job_id": job.job_id, "after_line": line})
         return True
 
     async def stop(self) -> None:
-        """Stop working; a job in progress stays `running` on disk and resumes at next start
-        (with a shared queue: on whichever replica takes it once its lease runs out)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop working; a job in progress stays `running`, resumed at next start (or elsewhere)."""
+        if self._task is not None and not await stop_task(self._task, STOP_S):
+            # never hold a shutdown: what it does is resumed like a kill's
+            log.error("job worker did not stop in time", extra={"job_id": self.current})
         await self.queue.aclose()
 
     def unfinished(self) -> int:
-        """Jobs queued or running here (and running in a process sharing the directory); with a
-        shared queue, every unfinished job of the shared directory."""
+        """Unfinished jobs of this process (a shared queue: of the shared directory)."""
         if self.queue.shared:
             self._states = {job.job_id: job.state for job in self.store.all()}
             self._publish(0)
@@ -152,20 +122,23 @@ class JobRunner:
             await self.queue.put(job.job_id)
         except QueueUnavailable as exc:  # saved as queued: added when the worker reaches Redis
             log.warning(
-                "job queue unreachable; the job waits on disk",
-                extra={"job_id": job.job_id, "error": str(exc)},
+                "job waits on disk: queue unreachable", extra={"job_id": job.job_id, "error": str(exc)}
             )
 
-    def cancel(self, job_id: str) -> Job | None:
-        """Ask a job to stop after its current batch; a queued job is cancelled at once."""
+    async def cancel(self, job_id: str) -> Job | None:
+        """Stop a job after its current batch; a queued one at once, under its lease (a worker
+        that holds it sees the cancel file before it starts or after its batch)."""
         job = self.store.load(job_id)
         if job is None or job.state in FINISHED:
             return job
         with contextlib.suppress(FileNotFoundError):
             (self.store.root / job_id / CANCEL).touch()
         if job.state == "queued":
-            self._finish(job, "cancelled", "cancelled before it started")
-        return job if job.state == "cancelled" else self.store.load(job_id)
+            async with self.queue.lease(job_id) as mine:
+                job = self.store.load(job_id) if mine else None  # read under the lease
+                if job is not None and job.state == "queued":
+                    self._finish(job, "cancelled", "cancelled before it started")
+        return self.store.load(job_id)
 
     def prune(self) -> None:
         r = self.retention
@@ -200,21 +173,23 @@ class JobRunner:
     async def _take(self, claim: Claim) -> None:
         job_id = claim.job_id
         async with claim.hold() as mine:
-            job = self.store.load(job_id) if mine else None  # read under the lock
             if not mine:
                 return
+            job = self.store.load(job_id)  # read under the lock
+            if job is None and JOB_ID.match(job_id) and (self.store.root / job_id).is_dir():
+                return  # there, but unreadable for now (a network volume): taken again later
             if job is None or job.state in FINISHED:
                 await claim.done()
                 return
-            if self.queue.shared and job.state == "running" and not self._recover(job):
-                await claim.done()  # its worker died (the lease ran out): resumed here, or failed
-                return
-            self.current = job_id
+            self._hold, self.current = claim, job_id
             try:
+                if self.queue.shared and job.state == "running" and not self._recover(job):
+                    await claim.done()  # its worker died (the lease ran out): resumed, or failed
+                    return
                 await claim.guard(self._run(job))
             except asyncio.CancelledError:
                 raise  # shutting down: stays running on disk, resumed at next start
-            except JobLost as exc:  # another worker holds the job now: leave it all to it
+            except JobLost as exc:  # another worker may hold the job now: leave it all to it
                 log.warning("job given up", extra={"job_id": job_id, "error": str(exc)})
                 return
             except Exception as exc:  # anything else ends the job, with its reason
@@ -222,15 +197,27 @@ class JobRunner:
                 reason = f"{type(exc).__name__}: {exc}"[:400]
                 if job.kind == "ingest":
                     reason += f" (every line up to {job.committed_line} is written)"
-                self._finish(job, "failed", reason)
+                try:
+                    self._finish(job, "failed", reason)
+                except JobLost:
+                    return
             finally:
-                self.current = None
+                self._hold, self.current = None, None
             await claim.done()
 
+    def _save(self, job: Job) -> None:
+        """Save a job's state, if this worker still holds the job it runs (Claim.check)."""
+        if self._hold is not None and self._hold.job_id == job.job_id:
+            self._hold.check()
+        self.store.save(job)
+
     async def _run(self, job: Job) -> None:
+        if self._cancelled(job):  # cancelled while it was being taken
+            self._finish(job, "cancelled", "cancelled before it started")
+            return
         job.state = "running"
         job.started_at = job.started_at or time.time()
-        self.store.save(job)
+        self._save(job)
         self._notify(job, 0)
         if job.kind != "ingest":
             run = self.kinds.get(job.kind)
@@ -279,6 +266,8 @@ class JobRunner:
 
     async def _commit(self, job: Job, batch: list[Document], last_line: int, end: int) -> None:
         if batch:
+            if self._hold is not None:  # (a batch in flight when it ran out: same ids again)
+                self._hold.check()
             stats = await self._ingest(batch)
             job.documents += len(batch)
             job.chunks += stats.chunks
@@ -287,14 +276,14 @@ class JobRunner:
         job.lines = last_line
         job.committed_line = last_line
         job.bytes_done = end
-        self.store.save(job)
+        self._save(job)
         self._notify(job, len(batch))
 
     def _finish(self, job: Job, state: JobState, error: str | None) -> None:
         job.state = state
         job.error = error
         job.finished_at = time.time()
-        self.store.save(job)
+        self._save(job)
         self.store.drop_input(job.job_id)  # the record is what is kept (app/job_store.py)
         self._notify(job, 0)
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from support.redis import RedisServer
 
 from app.document_in import line_parser
 from app.ingest import Document, IngestStats
-from app.job_queue import GROUP, RedisQueue
+from app.job_queue_redis import GROUP, RedisQueue
 from app.job_store import FINISHED, Job, JobStore
 from app.jobs import JobRunner
 
@@ -41,10 +41,12 @@ class Sink:
     def __init__(self) -> None:
         self.docs: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.delay_s = 0.0  # each batch takes this long
 
     async def __call__(self, docs: list[Document]) -> IngestStats:
         if self.gate is not None:
             await self.gate.wait()
+        await asyncio.sleep(self.delay_s)
         self.docs += [d.doc_id for d in docs]
         return IngestStats(documents=len(docs), chunks=len(docs), upserted=len(docs), skipped_unchanged=0)
 
@@ -63,6 +65,15 @@ def upload(store: JobStore, n: int, prefix: str = "d") -> Job:
 
 def unfinished(store: JobStore) -> Any:
     return lambda: [j.job_id for j in store.all() if j.state not in FINISHED]
+
+
+@pytest.fixture(autouse=True)
+def workers_stop(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every runner a test stopped has stopped (a cancellation swallowed under redis-py once
+    left a worker running for good, and its test waiting)."""
+    yield
+    stuck = [r.getMessage() for r in caplog.records if "did not stop" in r.getMessage()]
+    assert not stuck, stuck
 
 
 @pytest.fixture
@@ -98,6 +109,29 @@ async def finished(store: JobStore, job_id: str, timeout_s: float = 60.0) -> Job
     raise AssertionError(f"job {job_id} did not finish: {store.load(job_id)}")
 
 
+def worker(store: JobStore, redis_url: str, prefix: str, log: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """A replica's job worker in a process of its own (tests/support/queue_worker.py)."""
+    script = ["tests/support/queue_worker.py", str(store.root), redis_url, prefix, str(LEASE_S), str(log)]
+    return subprocess.Popen(
+        [sys.executable, "-P", *script, *flags],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAG_")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def drained(redis: Redis, prefix: str) -> None:
+    """Every entry acknowledged and deleted (an entry added twice, by a start-up racing a submit,
+    is dropped once its job is finished)."""
+    for _ in range(500):
+        pending: Any = await redis.xpending(f"{prefix}:queue", GROUP)
+        if await redis.xlen(f"{prefix}:queue") == 0 and pending["pending"] == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"entries left: {await redis.xrange(f'{prefix}:queue')}")
+
+
 async def until(check: Any, timeout_s: float = 30.0) -> None:
     end = time.monotonic() + timeout_s
     while not check():
@@ -128,10 +162,7 @@ async def test_replicas_share_the_queue_and_run_each_job_once(
             assert done.state == "succeeded" and done.documents == 12 and done.resumed == 0, done
         taken = sinks[0].docs + sinks[1].docs
         assert sorted(taken) == sorted(f"j{n}-{i}" for n in range(4) for i in range(12))  # once each
-        await until(lambda: a.current is None and b.current is None)
-        assert await redis.xlen(f"{prefix}:queue") == 0  # acknowledged and deleted
-        pending: Any = await redis.xpending(f"{prefix}:queue", GROUP)
-        assert pending["pending"] == 0
+        await drained(redis, prefix)
     finally:
         await a.stop()
         await b.stop()
@@ -143,22 +174,7 @@ async def test_a_replica_killed_mid_job_is_resumed_by_another_after_its_lease(
     job = upload(store, 200)
     store.save(job)
     log = tmp_path / "killed.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-P",
-            "tests/support/queue_worker.py",
-            str(store.root),
-            redis_url,
-            prefix,
-            str(LEASE_S),
-            str(log),
-        ],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("RAG_")},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = worker(store, redis_url, prefix, log)
     try:
         sender = RedisQueue(redis_url, prefix, LEASE_S, unfinished(store))
         await sender.put(job.job_id)
@@ -242,6 +258,233 @@ async def test_a_queue_redis_forgot_is_rebuilt_from_the_jobs_directory(
         assert sorted(sink.docs) == sorted([f"a{i}" for i in range(7)] + [f"b{i}" for i in range(9)])
     finally:
         await runner.stop()
+
+
+async def test_a_job_longer_than_many_leases_stays_with_its_worker(
+    store: JobStore, redis_url: str, prefix: str, redis: Redis
+) -> None:
+    """The lease is renewed while the job runs: a second replica, idle and asking for work the
+    whole time, never takes it over."""
+    slow, idle = Sink(), Sink()
+    slow.delay_s = LEASE_S / 5  # 20 batches: about 4 leases
+    a = replica(store, redis_url, prefix, slow, batch_docs=2)
+    await a.start()
+    job = upload(store, 40)
+    await a.submit(job)
+    await until(lambda: a.current == job.job_id)
+    b = replica(store, redis_url, prefix, idle)
+    await b.start()
+    try:
+        done = await finished(store, job.job_id)
+        assert done.state == "succeeded" and done.resumed == 0, done
+        assert idle.docs == [] and sorted(slow.docs) == sorted(f"d{i}" for i in range(40))
+        await drained(redis, prefix)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_stalled_worker_writes_nothing_of_the_job_after_another_took_it(
+    store: JobStore, redis_url: str, prefix: str, redis: Redis, tmp_path: Path
+) -> None:
+    """A worker whose whole process stops for longer than a lease (a pause, a frozen VM) finds,
+    when it wakes, that another replica took the job: it gives the job up at its next write, so
+    the job's state is the other replica's, succeeded, and stays so."""
+    job = upload(store, 60)
+    store.save(job)
+    log = tmp_path / "stalled.log"
+    proc = worker(store, redis_url, prefix, log, "--stall-after", "15", "--stall-s", str(4 * LEASE_S))
+    sink = Sink()
+    other = replica(store, redis_url, prefix, sink)
+    try:
+        sender = RedisQueue(redis_url, prefix, LEASE_S, unfinished(store))
+        await sender.put(job.job_id)
+        await sender.aclose()
+        await until(lambda: log.exists() and len(log.read_text().split()) >= 15)
+        await other.start()
+        done = await finished(store, job.job_id)
+        assert done.state == "succeeded" and done.resumed == 1 and done.documents == 60, done
+        await until(lambda: "STALL-END" in log.read_text(), timeout_s=10 * LEASE_S)
+        await asyncio.sleep(2 * LEASE_S)  # the stalled worker has woken and had time to write
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        after = store.load(job.job_id)
+        assert after is not None and after.state == "succeeded" and after.documents == 60, after
+        stalled = log.read_text().split()
+        woke = stalled[stalled.index("STALL-END") + 1 :]
+        assert len(woke) <= 5, woke  # at most the batch it held when it stopped
+        await drained(redis, prefix)
+    finally:
+        await other.stop()
+        proc.kill()
+        proc.wait(10)
+
+
+async def test_a_cancel_on_one_replica_stops_a_job_running_on_another(
+    store: JobStore, redis_url: str, prefix: str
+) -> None:
+    runs, asks = Sink(), Sink()
+    runs.gate = asyncio.Event()
+    a = replica(store, redis_url, prefix, runs)
+    b = replica(store, redis_url, prefix, asks)
+    await a.start()
+    try:
+        job = upload(store, 30)
+        await a.submit(job)
+        await until(lambda: a.current == job.job_id)
+        await b.start()
+        asked = await b.cancel(job.job_id)
+        assert asked is not None and asked.state == "running"
+        runs.gate.set()
+        done = await finished(store, job.job_id)
+        assert done.state == "cancelled" and done.documents == 5, done  # after the batch it held
+        assert asks.docs == []
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_cancel_while_a_worker_takes_the_job_wins(
+    store: JobStore, redis_url: str, prefix: str
+) -> None:
+    """A queued job whose lease a worker holds (it is just taking it) is not cancelled under it;
+    the cancel file stops it before it starts."""
+    sink = Sink()
+    runner = replica(store, redis_url, prefix, sink)
+    job = upload(store, 10)
+    store.save(job)
+    async with runner.queue.lease(job.job_id) as held:  # a worker taking it
+        assert held
+        asked = await runner.cancel(job.job_id)
+        assert asked is not None and asked.state == "queued"  # not written under the worker
+    await runner.start()
+    try:
+        await runner.queue.put(job.job_id)
+        done = await finished(store, job.job_id)
+        assert done.state == "cancelled" and done.error == "cancelled before it started", done
+        assert sink.docs == []
+    finally:
+        await runner.stop()
+
+
+async def test_redis_paused_longer_than_a_lease_mid_job(
+    store: JobStore, redis_url: str, prefix: str, redis_server: RedisServer
+) -> None:
+    """Redis stops answering for two leases while a job runs: the worker cannot renew, gives
+    the job up at its next write, and takes it again once Redis answers and the lease has run
+    out; the job ends once, every document written."""
+    sink = Sink()
+    sink.gate = asyncio.Event()
+    sink.delay_s = LEASE_S / 5  # the job lasts longer than the lease left when Redis stops
+    runner = replica(store, redis_url, prefix, sink, batch_docs=5)
+    await runner.start()
+    try:
+        job = upload(store, 40)
+        await runner.submit(job)
+        await until(lambda: runner.current == job.job_id)
+        redis_server.pause()
+        try:
+            sink.gate.set()
+            await asyncio.sleep(2 * LEASE_S)
+        finally:
+            redis_server.resume()
+        done = await finished(store, job.job_id)
+        assert done.state == "succeeded" and done.documents == 40 and done.resumed == 1, done
+        assert set(sink.docs) == {f"d{i}" for i in range(40)}
+        assert len(sink.docs) <= 45  # the batch in flight when the lease ran out, at most, again
+    finally:
+        await runner.stop()
+
+
+async def test_a_job_never_added_to_the_stream_is_found_by_a_running_worker(
+    store: JobStore, redis_url: str, prefix: str
+) -> None:
+    """A replica saved a job and died before adding it: a worker that never lost Redis adds it
+    at its next reconciliation with the directory."""
+    sink = Sink()
+    queue = RedisQueue(redis_url, prefix, LEASE_S, unfinished(store), reconcile_s=LEASE_S)
+    runner = JobRunner(store, parser_for, sink, queue=queue)
+    await runner.start()
+    try:
+        job = upload(store, 6)
+        store.save(job)  # on disk, queued, in no stream
+        done = await finished(store, job.job_id, timeout_s=10 * LEASE_S)
+        assert done.state == "succeeded" and done.documents == 6
+    finally:
+        await runner.stop()
+
+
+async def test_an_unreadable_record_is_taken_again_not_dropped(
+    store: JobStore, redis_url: str, prefix: str
+) -> None:
+    """A state file that cannot be read for a moment (a network volume) leaves the entry
+    pending: once it reads again, the job runs."""
+    sink = Sink()
+    runner = replica(store, redis_url, prefix, sink)
+    job = upload(store, 4)
+    store.save(job)
+    state = store.root / job.job_id / "state.json"
+    good = state.read_bytes()
+    state.write_bytes(b"{not json")
+    await runner.start()  # reconciles: the job's directory is unfinished? not readable: not added
+    try:
+        await runner.queue.put(job.job_id)
+        await asyncio.sleep(LEASE_S)
+        assert sink.docs == []
+        state.write_bytes(good)
+        done = await finished(store, job.job_id, timeout_s=10 * LEASE_S)
+        assert done.state == "succeeded" and done.documents == 4
+    finally:
+        await runner.stop()
+
+
+async def test_a_dead_workers_job_behind_many_live_ones_is_reclaimed(
+    store: JobStore, redis_url: str, prefix: str, redis: Redis
+) -> None:
+    """XAUTOCLAIM looks at a few pending entries per call: the claim goes on from where the last
+    one stopped, so a dead worker's entry behind a dozen live ones is still found."""
+    stream = f"{prefix}:queue"
+    await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    live = [await redis.xadd(stream, {"job": f"{n:032x}"}) for n in range(1, 13)]
+    job = upload(store, 3)
+    store.save(job)
+    await redis.xadd(stream, {"job": job.job_id})
+    await redis.xreadgroup(GROUP, "alive", {stream: ">"}, count=13)
+    await redis.xreadgroup(GROUP, "dead", {stream: "0"}, count=1)  # no-op: entries are "alive"'s
+    await redis.xclaim(stream, GROUP, "dead", 0, [(await redis.xrange(stream))[-1][0]], justid=True)
+
+    async def renew() -> None:  # the live worker renews its twelve
+        while True:
+            await redis.xclaim(stream, GROUP, "alive", 0, live, justid=True)
+            await asyncio.sleep(LEASE_S / 5)
+
+    renewing = asyncio.create_task(renew())
+    sink = Sink()
+    runner = replica(store, redis_url, prefix, sink)
+    await runner.start()
+    try:
+        done = await finished(store, job.job_id, timeout_s=10 * LEASE_S)
+        assert done.state == "succeeded" and sink.docs == ["d0", "d1", "d2"]
+    finally:
+        renewing.cancel()
+        await runner.stop()
+
+
+def test_a_job_resumed_too_often_fails_with_its_reason(store: JobStore) -> None:
+    job = upload(store, 3)
+    job.state, job.resumed, job.committed_line = "running", 5, 2
+    store.save(job)
+
+    async def go() -> Job:
+        runner = JobRunner(store, parser_for, Sink())
+        await runner.start()
+        await runner.stop()
+        out = store.load(job.job_id)
+        assert out is not None
+        return out
+
+    out = asyncio.run(go())
+    assert out.state == "failed" and out.error is not None and "resumed 5 times" in out.error
+    assert "up to 2 is written" in out.error
 
 
 ADMIN = make_key("admin-queue", "default", admin=True)

@@ -119,7 +119,7 @@ async def test_a_cancelled_job_drops_its_upload(store: JobStore, sink: Sink) -> 
     job = upload(store, lines(4))
     runner = JobRunner(store, parser_for, sink)
     await runner.submit(job)  # queued, never started
-    cancelled = runner.cancel(job.job_id)
+    cancelled = await runner.cancel(job.job_id)
     assert cancelled is not None and cancelled.state == "cancelled"
     assert not store.input_path(job.job_id).exists()
 
@@ -212,7 +212,7 @@ async def test_two_runners_on_one_directory_run_a_job_once_and_either_cancels(
     b = JobRunner(store, parser_for, sink, batch_docs=2)  # a second worker starts meanwhile
     await b.start()
     try:
-        assert b.cancel(job.job_id) is not None  # asked of the worker that does not run it
+        assert await b.cancel(job.job_id) is not None  # asked of the worker that does not run it
         sink.gate.set()
         out = await finished(store, job.job_id)
     finally:

@@ -154,9 +154,9 @@ async def test_a_queued_job_is_cancelled_at_once_and_a_running_one_after_its_bat
         await runner.submit(second)
         while runner.current != first.job_id:
             await asyncio.sleep(0.01)
-        cancelled = runner.cancel(second.job_id)
+        cancelled = await runner.cancel(second.job_id)
         assert cancelled is not None and cancelled.state == "cancelled"
-        runner.cancel(first.job_id)
+        await runner.cancel(first.job_id)
         rig.gate.set()
         out = await finished(rig, first.job_id)
     finally:

@@ -154,7 +154,7 @@ async def cancel_job(job_id: JobId, request: Request, state: State, admin: Admin
     """Cancel a job: a queued one at once, a running one after its current batch (what it wrote
     stays, and its state says so); a finished job is left as it is."""
     runner = _runner(state)
-    job = runner.cancel(job_id)
+    job = await runner.cancel(job_id)
     if job is None:
         raise HTTPException(404, "no such job")
     log.info("ingest job cancel asked", extra={"job_id": job_id, "key_id": admin.key_id})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ from app.jobs import JobRunner, JobStore
 from app.observability.tracing import instrument_clients
 from app.reindex.edge import EdgeReindex
 from app.reindex.service import Backend, Reindexer
+from app.resilience.tasks import stop_task
 from app.settings import EmbedderSettings
 
 if TYPE_CHECKING:
@@ -73,8 +73,6 @@ def follow_switches(state: AppState, stack: AsyncExitStack) -> None:
     task = asyncio.create_task(Follower(state.reindex, state.reindex.backend, interval).run(), name="follow")
 
     async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task, 10.0)
 
     stack.push_async_callback(stop)
