@@ -135,7 +135,7 @@ def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:
         ("RAG_RERANKER__KIND", "http", "reranker.kind=http needs reranker.url"),
         ("RAG_RERANKER__KIND", "cross-encoder", "needs reranker.model_dir"),
         ("RAG_EMBEDDER__KIND", "http", "embedder.kind=http needs embedder.url"),
-        ("RAG_QDRANT__EF_DEFAULT", "600", "ef_default must not exceed qdrant.ef_max"),
+        ("RAG_QDRANT__EF_DEFAULT", "1100", "ef_default must not exceed qdrant.ef_max"),
         ("RAG_QDRANT__HNSW_M", "2", "qdrant.hnsw_m"),
         ("RAG_QDRANT__COLLECTION", "../elsewhere", "qdrant.collection"),
         ("RAG_QDRANT__TENANT_EF", '{"hot": 0}', "qdrant.tenant_ef.hot"),

@@ -134,7 +134,7 @@ async def test_one_trace_per_request_with_stage_and_client_spans(
         if trace_id == TRACE_ID:  # first request: miss, reranker called over HTTP, scores stored
             assert server.parent_id == PARENT_ID
             assert server.attributes["rag.cache"] == "miss"
-            assert search["rag.ef"] == 128  # RAG_QDRANT__EF_DEFAULT
+            assert search["rag.ef"] == 512  # RAG_QDRANT__EF_DEFAULT
             assert stages["rerank"].attributes["rag.cache"] == "miss"
             assert stages["rerank"].attributes["rag.reranked"] is True
             # the lookup, the reranker call, and the scores stored (may end after the answer)
