@@ -155,7 +155,7 @@ class QdrantSettings(BaseModel):
     ef_default: int = Field(
         512, ge=1, description="search-time hnsw_ef when no tenant policy applies (recall@10 >= 0.98 at 100k)"
     )
-    ef_max: int = Field(1024, ge=1, description="upper clamp of any hnsw_ef, requested or configured")
+    ef_max: int = Field(1024, ge=1, description="upper clamp of any hnsw_ef: requested, configured or default")
     tenant_ef: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="per-tenant hnsw_ef policy"
     )
@@ -191,7 +191,9 @@ class QdrantSettings(BaseModel):
     @model_validator(mode="after")
     def _ef_bounds(self) -> QdrantSettings:
         if self.ef_default > self.ef_max:
-            raise ValueError("qdrant.ef_default must not exceed qdrant.ef_max")
+            if "ef_default" in self.model_fields_set:
+                raise ValueError("qdrant.ef_default must not exceed qdrant.ef_max")
+            self.ef_default = self.ef_max  # a lower ef_max set alone caps the default too
         return self
 
 

@@ -165,6 +165,8 @@ def test_group_rules_hold_when_built_in_code() -> None:
     with pytest.raises(ValidationError, match="ef_default"):
         QdrantSettings(ef_default=100, ef_max=50)
     assert QdrantSettings(ef_default=50, ef_max=50).ef_max == 50
+    # a lower ef_max set alone (a setting that was valid with the old default ef) caps the default
+    assert QdrantSettings(ef_max=256).ef_default == 256
     with pytest.raises(ValidationError):
         RerankerSettings(kind="http", url="")
     assert RerankerSettings(kind="http", url="http://r").url == "http://r"
