@@ -155,7 +155,7 @@ class QdrantSettings(BaseModel):
     ef_default: int = Field(
         512, ge=1, description="search-time hnsw_ef when no tenant policy applies (recall@10 >= 0.98 at 100k)"
     )
-    ef_max: int = Field(1024, ge=1, description="upper clamp of any hnsw_ef: requested, configured or default")
+    ef_max: int = Field(1024, ge=1, description="upper clamp of every hnsw_ef, the default one too")
     tenant_ef: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="per-tenant hnsw_ef policy"
     )
