@@ -1,12 +1,11 @@
 """Ingestion jobs: a JSON Lines file on disk (app/job_store.py), worked through in committed
 batches by one worker per process (see docs/ARCHITECTURE.md, "Ingestion jobs").
 
-Nothing is lost across restarts: the upload and the state live under the data directory, the
-state replaced atomically after every committed batch. A job found `running` whose worker died
-(even by SIGKILL) resumes after its last committed line; a batch written but not committed is
-harmless to write again (upserts by stable point ids; unchanged documents skipped). Where jobs
-wait and how one job is held by one worker: app/job_queue.py. A cancel is a file beside the
-state, seen by whichever process runs the job.
+Nothing is lost across restarts: the upload and the state (replaced atomically after every
+committed batch) live under the data directory. A job whose worker died (even by SIGKILL) resumes
+after its last committed line; a batch written but not committed is harmless to write again
+(upserts by stable point ids). Where jobs wait, and how a job is held by one worker:
+app/job_queue.py. A cancel is a file beside the state, seen by whichever process runs the job.
 """
 
 from __future__ import annotations
@@ -25,12 +24,10 @@ from app.resilience.tasks import stop_task
 __all__ = ["FINISHED", "Job", "JobRunner", "JobState", "JobStore", "Retention"]
 
 log = logging.getLogger("rag.jobs")
-MAX_REPORTED_FAILURES = 100
-MAX_RESUMES = 5  # a job whose batches kill the gateway (out of memory) is not resumed forever
+MAX_REPORTED_FAILURES, MAX_RESUMES = 100, 5  # a job's bad lines reported; resumes before it fails
 CANCEL, STOP_S = "cancel", 10.0
 
-ParseLine = Callable[[bytes], Document]  # raises ValueError with a message for the client
-ParserFor = Callable[[str], ParseLine]  # the line parser of a tenant
+ParserFor = Callable[[str], Callable[[bytes], Document]]  # a tenant's line parser: ValueError for bad
 IngestBatch = Callable[[list[Document]], Awaitable[IngestStats]]
 RunJob = Callable[[Job], Awaitable[None]]  # a job of another kind (a reindex): raises to fail it
 
@@ -63,6 +60,7 @@ class JobRunner:
         self._next_prune = 0.0
         self.current: str | None = None
         self.kinds: dict[str, RunJob] = {}  # kind -> how a job of it is run (ingest: built in)
+        self.paused: Callable[[], bool] = lambda: False  # take no job now (the embedder refuses)
 
     async def start(self) -> None:
         """Prune, then queue every unfinished job, resuming those a dead process left running
@@ -90,21 +88,20 @@ class JobRunner:
             log.warning("job failed by a restart", extra={"job_id": job.job_id, "kind": job.kind})
             return False
         line = job.committed_line
-        if job.resumed >= MAX_RESUMES:  # each run of it stopped its gateway: out of memory?
-            why = f"resumed {job.resumed} times, stopped each time; every line up to {line} is written"
+        if job.resumed >= MAX_RESUMES:  # (a batch that kills its gateway: out of memory?)
+            why = f"resumed {job.resumed} times (its worker died or lost its lease); lines to {line} written"
             self._finish(job, "failed", why)
             log.error("job failed: resumed too often", extra={"job_id": job.job_id})
             return False
         job.state = "queued"
         job.resumed += 1
-        self._save(job)
+        self.save(job)
         log.warning("ingest job resumed after a restart", extra={"job_id": job.job_id, "after_line": line})
         return True
 
     async def stop(self) -> None:
         """Stop working; a job in progress stays `running`, resumed at next start (or elsewhere)."""
-        if self._task is not None and not await stop_task(self._task, STOP_S):
-            # never hold a shutdown: what it does is resumed like a kill's
+        if self._task is not None and not await stop_task(self._task, STOP_S):  # never hold a shutdown
             log.error("job worker did not stop in time", extra={"job_id": self.current})
         await self.queue.aclose()
 
@@ -156,6 +153,9 @@ class JobRunner:
             # record pruned by another worker, Redis out of reach): it logs it and goes on
             claim = None
             try:
+                if self.paused():  # the embedder refuses (app/reindex/follow.py): others take jobs
+                    await asyncio.sleep(1.0)
+                    continue
                 claim = await self.queue.next(self.retention.every_s)
                 backoff = 0.0
                 if claim is not None:
@@ -205,7 +205,7 @@ class JobRunner:
                 self._hold, self.current = None, None
             await claim.done()
 
-    def _save(self, job: Job) -> None:
+    def save(self, job: Job) -> None:
         """Save a job's state, if this worker still holds the job it runs (Claim.check)."""
         if self._hold is not None and self._hold.job_id == job.job_id:
             self._hold.check()
@@ -217,7 +217,7 @@ class JobRunner:
             return
         job.state = "running"
         job.started_at = job.started_at or time.time()
-        self._save(job)
+        self.save(job)
         self._notify(job, 0)
         if job.kind != "ingest":
             run = self.kinds.get(job.kind)
@@ -276,14 +276,14 @@ class JobRunner:
         job.lines = last_line
         job.committed_line = last_line
         job.bytes_done = end
-        self._save(job)
+        self.save(job)
         self._notify(job, len(batch))
 
     def _finish(self, job: Job, state: JobState, error: str | None) -> None:
         job.state = state
         job.error = error
         job.finished_at = time.time()
-        self._save(job)
+        self.save(job)
         self.store.drop_input(job.job_id)  # the record is what is kept (app/job_store.py)
         self._notify(job, 0)
 

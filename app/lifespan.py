@@ -257,6 +257,7 @@ async def _start_jobs(state: AppState) -> JobRunner:
         queue=queue_from_settings(settings, jobs),
     )
     state.reindex = reindexer_for(state, runner)
+    runner.paused = lambda: state.embedder.refused is not None  # another replica takes the jobs
     await runner.start()
     publish_failures(state, runner.store)
     return runner

@@ -484,7 +484,7 @@ def test_a_job_resumed_too_often_fails_with_its_reason(store: JobStore) -> None:
 
     out = asyncio.run(go())
     assert out.state == "failed" and out.error is not None and "resumed 5 times" in out.error
-    assert "up to 2 is written" in out.error
+    assert "lines to 2 written" in out.error
 
 
 ADMIN = make_key("admin-queue", "default", admin=True)

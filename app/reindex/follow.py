@@ -48,29 +48,31 @@ class Follower:
                 log.exception("alias follower")
 
     async def check(self) -> bool:
-        """Look at the alias once; True when the serving embedder was swapped."""
+        """Look at the alias once; True when the serving embedder was swapped. A target is taken
+        as seen only once its outcome holds (a model that failed to load is tried again)."""
         target = (await self._b.serving.aliases()).get(self._b.alias)
         if target is None or target == self._seen:
             return False
         made_by = await self._b.serving.sibling(target).recorded_embedder()
-        self._seen = target
         embedder = self._r.embedder
         if made_by is None or made_by == embedder.id:
-            embedder.refused = None
+            self._seen, embedder.refused = target, None
             return False
         found = self._r.choice.settings_of(made_by)
-        if found is None:
-            embedder.refused = (
-                f"the serving collection {target!r} was embedded by {made_by}, and neither configured "
-                f"embedder is it ({', '.join(self._r.choice.ids())}): set RAG_EMBEDDER__* to it and restart"
-            )
-            log.error("refusing to embed", extra={"collection": target, "error": embedder.refused})
+        try:
+            if found is None:
+                raise LookupError(f"neither configured embedder is it ({', '.join(self._r.choice.ids())})")
+            new: Embedder = await asyncio.to_thread(self._r.choice.load, found)
+        except Exception as exc:
+            await self._refuse(f"the serving collection {target!r} was embedded by {made_by}: {exc}")
+            if found is None:
+                self._seen = target  # nothing to retry until the alias or the settings change
             return False
-        new: Embedder = await asyncio.to_thread(self._r.choice.load, found)
         old = None
         try:
             async with self._r.store.exclusive():
-                if (await self._b.serving.aliases()).get(self._b.alias) == target:  # still
+                still = (await self._b.serving.aliases()).get(self._b.alias) == target
+                if still and made_by != embedder.id:  # (this replica's own job may have swapped)
                     old = embedder.swap(new)
                     embedder.refused = None
                     await self._r.swapped()
@@ -79,11 +81,19 @@ class Follower:
                 await embedder.retire(old)
             else:
                 await new.aclose()
-                self._seen = None  # it moved again meanwhile: look afresh
         if old is not None:
+            self._seen = target
             log.warning(
                 "followed a switch made by another replica: serving with the collection's embedder;"
                 " promote its settings (RAG_EMBEDDER__*) before the next restart",
                 extra={"collection": target, "embedder": made_by},
             )
         return old is not None
+
+    async def _refuse(self, why: str) -> None:
+        """Embed nothing (503, readiness fails, jobs wait) and serve no answer cached before."""
+        first = self._r.embedder.refused is None
+        self._r.embedder.refused = why
+        if first:
+            log.error("refusing to embed", extra={"error": why})
+            await self._r.swapped()

@@ -40,7 +40,7 @@ def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer:
     reindexer = Reindexer(
         state.settings, state.store, state.embedder, backend, on_swap=state.wrote, observe=observe
     )
-    reindexer.save = runner.store.save
+    reindexer.save = runner.save  # checks the lease of a shared queue first
     load = reindexer.choice.load
 
     def load_traced(s: EmbedderSettings) -> Embedder:  # client spans like the serving embedder's

@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-EVERY_S = 0.2  # a cancellation that was swallowed is sent again this often
+GRACE_S = 2.0  # how long a task is given to end after the first cancellation
+EVERY_S = 0.2  # then a cancellation that was swallowed is sent again this often
 
 
 async def stop_task(task: asyncio.Task[Any], within_s: float) -> bool:
@@ -17,12 +18,14 @@ async def stop_task(task: asyncio.Task[Any], within_s: float) -> bool:
     running). An exception it ended with is retrieved (its owner logged it already)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + within_s
+    wait_s = GRACE_S  # the first cancel's own clean-up may take a while: not cut short
     while not task.done():
         left = end - loop.time()
         if left <= 0:
             return False
         task.cancel()
-        await asyncio.wait({task}, timeout=min(EVERY_S, left))
+        await asyncio.wait({task}, timeout=min(wait_s, left))
+        wait_s = EVERY_S
     if not task.cancelled():
         with contextlib.suppress(BaseException):
             task.exception()

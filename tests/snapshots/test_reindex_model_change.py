@@ -462,7 +462,18 @@ async def test_a_replica_follows_a_model_switch_another_replica_made(
         assert job["state"] == "succeeded", job
         rag.embedder.swap(OnnxEmbedder(model_dir))  # the replica that did not run the job
         assert await serving_embedder(client) == fp32
-        assert await follower.check()
+        load = rag.reindex.choice.load
+
+        def fails(_: Any) -> Any:  # the model's volume not mounted yet
+            raise OSError("model directory not mounted")
+
+        rag.reindex.choice.load = fails
+        assert not await follower.check()  # refuses meanwhile: never the old model on the new data
+        assert (await client.get("/readyz")).status_code == 503
+        assert rag.jobs.paused()  # its jobs are left to replicas that can embed
+        rag.reindex.choice.load = load
+        assert await follower.check()  # tried again: the failure was not taken as seen
+        assert not rag.jobs.paused()
         assert await serving_embedder(client) == int8
         await assert_each_found_by_its_text(client)
         assert not await follower.check()  # the alias did not move again
@@ -479,6 +490,7 @@ async def test_a_replica_follows_a_model_switch_another_replica_made(
         assert not await follower.check()
         r = await client.post("/rag", json={"q": PASSAGES[0], "k": 5}, headers=READER.headers)
         assert_json_error(r, 503, "upstream_unavailable")  # the reason is the operator's (log)
+        assert rag.jobs.paused()
         refused = [rec for rec in caplog.records if rec.getMessage() == "refusing to embed"]
         assert refused and "another-model@1" in refused[-1].__dict__["error"]
         ready = await client.get("/readyz")
