@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +433,28 @@ def test_model_switches_under_hey_load_answer_every_request(model_dir: Path, tmp
         gw.stop()
 
 
+@asynccontextmanager
+async def on_a_server(
+    model_dir: Path, redis_url: str, tmp_path: Path, follow_s: float
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """A gateway on a Qdrant server (qdrant-client's local mode) serving PASSAGES through the
+    alias `rag_docs` -> `rag_docs-v1`, embedded by fp32, with int8 as the next embedder."""
+    settings = settings_for(
+        model_dir,
+        tmp_path / "qdrant",
+        redis_url,
+        tmp_path,
+        qdrant={"url": ":memory:"},
+        reindex={"next_embedder": {"model_dir": model_dir, "variant": "int8"}, "follow_s": follow_s},
+    )
+    async with running_app(settings) as (client, app):
+        store = app.state.rag.store.current
+        await store.sibling("rag_docs-v1").ensure_collection(384, ids(model_dir)[0])
+        await store.set_aliases({"rag_docs": "rag_docs-v1"})
+        await ingest(client)
+        yield client, app
+
+
 async def test_a_replica_follows_a_model_switch_another_replica_made(
     model_dir: Path, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -441,20 +464,9 @@ async def test_a_replica_follows_a_model_switch_another_replica_made(
     its follower reads the alias: then it swaps to int8, and back again after a switch back. A
     collection made by neither configured embedder makes it refuse (503), never answer wrongly."""
     fp32, int8 = ids(model_dir)
-    settings = settings_for(
-        model_dir,
-        tmp_path / "qdrant",
-        redis_url,
-        tmp_path,
-        qdrant={"url": ":memory:"},
-        reindex={"next_embedder": {"model_dir": model_dir, "variant": "int8"}, "follow_s": 0},
-    )
-    async with running_app(settings) as (client, app):
+    async with on_a_server(model_dir, redis_url, tmp_path, follow_s=0) as (client, app):
         rag = app.state.rag
         store = rag.store.current
-        await store.sibling("rag_docs-v1").ensure_collection(384, fp32)
-        await store.set_aliases({"rag_docs": "rag_docs-v1"})
-        await ingest(client)
         follower = Follower(rag.reindex, rag.reindex.backend, 1.0)
         assert not await follower.check()  # the collection its embedder made: nothing to do
 
@@ -503,20 +515,9 @@ async def test_a_replica_follows_a_model_switch_another_replica_made(
 
 async def test_the_follower_runs_in_the_background(model_dir: Path, redis_url: str, tmp_path: Path) -> None:
     fp32, int8 = ids(model_dir)
-    settings = settings_for(
-        model_dir,
-        tmp_path / "qdrant",
-        redis_url,
-        tmp_path,
-        qdrant={"url": ":memory:"},
-        reindex={"next_embedder": {"model_dir": model_dir, "variant": "int8"}, "follow_s": 0.1},
-    )
-    async with running_app(settings) as (client, app):
+    async with on_a_server(model_dir, redis_url, tmp_path, follow_s=0.1) as (client, app):
         rag = app.state.rag
         store = rag.store.current
-        await store.sibling("rag_docs-v1").ensure_collection(384, fp32)
-        await store.set_aliases({"rag_docs": "rag_docs-v1"})
-        await ingest(client)
         job = await reindex(client, {"reembed": True})
         assert job["state"] == "succeeded", job
         rag.embedder.swap(OnnxEmbedder(model_dir))  # as on a replica that did not run the job
