@@ -34,7 +34,7 @@ from app.observability.tracing import get_tracer, instrument_clients, setup_trac
 from app.pipeline import Guards, RagPipeline
 from app.reindex.embedders import EmbedderChoice
 from app.reindex.service import Reindexer
-from app.reindex.wiring import follow_switches, publish_failures, reindexer_for
+from app.reindex.wiring import follow_switches, publish_failures, reindexer_for, share_fence
 from app.resilience import BreakerConfig, BreakerRegistry, Guard, RetryBudget, RetryConfig
 from app.security import Authenticator
 from app.settings import Settings
@@ -168,6 +168,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             chunker,
             answers=answers,
         )
+        share_fence(state)  # before anything writes: the write fence covers every replica
         state.snapshots = await _snapshots(state)
         state.jobs = await _start_jobs(state)
         stack.push_async_callback(state.jobs.stop)
@@ -286,14 +287,9 @@ async def _announce(settings: Settings, store: VectorStore, cache: RerankCache |
         return
     try:
         await cache.ping()
-        log.info("rerank cache on", extra={"redis": _redact(cache.url)})
+        log.info("rerank cache on", extra={"redis": redact_url(cache.url)})
     except DependencyError:
         log.warning(
             "Redis not reachable: running without the rerank cache until it is",
-            extra={"redis": _redact(cache.url)},
+            extra={"redis": redact_url(cache.url)},
         )
-
-
-def _redact(url: str | None) -> str | None:
-    """Drop credentials from a URL before it is logged."""
-    return redact_url(url)

@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.settings_auth import TENANT_PATTERN, ApiKeySettings, AuthSettings, TenantPolicy
-from app.settings_jobs import JobsSettings, SnapshotSettings
+from app.settings_jobs import AnswerCacheSettings, JobsSettings, SnapshotSettings
 
 __all__ = [
     "TENANT_PATTERN",
+    "AnswerCacheSettings",
     "ApiKeySettings",
     "AuthSettings",
     "JobsSettings",
@@ -117,15 +118,6 @@ class ChunkingSettings(BaseModel):
     overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks of a document")
 
 
-class AnswerCacheSettings(BaseModel):
-    enabled: bool = Field(False, description="cache whole /rag answers (never across a write)")
-    max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="in-process tier size; 0 = Redis tier only")
-    ttl_s: float = Field(300.0, gt=0, description="lifetime of a cached answer")
-    local_ttl_s: float = Field(
-        5.0, gt=0, description="lifetime while Redis is unreachable (other replicas' writes)"
-    )
-
-
 class ReindexSettings(BaseModel):
     keep: int = Field(1, ge=0, le=1, description="shards a reindex replaced kept for a rollback (0 or 1)")
     batch: int = Field(256, ge=1, le=4096, description="points per page a reindex copies (or re-embeds)")
@@ -141,6 +133,11 @@ class ReindexSettings(BaseModel):
         le=3600,
         description="Qdrant server: how often a replica reads the alias to follow a model switch another"
         " replica made (0 = never)",
+    )
+    shared_fence: bool = Field(
+        True,
+        description="Qdrant server and Redis: a reindex, snapshot or restore holds the writes of every"
+        " replica (in Redis), not only its own; writes then answer 503 while Redis is out of reach",
     )
 
 

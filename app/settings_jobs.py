@@ -1,5 +1,6 @@
-"""The jobs and snapshot groups of the settings (`RAG_JOBS__*`, `RAG_SNAPSHOTS__*`). Part of
-app/settings.py, which re-exports them; kept apart only for the size of one module."""
+"""The jobs, snapshot and answer-cache groups of the settings (`RAG_JOBS__*`, `RAG_SNAPSHOTS__*`,
+`RAG_ANSWER_CACHE__*`). Part of app/settings.py, which re-exports them; kept apart only for the
+size of one module."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class JobsSettings(BaseModel):
         ge=1,
         le=3600,
         description="`queue=redis`: a job whose worker has not renewed its lease this long (it died)"
-        " is taken and resumed by another replica",
+        " is taken and resumed by another replica. Also the lease of the shared write fence"
+        " (RAG_REINDEX__SHARED_FENCE) and of each write registered in it",
     )
 
 
@@ -46,3 +48,12 @@ class SnapshotSettings(BaseModel):
         description="snapshot files; unset = `snapshots` beside RAG_QDRANT__PATH (`$DATA_DIR/snapshots`)",
     )
     keep: int = Field(7, ge=1, description="snapshots kept: after each create, older ones are deleted")
+
+
+class AnswerCacheSettings(BaseModel):
+    enabled: bool = Field(False, description="cache whole /rag answers (never across a write)")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="in-process tier size; 0 = Redis tier only")
+    ttl_s: float = Field(300.0, gt=0, description="lifetime of a cached answer")
+    local_ttl_s: float = Field(
+        5.0, gt=0, description="lifetime while Redis is unreachable (other replicas' writes)"
+    )

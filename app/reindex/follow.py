@@ -10,8 +10,9 @@ reindex): nothing to do. Made by the other configured embedder (`RAG_EMBEDDER__*
 answer-cache generation starts. Made by neither: the embedder refuses to embed (readiness fails,
 `/rag` answers 503) rather than search the collection with vectors of another model, until the
 alias points at a collection it can serve again or the gateway restarts with the right settings.
-Between another replica's switch and the next check (at most the interval) this replica still
-embeds with the old model.
+With the shared write fence (app/clients/vectorstore/fence.py) a write also checks first when
+the fence was released since its replica last looked, so writes never embed with the old model;
+between another replica's switch and the next check (at most the interval) queries still may.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Follower:
         self._r, self._b, self.interval_s = reindexer, backend, interval_s
         self._seen: str | None = None  # the alias target last looked at
         self._logged = 0.0
+        self._checking = asyncio.Lock()  # the periodic check and a write's (fence.py): one at a time
 
     async def run(self) -> None:
         while True:
@@ -50,6 +52,10 @@ class Follower:
     async def check(self) -> bool:
         """Look at the alias once; True when the serving embedder was swapped. A target is taken
         as seen only once its outcome holds (a model that failed to load is tried again)."""
+        async with self._checking:
+            return await self._check()
+
+    async def _check(self) -> bool:
         target = (await self._b.serving.aliases()).get(self._b.alias)
         if target is None or target == self._seen:
             return False
@@ -70,7 +76,7 @@ class Follower:
             return False
         old = None
         try:
-            async with self._r.store.exclusive():
+            async with self._r.store.exclusive(shared=False):  # this replica's writes only
                 still = (await self._b.serving.aliases()).get(self._b.alias) == target
                 if still and made_by != embedder.id:  # (this replica's own job may have swapped)
                     old = embedder.swap(new)

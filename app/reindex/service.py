@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.clients.embedder import Embedder, configured_id
 from app.clients.embedder.swap import SwappableEmbedder
@@ -33,6 +33,10 @@ from app.job_store import Job
 from app.reindex.embedders import EmbedderChoice, promote_env
 from app.settings import EmbedderSettings, Settings
 from app.types import PointIn
+
+if TYPE_CHECKING:
+    from app.clients.vectorstore.fence import Hold
+    from app.reindex.follow import Follower
 
 log = logging.getLogger("rag.reindex")
 SCORE_TOLERANCE = 1e-4  # cosine scores of one vector in two collections (float32 sums)
@@ -96,6 +100,7 @@ class Reindexer:
         self.choice = EmbedderChoice(settings)
         self._on_swap, self._observe = on_swap, observe
         self.save: Callable[[Job], None] = lambda job: None  # the job's record (set by the runner)
+        self.follower: Follower | None = None  # Qdrant server: follows other replicas' switches
 
     async def can_rollback(self) -> bool:
         return await self.backend.can_rollback()
@@ -161,7 +166,9 @@ class Reindexer:
         replaced: list[Embedder] = []
         was = self.embedder.id
         try:
-            async with self.store.exclusive():
+            async with self.store.exclusive() as held:  # every replica's writes, on a server
+                if held is not None:
+                    held.check()
                 wanted = self.embedder.id if target is None else target.id
                 name = await self.backend.rollback(wanted, self._swap_to(target, replaced))
                 await self.swapped()
@@ -196,7 +203,7 @@ class Reindexer:
         replaced: list[Embedder] = []
         was = self.embedder.id
         try:
-            async with self.store.exclusive():  # writes held for the whole build (module docstring)
+            async with self.store.exclusive() as held:  # writes held for the whole build (module docstring)
                 old = self.store.current
                 info = await old.info()
                 total = await old.count()
@@ -212,9 +219,12 @@ class Reindexer:
                     embedder = await self.backend.embedder_of(old)
                 new = await self.backend.create(dim, m, ef, embedder)
                 try:
-                    sample = await self._copy(old, new, maker if p.reembed else None, job)
+                    sample = await self._copy(old, new, maker if p.reembed else None, job, held)
                     await new.optimize()
                     await self._verify(old, new, sample, p.reembed, total)
+                    if held is not None:  # still every replica's writes held (shared fence)
+                        held.check()
+                    self.save(job)  # and still this replica's job (a shared queue's lease)
                 except BaseException:
                     await self.backend.discard(new)
                     raise
@@ -230,7 +240,7 @@ class Reindexer:
             job.result.update(previous_embedder=was, **self._promote(nxt[0]))
 
     async def _copy(
-        self, old: VectorStore, new: VectorStore, maker: Embedder | None, job: Job
+        self, old: VectorStore, new: VectorStore, maker: Embedder | None, job: Job, held: Hold | None
     ) -> list[PointIn]:
         """Every point of `old` into `new`, re-embedded by `maker` if given; returns a random
         sample of the points written."""
@@ -252,6 +262,8 @@ class Reindexer:
                 elif (j := rng.randrange(seen)) < size:
                     sample[j] = point
             job.result["points_done"] = seen
+            if held is not None:
+                held.check()
             self.save(job)
         return sample
 

@@ -17,17 +17,19 @@ from app.settings import EmbedderSettings
 
 if TYPE_CHECKING:
     from app.lifespan import AppState
+    from app.reindex.server import ServerReindex
 
 
 def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer:
     """A Reindexer of the serving store, run by `runner` as the jobs of kind "reindex"."""
     backend: Backend
+    server: ServerReindex | None = None
     if state.settings.qdrant.url:
         from app.clients.vectorstore.server import ServerStore  # qdrant-client: on first use
         from app.reindex.server import ServerReindex
 
         assert isinstance(state.store.current, ServerStore)
-        backend = ServerReindex(state.settings, state.store.current)
+        backend = server = ServerReindex(state.settings, state.store.current)
     else:
         backend = EdgeReindex(state.settings, state.store)
     metrics = state.metrics
@@ -50,7 +52,22 @@ def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer:
 
     reindexer.choice.load = load_traced
     runner.kinds["reindex"] = reindexer.run
+    if server is not None:
+        from app.reindex.follow import Follower
+
+        reindexer.follower = Follower(reindexer, server, state.settings.reindex.follow_s)
+        if state.store.fence is not None:  # a write after another replica's fence follows first
+            state.store.fence.on_epoch = reindexer.follower.check
     return reindexer
+
+
+def share_fence(state: AppState) -> None:
+    """On a Qdrant server with Redis, the write fence covers every replica (fence.py)."""
+    s = state.settings
+    if s.qdrant.url and state.redis is not None and s.reindex.shared_fence:
+        from app.clients.vectorstore.fence import SharedFence
+
+        state.store.fence = SharedFence(state.redis, s.qdrant.collection, s.jobs.lease_s)
 
 
 def publish_failures(state: AppState, store: JobStore) -> None:
@@ -63,14 +80,10 @@ def publish_failures(state: AppState, store: JobStore) -> None:
 def follow_switches(state: AppState, stack: AsyncExitStack) -> None:
     """On a Qdrant server, follow the model switches other replicas make (app/reindex/follow.py),
     until the gateway stops."""
-    interval = state.settings.reindex.follow_s
-    if state.reindex is None or not state.settings.qdrant.url or interval <= 0:
+    follower = None if state.reindex is None else state.reindex.follower
+    if follower is None or follower.interval_s <= 0:
         return
-    from app.reindex.follow import Follower  # qdrant-client: on first use
-    from app.reindex.server import ServerReindex
-
-    assert isinstance(state.reindex.backend, ServerReindex)
-    task = asyncio.create_task(Follower(state.reindex, state.reindex.backend, interval).run(), name="follow")
+    task = asyncio.create_task(follower.run(), name="follow")
 
     async def stop() -> None:
         await stop_task(task, 10.0)

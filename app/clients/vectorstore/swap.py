@@ -8,7 +8,8 @@ to its last takes a `lease()`: its calls stay on the store it began with, even a
 until no call and no lease uses the old one and closes it.
 
 Writes go through `writing()` (shared among writers); `exclusive()` waits for every write in
-progress and holds new ones back, for a snapshot's copy or a swap (reads go on).
+progress and holds new ones back, for a snapshot's copy or a swap (reads go on). With a shared
+fence (`fence`, a Qdrant server with Redis: fence.py) both also cover every other replica's writes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.types import Candidate, Filters, PointIn
 
 if TYPE_CHECKING:
     from app.clients.vectorstore import VectorStore
+    from app.clients.vectorstore.fence import Hold, SharedFence
 
 T = TypeVar("T")
 
@@ -60,6 +62,7 @@ class SwappableStore:
         self._no_writers = asyncio.Condition()
         self._fenced = False
         self.generation = 0  # bumped by every swap
+        self.fence: SharedFence | None = None  # every replica's writes too (set at start-up)
 
     @property
     def current(self) -> VectorStore:
@@ -108,26 +111,56 @@ class SwappableStore:
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[None]:
-        """One write operation (a request's or a job batch's), held while a fence is up."""
+        """One write operation (a request's or a job batch's), held while a fence is up: this
+        process's, and with a shared fence any replica's (which may first make it follow a switch
+        another replica made; Redis out of reach raises RedisUnavailable)."""
+        while True:
+            await self._enter()
+            try:
+                reg = None if self.fence is None else await self.fence.register()
+            except BaseException:
+                await self._leave()
+                raise
+            if self.fence is None or not (reg is None or isinstance(reg, str)):
+                break
+            await self._leave()  # held elsewhere, or a switch to follow: this process's fence is free
+            await self.fence.wait(reg)
+        try:
+            if reg is None:
+                yield
+            else:
+                assert self.fence is not None
+                assert not isinstance(reg, str)
+                async with self.fence.writing(reg):
+                    yield
+        finally:
+            await self._leave()
+
+    async def _enter(self) -> None:
         async with self._no_writers:
             await self._no_writers.wait_for(lambda: not self._fenced)
             self._writers += 1
-        try:
-            yield
-        finally:
-            async with self._no_writers:
-                self._writers -= 1
-                self._no_writers.notify_all()
+
+    async def _leave(self) -> None:
+        async with self._no_writers:
+            self._writers -= 1
+            self._no_writers.notify_all()
 
     @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        """No write runs inside: waits for those in progress and holds new ones back."""
+    async def exclusive(self, shared: bool = True) -> AsyncIterator[Hold | None]:
+        """No write runs inside: waits for those in progress and holds new ones back; with a
+        shared fence (unless `shared` is False: a change of this process alone) on every replica,
+        and then yields its Hold, to `check()` before a commit."""
         async with self._no_writers:
             await self._no_writers.wait_for(lambda: not self._fenced)
             self._fenced = True
             await self._no_writers.wait_for(lambda: self._writers == 0)
         try:
-            yield
+            if self.fence is None or not shared:
+                yield None
+            else:
+                async with self.fence.hold() as held:
+                    yield held
         finally:
             async with self._no_writers:
                 self._fenced = False

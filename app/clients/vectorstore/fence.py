@@ -1,0 +1,217 @@
+"""The write fence shared by every replica of one Qdrant server collection, kept in Redis (see
+docs/ARCHITECTURE.md, "Write fence").
+
+A reindex, a snapshot restore or a rollback holds writes while it runs; the store's own fence
+(`SwappableStore`) holds this process's writes, this one every replica's. Keys under
+`fence:<collection>:`:
+- `holder`: the token of the replica holding the fence, with a lease that it renews;
+- `writers`: the writes in progress on every replica, each scored by when its registration runs
+  out (Redis's clock), renewed while the write runs, removed when it ends;
+- `epoch`: bumped whenever a fence is released, so that a replica's next write learns that the
+  serving collection may have been switched under it, and follows the switch before it embeds.
+
+A write registers (one script: only if no fence is up) before it embeds or writes anything; a
+holder sets the fence, then waits until no registration is left. Redis orders the two, so a
+write either registered first (the holder waits for it) or sees the fence (and waits for it).
+A dead replica's fence or registration runs out after its lease. A holder that could not renew
+its lease in time (`Hold.check`) no longer holds anything and must commit nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from app.clients.redis_client import RedisClient, RedisUnavailable
+from app.errors import DependencyUnavailable
+
+log = logging.getLogger("rag.fence")
+MARGIN = 0.2  # share of a lease a holder does not count on (the time its renewal took to land)
+POLL_S = 0.05  # how often a held write looks at the fence, and a holder at the writes left
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+# KEYS: holder, writers, epoch. ARGV: member, ttl_ms. -> {1, epoch} registered, {0, ''} fenced
+REGISTER = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ''} end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[2]))
+return {1, redis.call('GET', KEYS[3]) or '0'}
+"""
+)
+# KEYS: writers. ARGV: member, ttl_ms. -> 1 renewed, 0 the registration ran out (or was removed)
+RENEW_WRITE = (
+    _NOW
+    + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) < now then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+return 1
+"""
+)
+# KEYS: writers -> the registrations not run out
+PENDING = _NOW + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) return redis.call('ZCARD', KEYS[1])"
+# KEYS: holder. ARGV: token, lease_ms -> 1 renewed, 0 lost
+RENEW_HOLD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+# KEYS: holder, epoch. ARGV: token
+RELEASE = """
+redis.call('INCR', KEYS[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+class FenceLost(DependencyUnavailable):
+    """The shared fence's lease ran out before the holder was done: other replicas may write."""
+
+
+@dataclass(slots=True)
+class Hold:
+    """A held shared fence; `check()` before every step that counts on it (a commit)."""
+
+    deadline: float  # monotonic: until then the fence is surely this replica's
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise FenceLost("redis", "the shared write fence's lease ran out; nothing was switched")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    member: str
+
+
+class SharedFence:
+    def __init__(self, redis: RedisClient, collection: str, lease_s: float) -> None:
+        self._redis, self.lease_s = redis, lease_s
+        prefix = f"fence:{collection}:"
+        self._holder, self._writers, self._epoch = prefix + "holder", prefix + "writers", prefix + "epoch"
+        scripts = redis.client.register_script
+        self._register, self._renew_write = scripts(REGISTER), scripts(RENEW_WRITE)
+        self._pending, self._renew_hold, self._release = (
+            scripts(PENDING),
+            scripts(RENEW_HOLD),
+            scripts(RELEASE),
+        )
+        self._me, self._n = secrets.token_hex(8), itertools.count()
+        self.seen: str | None = None  # the epoch this replica has followed
+        # follows another replica's switch (app/reindex/follow.py); None: epochs are not followed
+        self.on_epoch: Callable[[], Awaitable[object]] | None = None
+        self._following = asyncio.Lock()
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, round(self.lease_s * 1000))
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return await self._redis.call(lambda _: script(keys=keys, args=args))
+
+    # --- writers ------------------------------------------------------------------------------
+
+    async def register(self) -> Registered | str | None:
+        """Register one write: Registered, or (nothing registered) None while a fence is up, or
+        the epoch to follow first (`wait`). Raises RedisUnavailable: no write is safe then."""
+        member = f"{self._me}:{next(self._n)}"
+        ok, epoch = await self._run(
+            self._register, [self._holder, self._writers, self._epoch], [member, self._ttl_ms]
+        )
+        if not ok:
+            return None
+        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        if epoch == self.seen or self.on_epoch is None:
+            self.seen = epoch
+            return Registered(member)
+        await self._unregister(member)
+        return epoch
+
+    async def wait(self, epoch: str | None) -> None:
+        """After `register` gave no registration: wait for the fence, or follow the switch."""
+        if epoch is None or self.on_epoch is None:
+            await asyncio.sleep(POLL_S)
+            return
+        async with self._following:
+            if self.seen != epoch:
+                await self.on_epoch()
+                self.seen = epoch
+
+    @asynccontextmanager
+    async def writing(self, reg: Registered) -> AsyncIterator[None]:
+        """The registered write runs inside; its registration is renewed, then removed."""
+        beat = asyncio.create_task(self._keep(reg.member), name="fence-write")
+        try:
+            yield
+        finally:
+            beat.cancel()
+            await self._unregister(reg.member)
+
+    async def _keep(self, member: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                if not await self._run(self._renew_write, [self._writers], [member, self._ttl_ms]):
+                    log.error(
+                        "a write outlived its registration in the shared write fence; a reindex"
+                        " running now may miss it (compare the point counts after it)"
+                    )
+                    return
+            except RedisUnavailable as exc:
+                log.warning("shared write fence: registration not renewed", extra={"error": exc.message})
+
+    async def _unregister(self, member: str) -> None:
+        try:
+            await self._redis.call(lambda r: r.zrem(self._writers, member))
+        except RedisUnavailable as exc:  # it runs out after its lease; a holder waits until then
+            log.warning("shared write fence: registration not removed", extra={"error": exc.message})
+
+    # --- the holder ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[Hold]:
+        """Hold every replica's writes: waits for another holder, then for the writes in flight."""
+        token = secrets.token_hex(16)
+        while True:
+            sent = time.monotonic()
+            if await self._redis.call(lambda r: r.set(self._holder, token, nx=True, px=self._ttl_ms)):
+                break
+            await asyncio.sleep(POLL_S)  # another replica holds it (its lease bounds a dead one)
+        held = Hold(sent + self.lease_s * (1 - MARGIN))
+        beat = asyncio.create_task(self._renew(token, held), name="fence-hold")
+        try:
+            while await self._run(self._pending, [self._writers], []):
+                held.check()
+                await asyncio.sleep(POLL_S)
+            held.check()
+            yield held
+        finally:
+            beat.cancel()
+            try:
+                await self._run(self._release, [self._holder, self._epoch], [token])
+            except RedisUnavailable as exc:  # its lease ends it; replicas follow at their next check
+                log.error("shared write fence not released", extra={"error": exc.message})
+
+    async def _renew(self, token: str, held: Hold) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 4)
+            sent = time.monotonic()
+            try:
+                if not await self._run(self._renew_hold, [self._holder], [token, self._ttl_ms]):
+                    held.deadline = 0.0
+                    log.error("shared write fence lost: its lease ran out")
+                    return
+            except RedisUnavailable as exc:
+                log.warning("shared write fence: lease not renewed", extra={"error": exc.message})
+                continue
+            held.deadline = sent + self.lease_s * (1 - MARGIN)

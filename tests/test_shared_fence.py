@@ -1,0 +1,243 @@
+"""The write fence shared by replicas through Redis (app/clients/vectorstore/fence.py), on a real
+redis-server: several stores stand for replicas of one Qdrant server collection, each with its
+own SharedFence, as the gateway wires them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from support.redis import RedisServer
+
+from app.clients.redis_client import RedisClient, RedisUnavailable, breaker_config
+from app.clients.vectorstore.fence import FenceLost, Registered, SharedFence
+from app.clients.vectorstore.swap import SwappableStore
+from app.resilience import CircuitBreaker
+from app.settings import RedisSettings
+
+EPOCH = "fence:c:epoch"
+
+
+class NoStore:
+    """What a SwappableStore needs of a store to fence writes: nothing is written here."""
+
+    collection = "c"
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Replica:
+    store: SwappableStore
+    fence: SharedFence
+    redis: RedisClient
+    follows: int = 0
+
+    async def follow(self) -> None:  # what the Follower does: read the alias, maybe swap
+        self.follows += 1
+        await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+async def replicas(redis_url: str) -> AsyncIterator[Any]:
+    made: list[Replica] = []
+
+    def make(lease_s: float = 5.0, follow: bool = True) -> Replica:
+        s = RedisSettings(url=redis_url, timeout_s=1.0)
+        redis = RedisClient.from_settings(s, CircuitBreaker("redis", breaker_config(s)))
+        assert redis is not None
+        store = SwappableStore(NoStore())  # type: ignore[arg-type]
+        fence = SharedFence(redis, "c", lease_s)
+        store.fence = fence
+        r = Replica(store, fence, redis)
+        if follow:
+            fence.on_epoch = r.follow
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        await r.redis.aclose()
+
+
+@dataclass
+class Seen:
+    writes: int = 0  # writes inside now, on any replica
+    holders: int = 0
+    done_writes: int = 0
+    done_holds: int = 0
+    broken: list[str] = field(default_factory=list)
+
+
+async def test_no_write_on_any_replica_runs_while_one_holds_the_fence(replicas: Any) -> None:
+    """Random interleavings of writes and fences on three replicas: a fence is entered only when
+    no write runs anywhere, one fence at a time, and a write runs only at the epoch its replica
+    has followed (every fence released since was followed before the write began)."""
+    group = [replicas() for _ in range(3)]
+    seen = Seen()
+    rng = random.Random(11)
+    stop = asyncio.Event()
+
+    async def writer(r: Replica, seed: int) -> None:
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            async with r.store.writing():
+                seen.writes += 1
+                if seen.holders:
+                    seen.broken.append("a write began inside a fence")
+                epoch = await r.redis.call(lambda c: c.get(EPOCH))
+                if (epoch or b"0").decode() != r.fence.seen:
+                    seen.broken.append(f"a write at epoch {epoch!r} after following {r.fence.seen!r}")
+                await asyncio.sleep(rnd.uniform(0, 0.01))
+                if seen.holders:
+                    seen.broken.append("a fence was entered during a write")
+                seen.writes -= 1
+                seen.done_writes += 1
+            await asyncio.sleep(rnd.uniform(0, 0.005))
+
+    async def holder(r: Replica, seed: int) -> None:
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            await asyncio.sleep(rnd.uniform(0.01, 0.05))
+            async with r.store.exclusive() as held:
+                assert held is not None
+                seen.holders += 1
+                if seen.holders > 1 or seen.writes:
+                    seen.broken.append(f"fence entered with {seen.holders} holders, {seen.writes} writes")
+                await asyncio.sleep(rnd.uniform(0, 0.02))
+                held.check()
+                seen.holders -= 1
+                seen.done_holds += 1
+
+    tasks = [asyncio.create_task(writer(r, rng.random())) for r in group for _ in range(5)]
+    tasks += [asyncio.create_task(holder(r, rng.random())) for r in group]
+    await asyncio.sleep(3.0)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert seen.broken == [], seen.broken[:5]
+    assert seen.done_writes > 100 and seen.done_holds > 10, seen  # both sides made progress
+    assert all(r.follows >= 1 for r in group)
+    assert await group[0].redis.call(lambda c: c.zcard("fence:c:writers")) == 0  # nothing left behind
+
+
+async def test_a_fence_waits_for_a_write_registered_on_another_replica(replicas: Any) -> None:
+    a, b = replicas(), replicas()
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def write() -> None:
+        async with b.store.writing():
+            entered.set()
+            await release.wait()
+
+    w = asyncio.create_task(write())
+    await entered.wait()
+    hold = asyncio.create_task(_enter_and_leave(a.store))
+    await asyncio.sleep(0.3)
+    assert not hold.done()  # the other replica's write is in flight
+    release.set()
+    await asyncio.wait_for(asyncio.gather(w, hold), 10)
+
+
+async def _enter_and_leave(store: SwappableStore) -> None:
+    async with store.exclusive():
+        pass
+
+
+async def test_a_write_on_another_replica_waits_for_the_fence_then_follows(replicas: Any) -> None:
+    a, b = replicas(), replicas()
+    async with b.store.writing():  # b has followed the epoch it started at
+        pass
+    follows = b.follows
+    done = asyncio.Event()
+
+    async def write() -> None:
+        async with b.store.writing():
+            done.set()
+
+    async with a.store.exclusive():
+        w = asyncio.create_task(write())
+        await asyncio.sleep(0.3)
+        assert not done.is_set()  # held while a's fence is up
+    await asyncio.wait_for(w, 10)
+    assert b.follows == follows + 1  # a's release may have switched the collection: followed first
+
+
+async def test_a_dead_replicas_write_and_fence_run_out_after_their_lease(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    a, b = replicas(lease_s=3.0), replicas(lease_s=3.0, follow=False)
+    reg = await b.fence.register()  # b dies with this write registered: nobody removes it
+    assert isinstance(reg, Registered), reg
+    hold = asyncio.create_task(_enter_and_leave(a.store))
+    await asyncio.sleep(0.5)
+    assert not hold.done()
+    await asyncio.wait_for(hold, 15)  # its registration ran out
+
+    redis_server.cli("SET", "fence:c:holder", "a-dead-replica", "PX", "3000")
+    write = asyncio.create_task(_write(b.store))
+    await asyncio.sleep(0.5)
+    assert not write.done()
+    await asyncio.wait_for(write, 15)  # the dead holder's lease ran out
+
+
+async def _write(store: SwappableStore) -> None:
+    async with store.writing():
+        pass
+
+
+async def test_a_holder_whose_lease_ran_out_is_told_before_it_commits(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    a = replicas(lease_s=1.0)
+    async with a.store.exclusive() as held:
+        assert held is not None
+        held.check()
+        redis_server.pause()  # no renewal lands: the lease runs out
+        try:
+            await asyncio.sleep(1.2)
+        finally:
+            redis_server.resume()
+        with pytest.raises(FenceLost):
+            held.check()
+    b = replicas(lease_s=1.0)
+    await asyncio.wait_for(_write(b.store), 10)  # and the fence is gone
+
+
+async def test_a_fence_taken_over_after_its_lease_is_not_the_old_holders(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    a = replicas(lease_s=1.0)
+    async with a.store.exclusive() as held:
+        assert held is not None
+        redis_server.cli("SET", "fence:c:holder", "another-replica", "PX", "60000")
+        await asyncio.sleep(0.6)  # a renewal finds the token is not its own
+        with pytest.raises(FenceLost):
+            held.check()
+    assert redis_server.cli("GET", "fence:c:holder").strip() == "another-replica"  # left to its holder
+
+
+async def test_with_redis_unreachable_no_write_and_no_fence_is_taken(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    a = replicas()
+    redis_server.kill()
+    with pytest.raises(RedisUnavailable):
+        await _write(a.store)
+    with pytest.raises(RedisUnavailable):
+        await _enter_and_leave(a.store)
+    redis_server.start()
+    for _ in range(100):  # the breaker lets a call through again after its open time
+        try:
+            await _write(a.store)
+            break
+        except RedisUnavailable:
+            await asyncio.sleep(0.1)
+    else:
+        pytest.fail("writes did not resume once Redis was back")
+    await _enter_and_leave(a.store)
