@@ -168,7 +168,7 @@ async def open_state(settings: Settings, metrics: Metrics) -> AsyncIterator[AppS
             chunker,
             answers=answers,
         )
-        share_fence(state)  # before anything writes: the write fence covers every replica
+        share_fence(state, stack)  # before anything writes: the write fence covers every replica
         state.snapshots = await _snapshots(state)
         state.jobs = await _start_jobs(state)
         stack.push_async_callback(state.jobs.stop)

@@ -136,8 +136,8 @@ class ReindexSettings(BaseModel):
     )
     shared_fence: bool = Field(
         True,
-        description="Qdrant server and Redis: a reindex, snapshot or restore holds the writes of every"
-        " replica (in Redis), not only its own; writes then answer 503 while Redis is out of reach",
+        description="Qdrant server and Redis: a reindex, rollback or snapshot restore holds the writes of"
+        " every replica (in Redis), not only its own; writes then answer 503 while Redis is out of reach",
     )
 
 

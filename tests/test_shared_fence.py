@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from support.redis import RedisServer
 
-from app.clients.redis_client import RedisClient, RedisUnavailable, breaker_config
-from app.clients.vectorstore.fence import FenceLost, Registered, SharedFence
+from app.clients.redis_client import RedisUnavailable
+from app.clients.vectorstore.fence import ACQUIRE, FenceLost, Registered, SharedFence
 from app.clients.vectorstore.swap import SwappableStore
-from app.resilience import CircuitBreaker
 from app.settings import RedisSettings
 
 EPOCH = "fence:c:epoch"
@@ -35,7 +35,7 @@ class NoStore:
 class Replica:
     store: SwappableStore
     fence: SharedFence
-    redis: RedisClient
+    redis: Redis  # the test's own client, to look at the keys
     follows: int = 0
 
     async def follow(self) -> None:  # what the Follower does: read the alias, maybe swap
@@ -48,13 +48,11 @@ async def replicas(redis_url: str) -> AsyncIterator[Any]:
     made: list[Replica] = []
 
     def make(lease_s: float = 5.0, follow: bool = True) -> Replica:
-        s = RedisSettings(url=redis_url, timeout_s=1.0)
-        redis = RedisClient.from_settings(s, CircuitBreaker("redis", breaker_config(s)))
-        assert redis is not None
+        # the Redis settings' defaults (a 100 ms timeout for the caches): the fence has its own
+        fence = SharedFence.from_settings(RedisSettings(url=redis_url), "c", lease_s)
         store = SwappableStore(NoStore())  # type: ignore[arg-type]
-        fence = SharedFence(redis, "c", lease_s)
         store.fence = fence
-        r = Replica(store, fence, redis)
+        r = Replica(store, fence, Redis.from_url(redis_url))
         if follow:
             fence.on_epoch = r.follow
         made.append(r)
@@ -62,6 +60,7 @@ async def replicas(redis_url: str) -> AsyncIterator[Any]:
 
     yield make
     for r in made:
+        await r.fence.aclose()
         await r.redis.aclose()
 
 
@@ -77,7 +76,8 @@ class Seen:
 async def test_no_write_on_any_replica_runs_while_one_holds_the_fence(replicas: Any) -> None:
     """Random interleavings of writes and fences on three replicas: a fence is entered only when
     no write runs anywhere, one fence at a time, and a write runs only at the epoch its replica
-    has followed (every fence released since was followed before the write began)."""
+    has followed (every fence taken since was followed before the write began), or one later
+    while a fence taken after it began waits for it."""
     group = [replicas() for _ in range(3)]
     seen = Seen()
     rng = random.Random(11)
@@ -90,9 +90,12 @@ async def test_no_write_on_any_replica_runs_while_one_holds_the_fence(replicas: 
                 seen.writes += 1
                 if seen.holders:
                     seen.broken.append("a write began inside a fence")
-                epoch = await r.redis.call(lambda c: c.get(EPOCH))
-                if (epoch or b"0").decode() != r.fence.seen:
-                    seen.broken.append(f"a write at epoch {epoch!r} after following {r.fence.seen!r}")
+                async with r.redis.pipeline(transaction=True) as tx:  # one moment of both
+                    epoch, held = await tx.get(EPOCH).exists("fence:c:holder").execute()
+                now, followed = int(epoch or 0), int(r.fence.seen or 0)
+                # the epoch it followed, or one more: a fence taken since, whose holder waits
+                if not (now == followed or (now == followed + 1 and held)):
+                    seen.broken.append(f"a write at epoch {now} after following {followed}")
                 await asyncio.sleep(rnd.uniform(0, 0.01))
                 if seen.holders:
                     seen.broken.append("a fence was entered during a write")
@@ -122,7 +125,7 @@ async def test_no_write_on_any_replica_runs_while_one_holds_the_fence(replicas: 
     assert seen.broken == [], seen.broken[:5]
     assert seen.done_writes > 100 and seen.done_holds > 10, seen  # both sides made progress
     assert all(r.follows >= 1 for r in group)
-    assert await group[0].redis.call(lambda c: c.zcard("fence:c:writers")) == 0  # nothing left behind
+    assert await group[0].redis.zcard("fence:c:writers") == 0  # nothing left behind
 
 
 async def test_a_fence_waits_for_a_write_registered_on_another_replica(replicas: Any) -> None:
@@ -179,11 +182,16 @@ async def test_a_dead_replicas_write_and_fence_run_out_after_their_lease(
     assert not hold.done()
     await asyncio.wait_for(hold, 15)  # its registration ran out
 
-    redis_server.cli("SET", "fence:c:holder", "a-dead-replica", "PX", "3000")
-    write = asyncio.create_task(_write(b.store))
+    c = replicas(lease_s=3.0)
+    await _write(c.store)
+    follows = c.follows
+    # a replica takes the fence (say for a model switch) and dies before it lets go
+    assert redis_server.cli("EVAL", ACQUIRE, "2", "fence:c:holder", EPOCH, "dead", "3000") == "1"
+    write = asyncio.create_task(_write(c.store))
     await asyncio.sleep(0.5)
     assert not write.done()
     await asyncio.wait_for(write, 15)  # the dead holder's lease ran out
+    assert c.follows == follows + 1  # and the write followed whatever it may have switched
 
 
 async def _write(store: SwappableStore) -> None:
@@ -241,3 +249,63 @@ async def test_with_redis_unreachable_no_write_and_no_fence_is_taken(
     else:
         pytest.fail("writes did not resume once Redis was back")
     await _enter_and_leave(a.store)
+
+
+async def test_a_slow_redis_holds_a_write_back_rather_than_failing_it(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    """Redis busy for longer than the caches' 100 ms timeout: a write waits for it (the fence's
+    own bound), and leaves no registration behind."""
+    a = replicas()
+    await _write(a.store)
+    blocker = Redis.from_url(redis_server.url)
+    try:
+        busy = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))
+        await asyncio.sleep(0.05)
+        await _write(a.store)
+        await busy
+    finally:
+        await blocker.aclose()
+    assert await a.redis.zcard("fence:c:writers") == 0
+
+
+async def test_a_fence_cancelled_while_writes_drain_is_lowered(replicas: Any) -> None:
+    a = replicas()
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def long_write() -> None:
+        async with a.store.writing():
+            entered.set()
+            await release.wait()
+
+    w = asyncio.create_task(long_write())
+    await entered.wait()
+    hold = asyncio.create_task(_enter_and_leave(a.store))
+    await asyncio.sleep(0.1)
+    hold.cancel()  # e.g. a job's lease lost while its follower waited to swap
+    with pytest.raises(asyncio.CancelledError):
+        await hold
+    release.set()
+    await asyncio.wait_for(w, 10)
+    await asyncio.wait_for(_write(a.store), 10)  # not held for good
+
+
+async def test_a_write_whose_registration_ran_out_fails_once_done(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    """Redis unreachable for longer than the lease during a write: a holder may have begun
+    without it, so the write is reported failed (its client sends it again), not answered."""
+    a = replicas(lease_s=1.0)
+
+    async def write_through_an_outage() -> None:
+        async with a.store.writing():
+            redis_server.pause()
+            try:
+                await asyncio.sleep(1.5)
+            finally:
+                redis_server.resume()
+            await asyncio.sleep(1.0)  # the next renewal finds the registration gone
+
+    with pytest.raises(FenceLost):
+        await write_through_an_outage()
+    await asyncio.wait_for(_write(a.store), 10)

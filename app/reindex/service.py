@@ -166,9 +166,7 @@ class Reindexer:
         replaced: list[Embedder] = []
         was = self.embedder.id
         try:
-            async with self.store.exclusive() as held:  # every replica's writes, on a server
-                if held is not None:
-                    held.check()
+            async with self.store.exclusive():  # every replica's writes, with a shared fence
                 wanted = self.embedder.id if target is None else target.id
                 name = await self.backend.rollback(wanted, self._swap_to(target, replaced))
                 await self.swapped()

@@ -61,13 +61,15 @@ def reindexer_for(state: AppState, runner: JobRunner) -> Reindexer:
     return reindexer
 
 
-def share_fence(state: AppState) -> None:
+def share_fence(state: AppState, stack: AsyncExitStack) -> None:
     """On a Qdrant server with Redis, the write fence covers every replica (fence.py)."""
     s = state.settings
-    if s.qdrant.url and state.redis is not None and s.reindex.shared_fence:
+    if s.qdrant.url and s.redis.url and s.reindex.shared_fence:
         from app.clients.vectorstore.fence import SharedFence
 
-        state.store.fence = SharedFence(state.redis, s.qdrant.collection, s.jobs.lease_s)
+        fence = SharedFence.from_settings(s.redis, s.qdrant.collection, s.jobs.lease_s)
+        stack.push_async_callback(fence.aclose)
+        state.store.fence = fence
 
 
 def publish_failures(state: AppState, store: JobStore) -> None:

@@ -513,6 +513,26 @@ async def test_a_replica_follows_a_model_switch_another_replica_made(
         assert (await client.get("/readyz")).status_code == 200
 
 
+async def test_a_switch_back_to_a_collection_the_follower_looked_at_before_is_followed(
+    model_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """This replica looked at the fp32 collection, then switched to int8 itself; another replica
+    rolls back to the fp32 collection: the follower swaps back, though the alias now names a
+    collection it has seen before."""
+    fp32, int8 = ids(model_dir)
+    async with on_a_server(model_dir, redis_url, tmp_path, follow_s=0) as (client, app):
+        rag = app.state.rag
+        follower = Follower(rag.reindex, rag.reindex.backend, 1.0)
+        assert not await follower.check()  # looked at rag_docs-v1, made by fp32
+        job = await reindex(client, {"reembed": True})  # this replica's own switch
+        assert job["state"] == "succeeded", job
+        assert await serving_embedder(client) == int8
+        await rag.store.current.set_aliases({"rag_docs": "rag_docs-v1"})  # another replica's rollback
+        assert await follower.check()
+        assert await serving_embedder(client) == fp32
+        await assert_each_found_by_its_text(client)
+
+
 async def test_the_follower_runs_in_the_background(model_dir: Path, redis_url: str, tmp_path: Path) -> None:
     fp32, int8 = ids(model_dir)
     async with on_a_server(model_dir, redis_url, tmp_path, follow_s=0.1) as (client, app):

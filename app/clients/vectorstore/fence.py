@@ -7,14 +7,18 @@ A reindex, a snapshot restore or a rollback holds writes while it runs; the stor
 - `holder`: the token of the replica holding the fence, with a lease that it renews;
 - `writers`: the writes in progress on every replica, each scored by when its registration runs
   out (Redis's clock), renewed while the write runs, removed when it ends;
-- `epoch`: bumped whenever a fence is released, so that a replica's next write learns that the
-  serving collection may have been switched under it, and follows the switch before it embeds.
+- `epoch`: bumped whenever a fence is taken and when it is released, so that a replica's next
+  write learns that the serving collection may have been switched under it (even by a holder
+  that died before its release), and follows the switch before it embeds.
 
 A write registers (one script: only if no fence is up) before it embeds or writes anything; a
 holder sets the fence, then waits until no registration is left. Redis orders the two, so a
 write either registered first (the holder waits for it) or sees the fence (and waits for it).
 A dead replica's fence or registration runs out after its lease. A holder that could not renew
-its lease in time (`Hold.check`) no longer holds anything and must commit nothing.
+its lease in time (`Hold.check`) no longer holds anything and must commit nothing; a write whose
+registration ran out while it ran fails (FenceLost) once it is done, so its client sends it again.
+The fence has its own Redis client: every call bounded by CALL_S, not by the rerank cache's short
+timeout (the fence has no fallback to fall back on).
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from app.clients.redis_client import RedisClient, RedisUnavailable
+from app.clients.redis_client import RedisClient, RedisUnavailable, breaker_config
 from app.errors import DependencyUnavailable
+from app.resilience import CircuitBreaker
+from app.resilience.tasks import stop_task
+from app.settings import RedisSettings
 
 log = logging.getLogger("rag.fence")
 MARGIN = 0.2  # share of a lease a holder does not count on (the time its renewal took to land)
 POLL_S = 0.05  # how often a held write looks at the fence, and a holder at the writes left
+CALL_S = 2.0  # bound on one fence call (connect, send, reply)
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 # KEYS: holder, writers, epoch. ARGV: member, ttl_ms. -> {1, epoch} registered, {0, ''} fenced
@@ -60,6 +68,13 @@ return 1
 )
 # KEYS: writers -> the registrations not run out
 PENDING = _NOW + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) return redis.call('ZCARD', KEYS[1])"
+# KEYS: holder, epoch. ARGV: token, lease_ms -> 1 taken (the epoch bumped: a holder that dies
+# before its release still makes every replica's next write follow), 0 held by another
+ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('INCR', KEYS[2])
+return 1
+"""
 # KEYS: holder. ARGV: token, lease_ms -> 1 renewed, 0 lost
 RENEW_HOLD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -89,9 +104,10 @@ class Hold:
             raise FenceLost("redis", "the shared write fence's lease ran out; nothing was switched")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Registered:
     member: str
+    lost: bool = False  # ran out while the write ran (not renewed in time)
 
 
 class SharedFence:
@@ -101,16 +117,26 @@ class SharedFence:
         self._holder, self._writers, self._epoch = prefix + "holder", prefix + "writers", prefix + "epoch"
         scripts = redis.client.register_script
         self._register, self._renew_write = scripts(REGISTER), scripts(RENEW_WRITE)
-        self._pending, self._renew_hold, self._release = (
-            scripts(PENDING),
-            scripts(RENEW_HOLD),
-            scripts(RELEASE),
-        )
+        self._pending, self._acquire = scripts(PENDING), scripts(ACQUIRE)
+        self._renew_hold, self._release = scripts(RENEW_HOLD), scripts(RELEASE)
         self._me, self._n = secrets.token_hex(8), itertools.count()
         self.seen: str | None = None  # the epoch this replica has followed
         # follows another replica's switch (app/reindex/follow.py); None: epochs are not followed
         self.on_epoch: Callable[[], Awaitable[object]] | None = None
         self._following = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, s: RedisSettings, collection: str, lease_s: float) -> SharedFence:
+        """A fence on a Redis client of its own (its pool, its breaker, CALL_S per call)."""
+        own = s.model_copy(
+            update={"timeout_s": CALL_S, "connect_timeout_s": min(CALL_S, s.connect_timeout_s)}
+        )
+        redis = RedisClient.from_settings(own, CircuitBreaker("redis", breaker_config(own)))
+        assert redis is not None
+        return cls(redis, collection, lease_s)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
 
     @property
     def _ttl_ms(self) -> int:
@@ -149,23 +175,29 @@ class SharedFence:
 
     @asynccontextmanager
     async def writing(self, reg: Registered) -> AsyncIterator[None]:
-        """The registered write runs inside; its registration is renewed, then removed."""
-        beat = asyncio.create_task(self._keep(reg.member), name="fence-write")
+        """The registered write runs inside; its registration is renewed, then removed. Raises
+        FenceLost after the write if the registration ran out meanwhile (a holder may have begun
+        without waiting for it)."""
+        beat = asyncio.create_task(self._keep(reg), name="fence-write")
         try:
             yield
         finally:
-            beat.cancel()
+            await stop_task(beat, 2 * CALL_S)
             await self._unregister(reg.member)
+        if reg.lost:
+            raise FenceLost(
+                "redis",
+                "the write's registration in the shared write fence ran out before it ended: it may"
+                " be missing from a collection being rebuilt; send it again",
+            )
 
-    async def _keep(self, member: str) -> None:
+    async def _keep(self, reg: Registered) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                if not await self._run(self._renew_write, [self._writers], [member, self._ttl_ms]):
-                    log.error(
-                        "a write outlived its registration in the shared write fence; a reindex"
-                        " running now may miss it (compare the point counts after it)"
-                    )
+                if not await self._run(self._renew_write, [self._writers], [reg.member, self._ttl_ms]):
+                    reg.lost = True
+                    log.error("a write outlived its registration in the shared write fence")
                     return
             except RedisUnavailable as exc:
                 log.warning("shared write fence: registration not renewed", extra={"error": exc.message})
@@ -184,8 +216,12 @@ class SharedFence:
         token = secrets.token_hex(16)
         while True:
             sent = time.monotonic()
-            if await self._redis.call(lambda r: r.set(self._holder, token, nx=True, px=self._ttl_ms)):
-                break
+            try:
+                if await self._run(self._acquire, [self._holder, self._epoch], [token, self._ttl_ms]):
+                    break
+            except BaseException:  # the fence may be taken though the reply was lost: let it go
+                await self._let_go(token)
+                raise
             await asyncio.sleep(POLL_S)  # another replica holds it (its lease bounds a dead one)
         held = Hold(sent + self.lease_s * (1 - MARGIN))
         beat = asyncio.create_task(self._renew(token, held), name="fence-hold")
@@ -196,11 +232,14 @@ class SharedFence:
             held.check()
             yield held
         finally:
-            beat.cancel()
-            try:
-                await self._run(self._release, [self._holder, self._epoch], [token])
-            except RedisUnavailable as exc:  # its lease ends it; replicas follow at their next check
-                log.error("shared write fence not released", extra={"error": exc.message})
+            await stop_task(beat, 2 * CALL_S)
+            await self._let_go(token)
+
+    async def _let_go(self, token: str) -> None:
+        try:
+            await self._run(self._release, [self._holder, self._epoch], [token])
+        except RedisUnavailable as exc:  # its lease ends it (taking it bumped the epoch already)
+            log.error("shared write fence not released", extra={"error": exc.message})
 
     async def _renew(self, token: str, held: Hold) -> None:
         while True:

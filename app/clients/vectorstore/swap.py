@@ -154,8 +154,9 @@ class SwappableStore:
         async with self._no_writers:
             await self._no_writers.wait_for(lambda: not self._fenced)
             self._fenced = True
-            await self._no_writers.wait_for(lambda: self._writers == 0)
-        try:
+        try:  # (a cancellation while writes drain must lower the fence too)
+            async with self._no_writers:
+                await self._no_writers.wait_for(lambda: self._writers == 0)
             if self.fence is None or not shared:
                 yield None
             else:
