@@ -51,7 +51,11 @@ class SnapshotSettings(BaseModel):
 
 
 class AnswerCacheSettings(BaseModel):
-    enabled: bool = Field(False, description="cache whole /rag answers (never across a write)")
+    enabled: bool = Field(
+        True,
+        description="cache whole /rag answers (never across a write); false: every request runs the"
+        " whole pipeline",
+    )
     max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="in-process tier size; 0 = Redis tier only")
     ttl_s: float = Field(300.0, gt=0, description="lifetime of a cached answer")
     local_ttl_s: float = Field(

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-GATEWAY = "gateway"
+GATEWAY = "gateway"  # RAG_ANSWER_CACHE__ENABLED=false: every request runs the pipeline
 FLOOR = "P0 floor"
 NAIVE = "P1 naive"
 TRACED = "gateway +tracing"
 SAMPLED_RATIO = 0.1
 TRACED_SAMPLED = "gateway +tracing, 10% sampled"  # OTEL_TRACES_SAMPLER=parentbased_traceidratio
-CACHED = "gateway +answer cache"  # RAG_ANSWER_CACHE__ENABLED=true, its other settings default
+CACHED = "gateway +answer cache"  # as shipped: the answer cache on, its settings default
 
 SCENARIOS = {
     "S1": "hot: the same query, c=20 (hey)",

@@ -219,7 +219,7 @@ class Bench:
             )
             wanted.append((report.TRACED_SAMPLED, sampled))
         if {"S1", "S7"} & set(self.plan.scenarios):
-            # the same gateway with the answer cache on (its defaults), on its own shard copy
+            # the gateway as shipped (the answer cache on, its defaults), on its own shard copy
             cached_path = RUN_DIR / "cached-shard"
             copy_tree(shards[CORPUS_N], cached_path)
             cached = servers.gateway(

@@ -132,8 +132,11 @@ def gateway(
         RAG_QDRANT__PATH=str(qdrant_path),
         RAG_EMBEDDER__MODEL_DIR=str(model_dir),
         RAG_REDIS__URL=redis_url,
-        **(extra_env or {}),
+        # every request runs the pipeline, unless `extra_env` turns the answer cache (the
+        # product default) back on: the scenarios measure the work, CACHED measures the cache
+        RAG_ANSWER_CACHE__ENABLED="false",
     )
+    env.update(extra_env or {})
     if otlp:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=otlp, OTEL_SERVICE_NAME="rag-gateway-bench")
     cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]

@@ -26,11 +26,16 @@ def merge_groups(base: Groups, groups: Groups) -> Groups:
 def make_settings(
     model_dir: Path, qdrant_path: Path, redis_url: str | None, **groups: dict[str, Any]
 ) -> Settings:
-    """Settings for a test app; `groups` override whole groups' fields, e.g. reranker={...}."""
+    """Settings for a test app; `groups` override whole groups' fields, e.g. reranker={...}.
+
+    The answer cache (on by default in the product) is off here, so that a test of the pipeline
+    sees every request run it (a repeated query reaches the rerank cache, a fault is met on every
+    request); the answer cache's own tests and the tests of a process run as shipped turn it on."""
     base: Groups = {
         "embedder": {"model_dir": model_dir},
         "qdrant": {"path": qdrant_path},
         "redis": {"url": redis_url},
+        "answer_cache": {"enabled": False},
     }
     return Settings(**merge_groups(base, groups))
 
