@@ -221,8 +221,9 @@ async def _start_jobs(state: AppState) -> JobRunner:
     settings, metrics, store, chunker = state.settings, state.metrics, state.store, state.chunker
 
     async def ingest_batch(docs: list[Document]) -> IngestStats:
-        # no index build or verification per batch: once, when the job's last batch is in
-        async with store.writing():
+        # no index build or verification per batch: once, when the job's last batch is in; a
+        # batch waits up to 10 minutes for the shared write fence's Redis before the job fails
+        async with store.writing(patience_s=600.0):
             stats = await ingest_documents(
                 store, state.embedder, docs, chunker=chunker, verify=False, optimize=False
             )

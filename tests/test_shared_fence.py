@@ -309,3 +309,20 @@ async def test_a_write_whose_registration_ran_out_fails_once_done(
     with pytest.raises(FenceLost):
         await write_through_an_outage()
     await asyncio.wait_for(_write(a.store), 10)
+
+
+async def test_a_patient_write_waits_for_redis_to_come_back(replicas: Any, redis_server: RedisServer) -> None:
+    """A job's batch (patience_s) rides out a Redis outage instead of failing its job."""
+    a = replicas()
+    redis_server.kill()
+
+    async def batch() -> None:
+        async with a.store.writing(patience_s=60.0):
+            pass
+
+    write = asyncio.create_task(batch())
+    await asyncio.sleep(1.0)
+    assert not write.done()  # waiting, not failed
+    redis_server.start()
+    await asyncio.wait_for(write, 30)
+    assert await a.redis.zcard("fence:c:writers") == 0

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from app.clients.redis_client import RedisUnavailable
 from app.clients.vectorstore.base import Vectors
 from app.types import Candidate, Filters, PointIn
 
@@ -110,14 +112,23 @@ class SwappableStore:
     # --- the write fence ------------------------------------------------------------------
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[None]:
+    async def writing(self, patience_s: float = 0.0) -> AsyncIterator[None]:
         """One write operation (a request's or a job batch's), held while a fence is up: this
         process's, and with a shared fence any replica's (which may first make it follow a switch
-        another replica made; Redis out of reach raises RedisUnavailable)."""
+        another replica made). Redis out of reach raises RedisUnavailable, at once or, with
+        `patience_s`, once it has been out of reach that long (a job's batch waits for it)."""
+        give_up, backoff = time.monotonic() + patience_s, 0.0
         while True:
             await self._enter()
             try:
                 reg = None if self.fence is None else await self.fence.register()
+            except RedisUnavailable:
+                await self._leave()
+                if time.monotonic() >= give_up:
+                    raise
+                backoff = min(5.0, backoff * 2 or 0.25)
+                await asyncio.sleep(backoff)
+                continue
             except BaseException:
                 await self._leave()
                 raise
