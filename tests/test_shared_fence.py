@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from support.redis import RedisServer
 
 from app.clients.redis_client import RedisUnavailable
-from app.clients.vectorstore.fence import ACQUIRE, FenceLost, Registered, SharedFence
+from app.clients.vectorstore.fence import FenceLost, Registered, SharedFence
+from app.clients.vectorstore.fence_lua import ACQUIRE
 from app.clients.vectorstore.swap import SwappableStore
 from app.settings import RedisSettings
 
@@ -223,11 +224,12 @@ async def test_a_fence_taken_over_after_its_lease_is_not_the_old_holders(
     a = replicas(lease_s=1.0)
     async with a.store.exclusive() as held:
         assert held is not None
-        redis_server.cli("SET", "fence:c:holder", "another-replica", "PX", "60000")
+        # its lease ran out unnoticed and another replica took the fence
+        redis_server.cli("SET", "fence:c:holder", "another-replica 99999999999999")
         await asyncio.sleep(0.6)  # a renewal finds the token is not its own
         with pytest.raises(FenceLost):
             held.check()
-    assert redis_server.cli("GET", "fence:c:holder").strip() == "another-replica"  # left to its holder
+    assert redis_server.cli("GET", "fence:c:holder").startswith("another-replica ")  # left to it
 
 
 async def test_with_redis_unreachable_no_write_and_no_fence_is_taken(
@@ -326,3 +328,65 @@ async def test_a_patient_write_waits_for_redis_to_come_back(replicas: Any, redis
     redis_server.start()
     await asyncio.wait_for(write, 30)
     assert await a.redis.zcard("fence:c:writers") == 0
+
+
+async def test_a_write_whose_renewals_never_land_fails_once_done(replicas: Any) -> None:
+    """This replica cannot renew (its Redis calls fail) while another replica reaches Redis: the
+    other's fence goes ahead once the registration ran out, and the write is told, not answered."""
+    a, b = replicas(lease_s=1.0), replicas(lease_s=1.0)
+    await _write(b.store)  # followed the current epoch
+
+    async def unreachable(*_: Any, **__: Any) -> Any:
+        raise RedisUnavailable("redis", "timed out")
+
+    b.fence._renew_write = unreachable
+    entered = asyncio.Event()
+
+    async def hold_when_free() -> None:
+        async with a.store.exclusive():
+            entered.set()
+
+    async def long_write() -> None:
+        async with b.store.writing():
+            holder = asyncio.create_task(hold_when_free())
+            await asyncio.wait_for(entered.wait(), 10)  # the registration ran out: a went ahead
+            await holder
+
+    with pytest.raises(FenceLost):
+        await long_write()
+
+
+async def test_a_registration_whose_reply_was_lost_is_removed(replicas: Any) -> None:
+    a, b = replicas(), replicas()
+    await _write(b.store)
+    run = b.fence._run
+
+    async def reply_lost(script: Any, keys: list[str], args: list[Any]) -> Any:
+        await run(script, keys, args)  # it ran in Redis
+        raise RedisUnavailable("redis", "timed out reading the reply")
+
+    b.fence._run = reply_lost  # type: ignore[method-assign]
+    with pytest.raises(RedisUnavailable):
+        await _write(b.store)
+    assert await a.redis.zcard("fence:c:writers") == 0
+    await asyncio.wait_for(_enter_and_leave(a.store), 2)  # no registration left to wait for
+
+
+async def test_no_fence_key_can_be_evicted_by_a_volatile_policy(replicas: Any) -> None:
+    """The fence's keys carry no TTL (each value holds its own expiry), so Redis under
+    `maxmemory-policy volatile-lru` evicts cache entries, never the fence."""
+    a, b = replicas(), replicas()
+    ttls: list[int] = []
+    entered = asyncio.Event()
+
+    async def write() -> None:
+        async with b.store.writing():
+            entered.set()
+            ttls.extend([await a.redis.ttl("fence:c:writers"), await a.redis.ttl(EPOCH)])
+
+    async with a.store.exclusive():
+        ttls.append(await a.redis.ttl("fence:c:holder"))
+    w = asyncio.create_task(write())
+    await entered.wait()
+    await w
+    assert ttls == [-1, -1, -1], ttls  # present, and no expiry

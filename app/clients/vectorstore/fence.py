@@ -4,7 +4,7 @@ docs/ARCHITECTURE.md, "Write fence").
 A reindex, a snapshot restore or a rollback holds writes while it runs; the store's own fence
 (`SwappableStore`) holds this process's writes, this one every replica's. Keys under
 `fence:<collection>:`:
-- `holder`: the token of the replica holding the fence, with a lease that it renews;
+- `holder`: the token of the replica holding the fence and when its lease ends, which it renews;
 - `writers`: the writes in progress on every replica, each scored by when its registration runs
   out (Redis's clock), renewed while the write runs, removed when it ends;
 - `epoch`: bumped whenever a fence is taken and when it is released, so that a replica's next
@@ -16,7 +16,8 @@ holder sets the fence, then waits until no registration is left. Redis orders th
 write either registered first (the holder waits for it) or sees the fence (and waits for it).
 A dead replica's fence or registration runs out after its lease. A holder that could not renew
 its lease in time (`Hold.check`) no longer holds anything and must commit nothing; a write whose
-registration ran out while it ran fails (FenceLost) once it is done, so its client sends it again.
+registration ran out while it ran (Redis says so when it is removed, or, out of reach, no renewal
+landed in time) fails (FenceLost) once it is done, so its client sends it again.
 The fence has its own Redis client: every call bounded by CALL_S, not by the rerank cache's short
 timeout (the fence has no fallback to fall back on).
 """
@@ -34,6 +35,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.clients.redis_client import RedisClient, RedisUnavailable, breaker_config
+from app.clients.vectorstore.fence_lua import (
+    ACQUIRE,
+    FINISH_WRITE,
+    PENDING,
+    REGISTER,
+    RELEASE,
+    RENEW_HOLD,
+    RENEW_WRITE,
+)
 from app.errors import DependencyUnavailable
 from app.resilience import CircuitBreaker
 from app.resilience.tasks import stop_task
@@ -43,50 +53,6 @@ log = logging.getLogger("rag.fence")
 MARGIN = 0.2  # share of a lease a holder does not count on (the time its renewal took to land)
 POLL_S = 0.05  # how often a held write looks at the fence, and a holder at the writes left
 CALL_S = 2.0  # bound on one fence call (connect, send, reply)
-
-_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-# KEYS: holder, writers, epoch. ARGV: member, ttl_ms. -> {1, epoch} registered, {0, ''} fenced
-REGISTER = (
-    _NOW
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ''} end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[2]))
-return {1, redis.call('GET', KEYS[3]) or '0'}
-"""
-)
-# KEYS: writers. ARGV: member, ttl_ms. -> 1 renewed, 0 the registration ran out (or was removed)
-RENEW_WRITE = (
-    _NOW
-    + """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) < now then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
-return 1
-"""
-)
-# KEYS: writers -> the registrations not run out
-PENDING = _NOW + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) return redis.call('ZCARD', KEYS[1])"
-# KEYS: holder, epoch. ARGV: token, lease_ms -> 1 taken (the epoch bumped: a holder that dies
-# before its release still makes every replica's next write follow), 0 held by another
-ACQUIRE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-redis.call('INCR', KEYS[2])
-return 1
-"""
-# KEYS: holder. ARGV: token, lease_ms -> 1 renewed, 0 lost
-RENEW_HOLD = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-# KEYS: holder, epoch. ARGV: token
-RELEASE = """
-redis.call('INCR', KEYS[2])
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
 
 
 class FenceLost(DependencyUnavailable):
@@ -107,7 +73,11 @@ class Hold:
 @dataclass(slots=True)
 class Registered:
     member: str
-    lost: bool = False  # ran out while the write ran (not renewed in time)
+    deadline: float  # monotonic: until then the registration surely holds (renewals move it)
+    lost: bool = False  # found run out or gone by Redis
+
+    def ran_out(self) -> bool:
+        return self.lost or time.monotonic() > self.deadline
 
 
 class SharedFence:
@@ -117,6 +87,7 @@ class SharedFence:
         self._holder, self._writers, self._epoch = prefix + "holder", prefix + "writers", prefix + "epoch"
         scripts = redis.client.register_script
         self._register, self._renew_write = scripts(REGISTER), scripts(RENEW_WRITE)
+        self._finish_write = scripts(FINISH_WRITE)
         self._pending, self._acquire = scripts(PENDING), scripts(ACQUIRE)
         self._renew_hold, self._release = scripts(RENEW_HOLD), scripts(RELEASE)
         self._me, self._n = secrets.token_hex(8), itertools.count()
@@ -151,15 +122,20 @@ class SharedFence:
         """Register one write: Registered, or (nothing registered) None while a fence is up, or
         the epoch to follow first (`wait`). Raises RedisUnavailable: no write is safe then."""
         member = f"{self._me}:{next(self._n)}"
-        ok, epoch = await self._run(
-            self._register, [self._holder, self._writers, self._epoch], [member, self._ttl_ms]
-        )
+        sent = time.monotonic()
+        try:
+            ok, epoch = await self._run(
+                self._register, [self._holder, self._writers, self._epoch], [member, self._ttl_ms]
+            )
+        except BaseException:  # the script may have run though its reply was lost: undo it
+            await self._unregister(member)
+            raise
         if not ok:
             return None
         epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
         if epoch == self.seen or self.on_epoch is None:
             self.seen = epoch
-            return Registered(member)
+            return Registered(member, sent + self.lease_s * (1 - MARGIN))
         await self._unregister(member)
         return epoch
 
@@ -183,8 +159,8 @@ class SharedFence:
             yield
         finally:
             await stop_task(beat, 2 * CALL_S)
-            await self._unregister(reg.member)
-        if reg.lost:
+            await self._finish(reg)
+        if reg.ran_out():
             raise FenceLost(
                 "redis",
                 "the write's registration in the shared write fence ran out before it ended: it may"
@@ -193,7 +169,8 @@ class SharedFence:
 
     async def _keep(self, reg: Registered) -> None:
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(self.lease_s / 4)
+            sent = time.monotonic()
             try:
                 if not await self._run(self._renew_write, [self._writers], [reg.member, self._ttl_ms]):
                     reg.lost = True
@@ -201,6 +178,20 @@ class SharedFence:
                     return
             except RedisUnavailable as exc:
                 log.warning("shared write fence: registration not renewed", extra={"error": exc.message})
+                continue
+            # live in Redis now, so live all along: scores only grow, and only run-out ones go
+            reg.deadline = sent + self.lease_s * (1 - MARGIN)
+
+    async def _finish(self, reg: Registered) -> None:
+        """Remove the registration, learning whether it held to the end (`reg.lost` if not);
+        Redis out of reach: the local deadline decides (`ran_out`)."""
+        try:
+            if not await self._run(self._finish_write, [self._writers], [reg.member]):
+                reg.lost = True
+            else:
+                reg.deadline = float("inf")  # it held to the end
+        except RedisUnavailable as exc:  # it runs out after its lease; a holder waits until then
+            log.warning("shared write fence: registration not removed", extra={"error": exc.message})
 
     async def _unregister(self, member: str) -> None:
         try:
