@@ -4,10 +4,12 @@ and never from before a write (see docs/ARCHITECTURE.md, "Answer cache").
 Two tiers: in process (LRU bounded in bytes) and Redis (shared by replicas, with a TTL). The key
 covers everything an answer depends on: the tenant, the canonical request, the embedder,
 reranker and collection identities, and the collection **generation**. Every write through the
-gateway bumps the generation before it returns; with Redis the generation is one shared counter,
-so a write through one replica changes every replica's next key. While Redis is unreachable
-the generation is this process's own: local writes still invalidate at once, but another
-replica's writes cannot be seen, so entries made then live at most `local_ttl_s`.
+gateway bumps the generation before it returns; with Redis the generation is one shared value (a
+random token each write replaces, never a value seen before: a Redis restarted empty or an
+evicted key starts a new one), so a write through one replica changes every replica's next key.
+While Redis is unreachable the generation is this process's own: local writes still invalidate
+at once, but another replica's writes cannot be seen, so entries made then live at most
+`local_ttl_s`.
 
 Every lookup reads the generation, so concurrent lookups share one read of it: a read answers
 only the requests that were waiting before it was sent (a read already in flight may predate a
@@ -22,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from cachetools import LRUCache
@@ -33,6 +36,13 @@ from cachetools import LRUCache
 from app.clients.redis_client import RedisClient, RedisUnavailable
 
 GENERATION_KEY = "answer:gen:"
+# KEYS: the generation key. ARGV: a fresh token -> the generation (the token, if there was none)
+CURRENT_GENERATION = """
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
 ANSWER_KEY = "answer:v1:"
 REQUEST_ID_PREFIX = b'{"request_id":'
 T = TypeVar("T")
@@ -61,6 +71,10 @@ def split_answer(body: bytes, request_id: str) -> bytes:
 
 def join_answer(request_id: str, rest: bytes) -> bytes:
     return REQUEST_ID_PREFIX + orjson.dumps(request_id) + rest
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
 
 
 def answer_key(generation: str, identity: str, tenant: str, canonical_request: bytes) -> str:
@@ -93,6 +107,8 @@ class AnswerCache:
         self._flights: dict[str, asyncio.Future[bytes | None]] = {}
         self._next_read: asyncio.Future[Generation] | None = None  # the batch not yet sent
         self._reader: asyncio.Task[None] | None = None
+        # the shared generation, made (a fresh token) by the first reader that finds none
+        self._current: Any = None if redis is None else redis.client.register_script(CURRENT_GENERATION)
 
     async def generation(self) -> Generation:
         """The current generation: Redis's shared counter, else this process's own.
@@ -133,12 +149,20 @@ class AnswerCache:
         assert self.redis is not None
         try:
             if self._unshared_write:
-                await self.redis.call(lambda r: r.incr(self._gen_key))
+                await self._new_shared()
                 self._unshared_write = False
-            raw = await self.redis.call(lambda r: r.get(self._gen_key))
-            return Generation(f"s{int(raw or 0)}", shared=True)
-        except (RedisUnavailable, ValueError):
+            raw = await self.redis.call(lambda _: self._current(keys=[self._gen_key], args=[_token()]))
+            return Generation("s" + (raw.decode() if isinstance(raw, bytes) else str(raw)), shared=True)
+        except RedisUnavailable:
             return Generation(f"l{self._local_gen}", shared=False)
+
+    async def _new_shared(self) -> None:
+        """A new shared generation: a random token, never a value seen before, so that neither a
+        Redis restarted empty nor an evicted key brings an old generation (and its answers in
+        any replica's in-process tier) back, as a counter starting again at 0 would."""
+        assert self.redis is not None
+        token = _token()
+        await self.redis.call(lambda r: r.set(self._gen_key, token))
 
     async def bump(self) -> None:
         """A write happened: every answer cached before it is unreachable from now on. Called
@@ -147,7 +171,7 @@ class AnswerCache:
         self._entries.clear()  # unreachable anyway: give the memory back
         if self.redis is not None:
             try:
-                await self.redis.call(lambda r: r.incr(self._gen_key))
+                await self._new_shared()
             except RedisUnavailable:
                 # other replicas cannot know until Redis is back: their entries are bounded by
                 # their TTLs (documented); ours bumps the shared counter before using it again

@@ -93,6 +93,29 @@ async def test_a_write_through_one_replica_changes_the_others_next_key(
     assert await b.get(answer_key(gen_b.value, "id", "t1", b"req")) is None  # the very next request misses
 
 
+@pytest.mark.parametrize("loss", ["restarted empty", "key evicted"])
+async def test_a_generation_lost_by_redis_never_brings_back_an_answer_from_before_a_write(
+    pair: tuple[AnswerCache, AnswerCache, FakeClock], redis_server: Any, loss: str
+) -> None:
+    """b keeps an answer in its in-process tier; a write goes through a; then Redis loses the
+    generation (FLUSHALL, or the key evicted): b's next key is a new one, not the one from before
+    the write (a counter would have started again where b's old answer was cached)."""
+    a, b, _ = pair
+    gen = await b.generation()
+    key = answer_key(gen.value, "id", "t1", b"req")
+    await b.put(key, b',"results":["before the write"]}', gen)
+    await a.bump()
+    if loss == "restarted empty":
+        redis_server.cli("FLUSHALL")
+    else:
+        for k in redis_server.cli("KEYS", "answer:gen:*").split():
+            redis_server.cli("DEL", k)
+    after = await b.generation()
+    assert after.shared and after.value != gen.value
+    assert await b.get(answer_key(after.value, "id", "t1", b"req")) is None
+    assert (await a.generation()).value == after.value  # one new generation, shared
+
+
 async def test_local_tier_ttl_and_byte_bound(redis_url: str, redis: Any) -> None:
     clock = FakeClock()
     cache = AnswerCache(None, "local-only", max_bytes=8_000, ttl_s=60, local_ttl_s=5, clock=clock)

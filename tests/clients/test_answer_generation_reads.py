@@ -20,12 +20,20 @@ from app.clients.redis_client import RedisClient
 
 
 class HeldReplies:
-    """The generation counter, with each GET's reply held until the test releases it."""
+    """The generation (a counter here: its order is what the test checks; the gateway's values
+    are random tokens), with each read's reply held until the test releases it."""
 
     def __init__(self) -> None:
         self.counter = 0
         self.held: list[asyncio.Event] = []
         self.gets = 0
+        self.client = self  # scripts are registered on the library client
+
+    def register_script(self, text: str) -> Callable[..., Awaitable[bytes]]:
+        async def current_generation(keys: list[str], args: list[str]) -> bytes:
+            return await self.get(keys[0])
+
+        return current_generation
 
     async def call(self, op: Callable[[Any], Awaitable[Any]], bound_s: float | None = None) -> Any:
         return await op(self)

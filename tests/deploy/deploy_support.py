@@ -68,11 +68,16 @@ def run(
 _HEY_RESPONSES = re.compile(r"^\s+\[(\d{3})\]\s+(\d+) responses", re.M)
 
 
-def hey_rag(url: str, concurrency: int, duration_s: float = 10) -> tuple[dict[str, str], str]:
-    """`hey` POSTing one /rag query to `url` (bench's command line): the count of answers by
-    status code, and hey's report."""
+def hey_rag(
+    url: str, concurrency: int, duration_s: float = 10, headers: tuple[str, ...] = ()
+) -> tuple[dict[str, str], str]:
+    """`hey` POSTing one /rag query to `url` (bench's command line, plus `-H` per header): the
+    count of answers by status code, and hey's report."""
     body = json.dumps({"q": "what causes inflation", "k": 50})
-    proc = run(hey_command(f"{url}/rag", duration_s, concurrency, body), timeout=duration_s + 110)
+    cmd = hey_command(f"{url}/rag", duration_s, concurrency, body)
+    for header in headers:
+        cmd[1:1] = ["-H", header]
+    proc = run(cmd, timeout=duration_s + 110)
     assert proc.returncode == 0, f"hey exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return dict(_HEY_RESPONSES.findall(proc.stdout)), proc.stdout
 
