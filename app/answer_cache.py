@@ -149,8 +149,13 @@ class AnswerCache:
         assert self.redis is not None
         try:
             if self._unshared_write:
-                await self._new_shared()
+                # cleared before the await: a bump failing meanwhile sets it again
                 self._unshared_write = False
+                try:
+                    await self._new_shared()
+                except BaseException:
+                    self._unshared_write = True
+                    raise
             raw = await self.redis.call(lambda _: self._current(keys=[self._gen_key], args=[_token()]))
             return Generation("s" + (raw.decode() if isinstance(raw, bytes) else str(raw)), shared=True)
         except RedisUnavailable:
@@ -172,10 +177,12 @@ class AnswerCache:
         if self.redis is not None:
             try:
                 await self._new_shared()
-            except RedisUnavailable:
+            except BaseException as exc:  # (cancelled too: the write itself has happened)
                 # other replicas cannot know until Redis is back: their entries are bounded by
-                # their TTLs (documented); ours bumps the shared counter before using it again
+                # their TTLs (documented); ours replaces the shared generation before using it
                 self._unshared_write = True
+                if not isinstance(exc, RedisUnavailable):
+                    raise
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)

@@ -224,9 +224,13 @@ async def _start_jobs(state: AppState) -> JobRunner:
         # no index build or verification per batch: once, when the job's last batch is in; a
         # batch waits up to 10 minutes for the shared write fence's Redis before the job fails
         async with store.writing(patience_s=600.0):
-            stats = await ingest_documents(
-                store, state.embedder, docs, chunker=chunker, verify=False, optimize=False
-            )
+            try:
+                stats = await ingest_documents(
+                    store, state.embedder, docs, chunker=chunker, verify=False, optimize=False
+                )
+            except BaseException:
+                await state.wrote()  # failed part-way: some of it may be written
+                raise
             if stats.upserted:
                 await state.wrote()  # committed: no answer from before it is served again
         return stats

@@ -232,6 +232,17 @@ async def test_a_fence_taken_over_after_its_lease_is_not_the_old_holders(
     assert redis_server.cli("GET", "fence:c:holder").startswith("another-replica ")  # left to it
 
 
+async def test_an_earlier_gateways_fence_holds_writes_during_a_rolling_upgrade(
+    replicas: Any, redis_server: RedisServer
+) -> None:
+    """Gateways before the fence's values held their expiry set a bare token with a TTL."""
+    a = replicas()
+    redis_server.cli("SET", "fence:c:holder", "an-older-gateway", "PX", "5000")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(_write(a.store), 0.5)  # held by it
+    await asyncio.wait_for(_write(a.store), 15)  # until its key's own TTL ends it
+
+
 async def test_with_redis_unreachable_no_write_and_no_fence_is_taken(
     replicas: Any, redis_server: RedisServer
 ) -> None:
@@ -340,6 +351,7 @@ async def test_a_write_whose_renewals_never_land_fails_once_done(replicas: Any) 
         raise RedisUnavailable("redis", "timed out")
 
     b.fence._renew_write = unreachable
+    b.fence._finish_write = unreachable  # nor can it learn at the end: its own deadline decides
     entered = asyncio.Event()
 
     async def hold_when_free() -> None:

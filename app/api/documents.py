@@ -84,15 +84,17 @@ async def upsert_documents(body: DocumentsRequest, state: State, admin: Admin) -
     check_filter_types(last.values(), state.settings.qdrant.filter_keys)
     docs = [to_document(d, body.tenant) for d in last.values()]
     async with state.store.writing():  # held while a snapshot is copied or a restore swaps
-        stats = await ingest_documents(
-            state.store,
-            state.embedder,
-            docs,
-            verify_ef=state.settings.qdrant.ef_default,
-            chunker=state.chunker,
-            skip_unchanged=False,
-        )
-        await state.wrote()
+        try:
+            stats = await ingest_documents(
+                state.store,
+                state.embedder,
+                docs,
+                verify_ef=state.settings.qdrant.ef_default,
+                chunker=state.chunker,
+                skip_unchanged=False,
+            )
+        finally:  # (also when it failed part-way: some of it may be written)
+            await state.wrote()
     log.info(
         "documents upserted",
         extra={"tenant": body.tenant, "count": len(docs), "chunks": stats.chunks, "key_id": admin.key_id},
@@ -117,8 +119,10 @@ async def delete_document(
     missing id is a no-op."""
     async with state.store.writing():  # held while a snapshot is copied or a restore swaps
         ids = await document_point_ids(state.store, tenant, doc_id)
-        await state.store.delete(ids)
-        await forget_points(state.store, tenant, ids)
-        await state.wrote()
+        try:
+            await state.store.delete(ids)
+            await forget_points(state.store, tenant, ids)
+        finally:  # (also when it failed part-way)
+            await state.wrote()
     log.info("document deleted", extra={"tenant": tenant, "key_id": admin.key_id, "points": len(ids)})
     return _json(DeletedResponse(tenant=tenant, id=doc_id, point_id=ids[0]))

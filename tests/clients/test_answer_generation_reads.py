@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.answer_cache import AnswerCache
-from app.clients.redis_client import RedisClient
+from app.clients.redis_client import RedisClient, RedisUnavailable
 
 
 class HeldReplies:
@@ -98,3 +98,58 @@ def test_concurrent_requests_share_one_read() -> None:
         return redis.gets
 
     assert asyncio.run(scenario()) == 2  # one read for the first, one for the ten after it
+
+
+class Flaky:
+    """A Redis whose calls fail while `down`, and whose SET replies wait for `release`."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.value = b"t0"
+        self.sets = 0
+        self.release = asyncio.Event()
+        self.release.set()
+        self.client = self
+
+    async def call(self, op: Callable[[Any], Awaitable[Any]], bound_s: float | None = None) -> Any:
+        if self.down:
+            raise RedisUnavailable("redis", "down")
+        return await op(self)
+
+    async def set(self, key: str, value: str) -> bool:
+        self.sets += 1
+        self.value = value.encode()
+        await self.release.wait()
+        return True
+
+    def register_script(self, text: str) -> Callable[..., Awaitable[bytes]]:
+        async def current_generation(keys: list[str], args: list[str]) -> bytes:
+            return self.value
+
+        return current_generation
+
+
+def test_a_bump_that_fails_while_a_pending_one_is_sent_is_not_forgotten() -> None:
+    """A write whose shared bump failed is owed a new shared generation; if another write's bump
+    fails while that debt is being paid, the debt stays, and the next read pays it."""
+
+    async def scenario() -> int:
+        redis = Flaky()
+        cache = AnswerCache(cast(RedisClient, redis), "c", max_bytes=1000, ttl_s=60, local_ttl_s=5)
+        redis.down = True
+        await cache.bump()  # write 1: owed
+        redis.down = False
+        redis.release.clear()
+        paying = asyncio.create_task(cache.generation())  # sends write 1's new generation
+        while redis.sets == 0:
+            await asyncio.sleep(0)
+        redis.down = True
+        await cache.bump()  # write 2 returns while that SET is in flight: owed too
+        redis.down = False
+        redis.release.set()
+        await paying
+        before = redis.sets
+        await cache.generation()  # write 2's debt is paid before the shared tier is used
+        return redis.sets - before
+
+    assert asyncio.run(scenario()) == 1

@@ -100,6 +100,27 @@ async def test_a_write_changes_the_next_answer_here_and_in_the_other_replica(
     assert "fresh" in [h["payload"]["doc_id"] for h in after.json()["results"]]
 
 
+async def test_a_write_that_fails_part_way_still_changes_the_next_answer(
+    pair: tuple[httpx.AsyncClient, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The points are written, then a later step of the request fails (here the read-back
+    check): the client gets an error, but no answer from before the write is served again."""
+    import app.ingest
+
+    a, b = pair
+    await ask(b, ALICE)
+    assert (await ask(b, ALICE)).headers["x-answer-cache"] == "hit"
+
+    async def written_then_failed(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("read-back check failed")
+
+    monkeypatch.setattr(app.ingest, "verify_writes", written_then_failed)
+    new = {"id": "half", "text": "sourdough starter: a spoon of rye flour wakes it up"}
+    r = await a.post("/documents", json={"tenant": "t1", "documents": [new]}, headers=ADMIN.headers)
+    assert r.status_code == 500, r.text
+    assert (await ask(b, ALICE)).headers["x-answer-cache"] == "miss"
+
+
 async def test_tenants_never_share_answers_and_auth_and_limits_come_first(
     pair: tuple[httpx.AsyncClient, httpx.AsyncClient],
 ) -> None:

@@ -7,12 +7,13 @@ no eviction policy that spares keys without one (`volatile-*`) can take the fenc
 from __future__ import annotations
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-# the holder's value is "<token> <expiry ms>": up while its expiry is ahead
+# the holder's value is "<token> <expiry ms>": up while its expiry is ahead. A bare token is
+# an earlier gateway's fence (during a rolling upgrade), whose key's own TTL ends it: up.
 _HELD = """
 local function held(v, now)
   if not v then return false end
   local exp = tonumber(string.match(v, ' (%d+)$'))
-  return exp ~= nil and exp > now
+  return exp == nil or exp > now
 end
 """
 # KEYS: holder, writers, epoch. ARGV: member, ttl_ms. -> {1, epoch} registered, {0, ''} fenced
