@@ -42,6 +42,22 @@ _SUPPRESS_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 HEADER_GETTER = default_getter
 
 
+class HashedResource(Resource):
+    """A Resource that hashes once. The OTLP encoder groups spans by resource with a dict, so
+    it hashes the resource once per span, and Resource.__hash__ JSON-encodes every attribute
+    each time (a seventh of the encoder's CPU here); a provider's resource never changes."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or super().__eq__(other)
+
+
 class GatewayTracerProvider(TracerProvider):
     """A TracerProvider whose shutdown returns within a bound even when the collector never
     answers (the SDK's own waits up to 30 s for the export thread)."""
@@ -89,7 +105,7 @@ def setup_tracing(
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-    provider = GatewayTracerProvider(resource, shutdown_timeout_s)
+    provider = GatewayTracerProvider(HashedResource(resource), shutdown_timeout_s)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 

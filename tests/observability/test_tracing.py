@@ -263,3 +263,39 @@ async def test_every_http_and_redis_client_is_instrumented_on_our_provider_only(
     assert not any(instrumented(c) for c in plain)  # instances, not the libraries
     for c in plain + traced:
         await c.aclose()
+
+
+def test_hashed_resource_is_the_same_resource_to_the_encoder() -> None:
+    """The provider's resource hashes once; to a dict, and so to the OTLP encoder's grouping, it
+    is the resource it wraps: one resource group with its attributes, for spans made apart."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    from app.observability.tracing import HashedResource
+
+    plain = Resource.create({"service.name": "svc", "deployment.environment": "test"})
+    hashed = HashedResource(plain)
+    assert hashed == plain and plain == hashed and hash(hashed) == hash(plain)
+    assert {plain: 1}[hashed] == 1 and dict(hashed.attributes) == dict(plain.attributes)
+    assert hashed != Resource.create({"service.name": "other"})
+
+    class Keep(SpanExporter):
+        def __init__(self) -> None:
+            self.spans: list[ReadableSpan] = []
+
+        def export(self, spans: Any) -> SpanExportResult:
+            self.spans.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    kept = Keep()
+    provider = TracerProvider(resource=hashed, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    for name in ("a", "b", "c"):
+        provider.get_tracer("t").start_span(name).end()
+    request = encode_spans(kept.spans)
+    assert len(request.resource_spans) == 1
+    (group,) = request.resource_spans
+    assert {kv.key: kv.value.string_value for kv in group.resource.attributes}["service.name"] == "svc"
+    assert sorted(s.name for ss in group.scope_spans for s in ss.spans) == ["a", "b", "c"]
