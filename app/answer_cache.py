@@ -111,7 +111,7 @@ class AnswerCache:
         self._current: Any = None if redis is None else redis.client.register_script(CURRENT_GENERATION)
 
     async def generation(self) -> Generation:
-        """The current generation: Redis's shared counter, else this process's own.
+        """The current generation: Redis's shared one (a random token), else this process's own.
 
         Concurrent requests share one read, and never one sent before they arrived: a read in
         flight serves only those that came before it; later ones wait for the next, so each
@@ -144,7 +144,7 @@ class AnswerCache:
                 self._next_read = None
 
     async def _read(self) -> Generation:
-        """One read of the shared counter; a local write whose shared bump failed is bumped
+        """One read of the shared generation; a local write whose shared bump failed is bumped
         first, so Redis never serves from before it."""
         assert self.redis is not None
         try:
