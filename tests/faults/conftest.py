@@ -33,7 +33,7 @@ def reranker_server() -> Iterator[RerankerServer]:
 
 @pytest.fixture
 def reranker(reranker_server: RerankerServer) -> RerankerServer:
-    reranker_server.reset()
+    reranker_server.new_test()
     return reranker_server
 
 
@@ -63,14 +63,18 @@ def reranker_proxy(reranker: RerankerServer, proxies: Callable[[int], FaultProxy
 
 @pytest.fixture
 def fault_settings(
-    settings_factory: Any, redis_proxy: FaultProxy, reranker_proxy: FaultProxy
+    settings_factory: Any, redis_proxy: FaultProxy, reranker_proxy: FaultProxy, reranker: RerankerServer
 ) -> Callable[..., Settings]:
     """Settings whose Redis and (http, TEI) reranker are reached through fault proxies; short
     deadline, timeouts and breaker wait so that every fault plays out in about a second."""
     defaults: dict[str, dict[str, Any]] = {
         "server": {"deadline_s": 1.0},
         "redis": {"url": f"redis://{redis_proxy.url}/0"},
-        "reranker": {"kind": "http", "url": f"http://{reranker_proxy.url}", "timeout_s": 0.3},
+        "reranker": {
+            "kind": "http",
+            "url": f"http://{reranker_proxy.url}{reranker.prefix}",
+            "timeout_s": 0.3,
+        },
         "resilience": {
             "retry_attempts": 1,
             "retry_base_s": 0.01,

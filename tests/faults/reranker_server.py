@@ -17,6 +17,11 @@ the client disconnected first ("disconnected"), or the server cancelled it ("can
 `limit_batch(n)` makes it a stock TEI with `--max-client-batch-size n`: `GET /info` says
 `max_client_batch_size: n` (with `info=False` there is no /info, as behind a proxy that hides
 it), and a request with more than n texts is refused with TEI's 413.
+
+One server serves a whole session and `new_test()` starts each test afresh; its `url` carries a
+path prefix that changes with every new test (`reset()` only forgets records and behaviour). A request a client abandoned in an earlier test (sent,
+then cancelled, and read by the server only later) arrives under an old prefix: it is answered
+410 and neither recorded nor given the current test's scripted behaviour.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class RerankerServer:
         self.max_batch: int | None = None
         self.info = False
         self.port = 0
+        self.epoch = 0  # the url's path prefix; new_test() moves it on
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -97,6 +103,13 @@ class RerankerServer:
             self.records = []
             self.max_batch, self.info = None, False
 
+    def new_test(self) -> None:
+        """Afresh for the next test, under a new prefix: what the last test's clients still
+        send does not count here."""
+        with self._lock:
+            self.epoch += 1
+        self.reset()
+
     @property
     def count(self) -> int:
         with self._lock:
@@ -107,8 +120,13 @@ class RerankerServer:
             return [r.outcome for r in self.records]
 
     @property
+    def prefix(self) -> str:
+        """The path prefix of this test's requests (the base URL's path)."""
+        return f"/t{self.epoch}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def start(self, port: int) -> RerankerServer:
         self.port = port
@@ -145,6 +163,12 @@ class RerankerServer:
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         path, method = scope["path"], scope["method"]
+        prefix = self.prefix
+        if not path.startswith(prefix + "/"):
+            # from a test before the last reset (or not through `url`): not this test's request
+            await _answer(send, 410, b'{"error":"stale prefix"}')
+            return
+        path = path[len(prefix) :]
         if method == "GET" and path == "/health":
             await _answer(send, 200, b'{"status":"ok"}')
             return

@@ -123,3 +123,20 @@ async def test_k_200_through_rag_is_reranked_by_a_stock_tei(
     assert body["reranked"] is True and body["degraded"] == [], body["degraded"]
     assert sorted(rec.n_texts for rec in reranker.records) == [8, 32, 32, 32, 32, 32, 32]
     assert {rec.status for rec in reranker.records} == {200}
+
+
+async def test_a_request_from_before_a_reset_is_not_the_next_tests(reranker: RerankerServer) -> None:
+    """The harness itself: a request an earlier test abandoned can reach the shared server after
+    the next test has begun. It arrives under the old prefix, so it is answered 410, not recorded,
+    and the new test's script is still whole."""
+    import httpx
+
+    stale = reranker.url
+    reranker.new_test()
+    reranker.script(Behaviour("status", status=503))
+    async with httpx.AsyncClient() as client:
+        late = await client.post(stale + "/rerank", json={"query": "q", "texts": ["a"]})
+        assert late.status_code == 410
+        assert reranker.count == 0
+        now = await client.post(reranker.url + "/rerank", json={"query": "q", "texts": ["a"]})
+    assert now.status_code == 503 and reranker.count == 1
