@@ -131,21 +131,26 @@ async def test_no_write_on_any_replica_runs_while_one_holds_the_fence(replicas: 
 
 async def test_a_fence_waits_for_a_write_registered_on_another_replica(replicas: Any) -> None:
     a, b = replicas(), replicas()
-    entered = asyncio.Event()
-    release = asyncio.Event()
-
-    async def write() -> None:
-        async with b.store.writing():
-            entered.set()
-            await release.wait()
-
-    w = asyncio.create_task(write())
-    await entered.wait()
+    w, release = await _write_in_flight(b.store)
     hold = asyncio.create_task(_enter_and_leave(a.store))
     await asyncio.sleep(0.3)
     assert not hold.done()  # the other replica's write is in flight
     release.set()
     await asyncio.wait_for(asyncio.gather(w, hold), 10)
+
+
+async def _write_in_flight(store: SwappableStore) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A write that has registered and runs until the event is set."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def write() -> None:
+        async with store.writing():
+            entered.set()
+            await release.wait()
+
+    w = asyncio.create_task(write())
+    await entered.wait()
+    return w, release
 
 
 async def _enter_and_leave(store: SwappableStore) -> None:
@@ -284,15 +289,7 @@ async def test_a_slow_redis_holds_a_write_back_rather_than_failing_it(
 
 async def test_a_fence_cancelled_while_writes_drain_is_lowered(replicas: Any) -> None:
     a = replicas()
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def long_write() -> None:
-        async with a.store.writing():
-            entered.set()
-            await release.wait()
-
-    w = asyncio.create_task(long_write())
-    await entered.wait()
+    w, release = await _write_in_flight(a.store)
     hold = asyncio.create_task(_enter_and_leave(a.store))
     await asyncio.sleep(0.1)
     hold.cancel()  # e.g. a job's lease lost while its follower waited to swap

@@ -69,6 +69,9 @@ class Hold:
         if time.monotonic() > self.deadline:
             raise FenceLost("redis", "the shared write fence's lease ran out; nothing was switched")
 
+    def gone(self) -> None:
+        self.deadline = 0.0
+
 
 @dataclass(slots=True)
 class Registered:
@@ -78,6 +81,9 @@ class Registered:
 
     def ran_out(self) -> bool:
         return self.lost or time.monotonic() > self.deadline
+
+    def gone(self) -> None:
+        self.lost = True
 
 
 class SharedFence:
@@ -154,7 +160,8 @@ class SharedFence:
         """The registered write runs inside; its registration is renewed, then removed. Raises
         FenceLost after the write if the registration ran out meanwhile (a holder may have begun
         without waiting for it)."""
-        beat = asyncio.create_task(self._keep(reg), name="fence-write")
+        renew = (self._renew_write, [self._writers], [reg.member, self._ttl_ms])
+        beat = asyncio.create_task(self._beat(*renew, reg, "a write's registration"), name="fence-write")
         try:
             yield
         finally:
@@ -167,20 +174,26 @@ class SharedFence:
                 " be missing from a collection being rebuilt; send it again",
             )
 
-    async def _keep(self, reg: Registered) -> None:
+    async def _beat(
+        self, script: Any, keys: list[str], args: list[Any], lease: Registered | Hold, what: str
+    ) -> None:
+        """Renew `lease` every quarter of it until Redis finds it run out or gone. A renewal
+        that lands moves its local deadline: live in Redis when it was sent, so live all along
+        (scores only grow, and only run-out ones go)."""
         while True:
             await asyncio.sleep(self.lease_s / 4)
             sent = time.monotonic()
             try:
-                if not await self._run(self._renew_write, [self._writers], [reg.member, self._ttl_ms]):
-                    reg.lost = True
-                    log.error("a write outlived its registration in the shared write fence")
+                if not await self._run(script, keys, args):
+                    lease.gone()
+                    log.error("shared write fence: a lease ran out while in use", extra={"lease": what})
                     return
             except RedisUnavailable as exc:
-                log.warning("shared write fence: registration not renewed", extra={"error": exc.message})
+                log.warning(
+                    "shared write fence: a lease not renewed", extra={"lease": what, "error": exc.message}
+                )
                 continue
-            # live in Redis now, so live all along: scores only grow, and only run-out ones go
-            reg.deadline = sent + self.lease_s * (1 - MARGIN)
+            lease.deadline = sent + self.lease_s * (1 - MARGIN)
 
     async def _finish(self, reg: Registered) -> None:
         """Remove the registration, learning whether it held to the end (`reg.lost` if not);
@@ -215,7 +228,8 @@ class SharedFence:
                 raise
             await asyncio.sleep(POLL_S)  # another replica holds it (its lease bounds a dead one)
         held = Hold(sent + self.lease_s * (1 - MARGIN))
-        beat = asyncio.create_task(self._renew(token, held), name="fence-hold")
+        renew = (self._renew_hold, [self._holder], [token, self._ttl_ms])
+        beat = asyncio.create_task(self._beat(*renew, held, "the fence's lease"), name="fence-hold")
         try:
             while await self._run(self._pending, [self._writers], []):
                 held.check()
@@ -231,17 +245,3 @@ class SharedFence:
             await self._run(self._release, [self._holder, self._epoch], [token])
         except RedisUnavailable as exc:  # its lease ends it (taking it bumped the epoch already)
             log.error("shared write fence not released", extra={"error": exc.message})
-
-    async def _renew(self, token: str, held: Hold) -> None:
-        while True:
-            await asyncio.sleep(self.lease_s / 4)
-            sent = time.monotonic()
-            try:
-                if not await self._run(self._renew_hold, [self._holder], [token, self._ttl_ms]):
-                    held.deadline = 0.0
-                    log.error("shared write fence lost: its lease ran out")
-                    return
-            except RedisUnavailable as exc:
-                log.warning("shared write fence: lease not renewed", extra={"error": exc.message})
-                continue
-            held.deadline = sent + self.lease_s * (1 - MARGIN)
