@@ -19,9 +19,10 @@ the client disconnected first ("disconnected"), or the server cancelled it ("can
 it), and a request with more than n texts is refused with TEI's 413.
 
 One server serves a whole session and `new_test()` starts each test afresh; its `url` carries a
-path prefix that changes with every new test (`reset()` only forgets records and behaviour). A request a client abandoned in an earlier test (sent,
-then cancelled, and read by the server only later) arrives under an old prefix: it is answered
-410 and neither recorded nor given the current test's scripted behaviour.
+path prefix that changes with every new test (`reset()` only forgets records and behaviour). A
+request a client abandoned in an earlier test (sent, then cancelled, and read by the server only
+later) arrives under an old prefix: it is answered 410 and neither recorded nor given the
+current test's scripted behaviour.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ class RerankerServer:
         path, method = scope["path"], scope["method"]
         prefix = self.prefix
         if not path.startswith(prefix + "/"):
-            # from a test before the last reset (or not through `url`): not this test's request
+            # from an earlier test (or not through `url`): not this test's request
             await _answer(send, 410, b'{"error":"stale prefix"}')
             return
         path = path[len(prefix) :]

@@ -125,7 +125,7 @@ async def test_k_200_through_rag_is_reranked_by_a_stock_tei(
     assert {rec.status for rec in reranker.records} == {200}
 
 
-async def test_a_request_from_before_a_reset_is_not_the_next_tests(reranker: RerankerServer) -> None:
+async def test_a_request_from_an_earlier_test_is_not_counted_in_the_next(reranker: RerankerServer) -> None:
     """The harness itself: a request an earlier test abandoned can reach the shared server after
     the next test has begun. It arrives under the old prefix, so it is answered 410, not recorded,
     and the new test's script is still whole."""
