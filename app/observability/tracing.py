@@ -98,9 +98,9 @@ def setup_tracing(
     if not tracing_enabled(env):
         return None
     if exporter is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from app.observability.otlp_wire import WireOTLPSpanExporter
 
-        exporter = OTLPSpanExporter()
+        exporter = WireOTLPSpanExporter()
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; ours is the fallback
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
