@@ -26,12 +26,13 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from cachetools import LRUCache
+from redis.asyncio import Redis
 
 from app.clients.redis_client import RedisClient, RedisUnavailable
 
@@ -202,11 +203,25 @@ class AnswerCache:
         self._remember(key, raw, self.local_ttl_s)
         return raw
 
-    async def put(self, key: str, rest: bytes, generation: Generation) -> None:
-        self._remember(key, rest, self.ttl_s if generation.shared else self.local_ttl_s)
-        if self.redis is not None and generation.shared:
-            with contextlib.suppress(RedisUnavailable):  # the local tier still has it
-                await self.redis.call(lambda r: r.set(key, rest, ex=max(1, round(self.ttl_s))))
+    async def put(self, keys: str | Sequence[str], rest: bytes, generation: Generation) -> None:
+        """Store one answer under each key; the shared tier gets them in one round trip."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        for key in keys:
+            self._remember(key, rest, self.ttl_s if generation.shared else self.local_ttl_s)
+        if self.redis is None or not generation.shared:
+            return
+        ttl = max(1, round(self.ttl_s))
+
+        async def store(r: Redis) -> object:
+            if len(keys) == 1:
+                return await r.set(keys[0], rest, ex=ttl)
+            pipe = r.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, rest, ex=ttl)
+            return await pipe.execute()
+
+        with contextlib.suppress(RedisUnavailable):  # the local tier still has it
+            await self.redis.call(store)
 
     def _remember(self, key: str, rest: bytes, ttl_s: float) -> None:
         if len(rest) <= self._max_entry:

@@ -87,9 +87,7 @@ async def rag(
             headers={"X-Answer-Cache": "hit"},
         )
     if shared is not None:
-        await answers.put(key, shared, generation)
-        if raw_key is not None:
-            await answers.put(raw_key, shared, generation)
+        await answers.put([key, raw_key] if raw_key is not None else key, shared, generation)
     return _answer(*own, "miss")
 
 

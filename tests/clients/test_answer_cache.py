@@ -93,6 +93,33 @@ async def test_a_write_through_one_replica_changes_the_others_next_key(
     assert await b.get(answer_key(gen_b.value, "id", "t1", b"req")) is None  # the very next request misses
 
 
+async def test_an_answer_under_two_keys_reaches_redis_under_both_in_one_round_trip(
+    pair: tuple[AnswerCache, AnswerCache, FakeClock], redis_server: Any
+) -> None:
+    """The handler stores a computed answer under its canonical and its raw key: one round trip
+    (one pipeline of two SETs), each key with the cache's TTL, both readable by another replica."""
+    a, b, _ = pair
+    gen = await a.generation()
+    k1, k2 = answer_key(gen.value, "id", "t1", b"canonical"), answer_key(gen.value, "id", "t1", b"raw")
+    assert a.redis is not None
+    calls = 0
+    call = a.redis.call
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await call(*args, **kwargs)
+
+    a.redis.call = counted  # type: ignore[method-assign]
+    redis_server.cli("CONFIG", "RESETSTAT")
+    await a.put([k1, k2], b',"results":[2]}', gen)
+    assert calls == 1
+    stats = redis_server.cli("INFO", "commandstats")
+    assert "cmdstat_set:calls=2," in stats, stats
+    assert await b.get(k1) == await b.get(k2) == b',"results":[2]}'
+    assert 0 < int(redis_server.cli("TTL", k1)) <= 60 and 0 < int(redis_server.cli("TTL", k2)) <= 60
+
+
 @pytest.mark.parametrize("loss", ["restarted empty", "key evicted"])
 async def test_a_generation_lost_by_redis_never_brings_back_an_answer_from_before_a_write(
     pair: tuple[AnswerCache, AnswerCache, FakeClock], redis_server: Any, loss: str
