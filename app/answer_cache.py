@@ -37,7 +37,8 @@ from redis.asyncio import Redis
 from app.clients.redis_client import RedisClient, RedisUnavailable
 
 GENERATION_KEY = "answer:gen:"
-# KEYS: the generation key. ARGV: a fresh token -> the generation (the token, if there was none)
+# KEYS: the generation key. ARGV: a fresh token -> the generation (the token, if there was none).
+# Run only when a plain GET found no generation: a GET costs both sides less than a script
 CURRENT_GENERATION = """
 local v = redis.call('GET', KEYS[1])
 if v then return v end
@@ -157,7 +158,9 @@ class AnswerCache:
                 except BaseException:
                     self._unshared_write = True
                     raise
-            raw = await self.redis.call(lambda _: self._current(keys=[self._gen_key], args=[_token()]))
+            raw = await self.redis.call(lambda r: r.get(self._gen_key))
+            if raw is None:  # none yet (a new or emptied Redis): one token, set once for everyone
+                raw = await self.redis.call(lambda _: self._current(keys=[self._gen_key], args=[_token()]))
             return Generation("s" + (raw.decode() if isinstance(raw, bytes) else str(raw)), shared=True)
         except RedisUnavailable:
             return Generation(f"l{self._local_gen}", shared=False)
