@@ -116,6 +116,9 @@ class Flaky:
             raise RedisUnavailable("redis", "down")
         return await op(self)
 
+    async def get(self, key: str) -> bytes:
+        return self.value
+
     async def set(self, key: str, value: str) -> bool:
         self.sets += 1
         self.value = value.encode()
