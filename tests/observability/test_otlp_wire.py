@@ -1,8 +1,8 @@
 """The gateway's own OTLP span encoding (app/observability/otlp_wire.py) against the library's:
-for random batches of real SDK spans (every attribute type, out-of-range integers, statuses,
-remote and local parents, trace state, events, links, attribute limits, two resources and
-several scopes), the official protobuf classes parse our bytes to exactly the message the
-OTLP exporter's own encoder builds. The exporter itself is checked end to end against a real
+for random batches of real SDK spans (every attribute type, bytes, None inside sequences,
+out-of-range integers, statuses, remote and local parents, trace state, events, links,
+attribute limits, two resources and several scopes), the official protobuf classes parse our
+bytes to exactly the message the OTLP exporter's own encoder builds. The exporter itself is checked end to end against a real
 receiver in test_tracing.py."""
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ scalars = st.one_of(
     st.booleans(),
     st.integers(-(2**70), 2**70),  # beyond int64: the attribute is left out by both
     st.floats(allow_nan=False),
+    st.binary(max_size=8),
 )
 values = st.one_of(
     scalars,
-    st.lists(st.text(max_size=5), max_size=4),
+    st.lists(st.one_of(st.none(), st.text(max_size=5)), max_size=4),
     st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4),
     st.lists(st.floats(allow_nan=False), max_size=4),
     st.lists(st.booleans(), max_size=4),
