@@ -23,6 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import Link, SpanContext
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     for key, value in attributes.items():
         try:
             out.append(_field(tag, _key_value(key, value)))
-        except (TypeError, ValueError) as exc:
-            log.warning("span attribute not exported", extra={"key": key, "error": str(exc)})
+        except Exception as exc:  # as the library: one bad value costs its attribute, not the batch
+            log.warning("span attribute not exported", extra={"key": key, "error": repr(exc)})
     return b"".join(out)
 
 
@@ -236,5 +237,7 @@ class WireOTLPSpanExporter(OTLPSpanExporter):
             sent = self._client.export(data)
             if not sent.success:
                 result.error = sent.error
+                if sent.status_code is not None:
+                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS

@@ -7,7 +7,9 @@ receiver in test_tracing.py."""
 
 from __future__ import annotations
 
+import http.server
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -15,15 +17,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from app.observability.otlp_wire import encode_request
+from app.observability.otlp_wire import WireOTLPSpanExporter, encode_request
 
 keys = st.text(min_size=1, max_size=12)
 scalars = st.one_of(
@@ -140,3 +145,93 @@ def test_an_unencodable_attribute_is_left_out_and_logged(caplog: pytest.LogCaptu
     (encoded,) = message.resource_spans[0].scope_spans[0].spans
     assert [kv.key for kv in encoded.attributes] == ["ok"]
     assert any(getattr(r, "key", None) == "huge" for r in caplog.records)
+
+
+def test_an_attribute_that_fails_to_encode_costs_only_itself() -> None:
+    """The SDK takes nested mappings as attribute values; one nested 400 deep fails to encode in
+    both encoders (the recursion limit in ours), and both leave out that attribute, not the
+    batch."""
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(400):
+        node["x"] = {}
+        node = node["x"]
+    exporter = InMemorySpanExporter()
+    (p, _) = _providers(exporter)
+    tracer = p.get_tracer("t")
+    tracer.start_span("a", attributes={"deep": deep, "ok": 1}).end()
+    tracer.start_span("b").end()
+    spans = exporter.get_finished_spans()
+    logging.disable(logging.CRITICAL)
+    try:
+        ours = ExportTraceServiceRequest.FromString(encode_request(spans))
+        theirs = encode_spans(spans)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert ours == theirs
+    encoded = ours.resource_spans[0].scope_spans[0].spans
+    assert [s.name for s in encoded] == ["a", "b"]
+    assert [kv.key for kv in encoded[0].attributes] == ["ok"]
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_export_reports_what_the_librarys_exporter_reports(
+    status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our exporter against the library's, each sending the same spans to a receiver answering
+    `status`: the same result, the same body, and the same attributes on the exporter's own
+    duration metric (the HTTP status of a failed export included)."""
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    bodies: list[bytes] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    spans_out = InMemorySpanExporter()
+    (p, _) = _providers(spans_out)
+    with p.get_tracer("t").start_as_current_span("s", attributes={"k": "v"}):
+        pass
+    spans = spans_out.get_finished_spans()
+
+    def run(cls: type[OTLPSpanExporter]) -> tuple[SpanExportResult, dict[str, Any]]:
+        reader = InMemoryMetricReader()
+        exporter = cls(endpoint=url, meter_provider=MeterProvider(metric_readers=[reader]))
+        logging.disable(logging.CRITICAL)
+        try:
+            result = exporter.export(spans)
+        finally:
+            logging.disable(logging.NOTSET)
+            exporter.shutdown()
+        data = reader.get_metrics_data()
+        assert data is not None
+        attrs = {  # the component's name counts exporter instances: it differs by design
+            m.name: {k: v for k, v in (dp.attributes or {}).items() if k != "otel.component.name"}
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if "duration" in m.name
+            for dp in m.data.data_points  # type: ignore[union-attr]
+        }
+        return result, attrs
+
+    try:
+        theirs, ours = run(OTLPSpanExporter), run(WireOTLPSpanExporter)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ours == theirs
+    assert theirs[1], "the library reported no export duration"
+    expected = SpanExportResult.SUCCESS if status == 200 else SpanExportResult.FAILURE
+    assert theirs[0] is expected
+    assert len(bodies) == 2
+    assert ExportTraceServiceRequest.FromString(bodies[1]) == ExportTraceServiceRequest.FromString(bodies[0])
