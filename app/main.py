@@ -21,7 +21,7 @@ from app.api.rag import router as rag_router
 from app.api.reindex import router as reindex_router
 from app.api.snapshots import router as snapshots_router
 from app.lifespan import STATE_KEY, open_state
-from app.observability.logging import setup_logging
+from app.observability.logging import flush_logs, setup_logging
 from app.observability.metrics import Metrics
 from app.schemas import document_filter_keys
 from app.settings import Settings
@@ -33,9 +33,12 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        async with open_state(settings, metrics) as state:
-            app.state.rag = state  # for tests and scripts holding the app object
-            yield {STATE_KEY: state}
+        try:
+            async with open_state(settings, metrics) as state:
+                app.state.rag = state  # for tests and scripts holding the app object
+                yield {STATE_KEY: state}
+        finally:
+            flush_logs()  # the access lines of the last requests, before a signal ends us
 
     docs = settings.server.docs_enabled
     app = FastAPI(
@@ -77,7 +80,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 def create_app_from_env() -> FastAPI:
     """Entry point for `uvicorn --factory`: settings and logging from the environment."""
     settings = Settings()
-    setup_logging(settings.logging.level)
+    setup_logging(settings.logging.level, settings.logging.flush_interval_s)
     return create_app(settings)
 
 

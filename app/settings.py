@@ -266,6 +266,13 @@ class ResilienceSettings(BaseModel):
 class LoggingSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_query: bool = Field(False, description="include query text in request logs")
+    flush_interval_s: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="INFO lines are written together at most this long after the first of them "
+        "(WARNING and above at once); 0 = a write per line",
+    )
 
 
 class Settings(BaseSettings):
