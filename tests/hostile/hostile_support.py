@@ -64,6 +64,8 @@ def start_gateway(port: int, env_overrides: dict[str, str], log_path: Path) -> G
         "RAG_SERVER__HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "RAG_SERVER__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "RAG_LOGGING__LEVEL": "INFO",
+        # each line written as it is logged: tests read the log right after their requests
+        "RAG_LOGGING__FLUSH_INTERVAL_S": "0",
         **env_overrides,
     }
     proc = serve_app(port, env, log_path, "/livez", timeout_s=90)
