@@ -270,8 +270,8 @@ class LoggingSettings(BaseModel):
         0.1,
         ge=0,
         le=5,
-        description="INFO lines are written together at most this long after the first of them "
-        "(WARNING and above at once); 0 = a write per line",
+        description="access lines are written together at most this long after the first of them "
+        "(every other line at once); 0 = a write per line",
     )
 
 

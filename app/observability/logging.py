@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import sys
 import threading
 import time
@@ -46,15 +47,15 @@ def redact_url(url: str | None) -> str | None:
 
 
 class JsonFormatter(logging.Formatter):
-    _second = -1
-    _second_text = ""
+    _second: tuple[int, str] = (-1, "")
 
     def _ts(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:  # one strftime per second, not per record
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        second, text = self._second
+        if int(record.created) != second:  # one strftime per second, not per record
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)  # one assignment: threads sharing us see a matching pair
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -101,23 +102,29 @@ def _encodable(value: Any, depth: int = 0) -> Any:
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Access lines (INFO records of `batched`, one per request) are written together: a flusher
-    thread writes what has gathered at most `interval_s` after the first of them, in one write.
-    Every other line is written at once, after the gathered lines (order is kept), and so is
-    everything when 64 KiB have gathered. The app flushes at the end of its lifespan, after the
-    last request; `interval_s` 0: one write and flush per record, as `logging.StreamHandler`.
+    thread writes what has gathered at most `interval_s` after the first of them. Every other
+    line is written at once, after the gathered lines (order is kept), and so is everything once
+    64 KiB have gathered. The app flushes at the end of its lifespan, after the last request.
+    `interval_s` 0: one write and flush per record, as `logging.StreamHandler`.
 
-    Why: a write per line (stdout is unbuffered in the image, a pipe to the container runtime)
-    cost a cached /rag answer up to a third of its CPU. A process killed without a shutdown
-    (SIGKILL, OOM) loses at most the access lines of its last `interval_s`."""
+    Gathered lines go out in writes of at most PIPE_BUF bytes (a longer line alone, as before):
+    the kernel writes those to a pipe whole, so lines of several workers sharing a pipe never
+    interleave, and a signal cannot cut one short (stdout is unbuffered in the image, and an
+    unbuffered stream does not retry a short write).
 
-    MAX_PENDING = 64 * 1024
+    Why: a write per line (a pipe to the container runtime) cost a cached /rag answer up to a
+    third of its CPU. A process killed without a shutdown (SIGKILL, OOM) loses at most the
+    access lines of its last `interval_s`."""
+
+    MAX_PENDING = 64 * 1024  # bytes
+    CHUNK = select.PIPE_BUF
 
     def __init__(self, stream: Any, interval_s: float, batched: str = "rag.access") -> None:
         super().__init__(stream)
         self.interval_s = interval_s
         self.batched = batched
-        self._pending: list[str] = []
-        self._pending_chars = 0
+        self._pending: list[tuple[str, int]] = []  # (line, its size in bytes)
+        self._pending_bytes = 0
         self._due = threading.Event()
         self._flusher: threading.Thread | None = None
 
@@ -132,29 +139,51 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        self._pending.append(line)
-        self._pending_chars += len(line)
+        size = len(line) if line.isascii() else len(line.encode("utf-8", "backslashreplace"))
+        self._pending.append((line, size))
+        self._pending_bytes += size
         if (
             record.name != self.batched
             or record.levelno > logging.INFO
-            or self._pending_chars >= self.MAX_PENDING
+            or self._pending_bytes >= self.MAX_PENDING
+            or (len(self._pending) == 1 and not self._start_flusher())
         ):
-            self._write_pending()
+            self._write_pending(record)
         elif len(self._pending) == 1:
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
-                self._flusher.start()
             self._due.set()
 
-    def _write_pending(self) -> None:
-        """Write and flush what has gathered; the caller holds the handler's lock."""
-        if self._pending:
-            lines, self._pending, self._pending_chars = "".join(self._pending), [], 0
+    def _start_flusher(self) -> bool:
+        """Whether a flusher thread runs (it cannot start while the interpreter shuts down)."""
+        if self._flusher is None or not self._flusher.is_alive():
             try:
-                self.stream.write(lines)
-            except Exception:  # as StreamHandler: a broken stream must not break the caller
-                self.handleError(logging.makeLogRecord({"msg": "log lines lost", "levelno": logging.ERROR}))
-        super().flush()
+                thread = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
+                thread.start()
+            except RuntimeError:
+                return False
+            self._flusher = thread
+        return True
+
+    def _write_pending(self, record: logging.LogRecord | None = None) -> None:
+        """Write and flush what has gathered; the caller holds the handler's lock. A failing
+        stream costs the lines, never the caller (as StreamHandler)."""
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        try:
+            chunk: list[str] = []
+            size = 0
+            for line, n in pending:
+                if chunk and size + n > self.CHUNK:
+                    self.stream.write("".join(chunk))
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += n
+            if chunk:
+                self.stream.write("".join(chunk))
+            super().flush()
+        except RecursionError:
+            raise
+        except Exception:
+            lost = {"msg": "log lines lost", "levelno": logging.ERROR}
+            self.handleError(record or logging.makeLogRecord(lost))
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -169,7 +198,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._due.wait()
             time.sleep(self.interval_s)  # let the lines of this interval gather
             self._due.clear()  # before writing: a line added after the write sets it again
-            self.flush()
+            self.flush()  # never raises: a failing stream is reported by handleError
 
 
 def setup_logging(level: str, flush_interval_s: float = 0.0) -> None:
