@@ -127,6 +127,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending_bytes = 0
         self._due = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._closed = False
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.interval_s <= 0:
@@ -139,13 +140,15 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        # the formatter escapes lone surrogates, so a UTF-8 stdout writes exactly these bytes
         size = len(line) if line.isascii() else len(line.encode("utf-8", "backslashreplace"))
         self._pending.append((line, size))
         self._pending_bytes += size
         if (
             record.name != self.batched
-            or record.levelno > logging.INFO
+            or record.levelno != logging.INFO
             or self._pending_bytes >= self.MAX_PENDING
+            or self._closed
             or (len(self._pending) == 1 and not self._start_flusher())
         ):
             self._write_pending(record)
@@ -164,24 +167,32 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return True
 
     def _write_pending(self, record: logging.LogRecord | None = None) -> None:
-        """Write and flush what has gathered; the caller holds the handler's lock. A failing
-        stream costs the lines, never the caller (as StreamHandler)."""
+        """Write what has gathered, a flush per write (one system call each, also on a buffered
+        stream); the caller holds the handler's lock. A failing write costs its lines, never the
+        caller and never the other writes (as StreamHandler, reported once)."""
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        try:
-            chunk: list[str] = []
-            size = 0
-            for line, n in pending:
-                if chunk and size + n > self.CHUNK:
-                    self.stream.write("".join(chunk))
-                    chunk, size = [], 0
-                chunk.append(line)
-                size += n
-            if chunk:
-                self.stream.write("".join(chunk))
-            super().flush()
-        except RecursionError:
-            raise
-        except Exception:
+        chunks: list[str] = []
+        chunk: list[str] = []
+        size = 0
+        for line, n in pending:
+            if chunk and size + n > self.CHUNK:
+                chunks.append("".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += n
+        if chunk:
+            chunks.append("".join(chunk))
+        failed = False
+        for text in chunks or [""]:
+            try:
+                if text:
+                    self.stream.write(text)
+                super().flush()
+            except RecursionError:
+                raise
+            except Exception:
+                failed = True
+        if failed:
             lost = {"msg": "log lines lost", "levelno": logging.ERROR}
             self.handleError(record or logging.makeLogRecord(lost))
 
@@ -190,12 +201,17 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._write_pending()
 
     def close(self) -> None:
-        self.flush()
+        with self.lock:  # type: ignore[union-attr]
+            self._closed = True  # from now on every line is written at once
+            self._write_pending()
+        self._due.set()  # the flusher wakes, sees the handler closed and ends
         super().close()
 
     def _flush_loop(self) -> None:
-        while True:
+        while not self._closed:
             self._due.wait()
+            if self._closed:
+                return
             time.sleep(self.interval_s)  # let the lines of this interval gather
             self._due.clear()  # before writing: a line added after the write sets it again
             self.flush()  # never raises: a failing stream is reported by handleError

@@ -29,6 +29,7 @@ class Stream:
     def __init__(self) -> None:
         self.writes: list[str] = []
         self.flushes = 0
+        self.flushed_after: list[int] = []  # how many writes each flush came after
         self.flushed = threading.Event()
         self.fail: Exception | None = None
         self.failed = 0  # writes refused while `fail` was set
@@ -44,6 +45,7 @@ class Stream:
         if self.fail is not None:
             raise self.fail
         self.flushes += 1
+        self.flushed_after.append(len(self.writes))
         self.flushed.set()
 
     def events(self) -> list[str]:
@@ -121,14 +123,15 @@ def test_a_full_buffer_is_written_at_once(logger: logging.Logger) -> None:
     text = "".join(stream.writes)
     assert len(text) >= BatchingStreamHandler.MAX_PENDING > len(text) - len(text.splitlines()[-1]) - 1
     assert [json.loads(line)["i"] for line in text.splitlines()] == list(range(logged))
-    assert stream.flushes == 1
+    assert stream.flushed_after == list(range(1, len(stream.writes) + 1))  # all at once, each flushed
 
 
 def test_writes_hold_whole_lines_and_at_most_pipe_buf_bytes(logger: logging.Logger) -> None:
     """Whole lines of at most PIPE_BUF bytes per write: a pipe takes them atomically, so a
     signal cannot cut one short and several workers' lines never interleave."""
     handler, stream = attach(logger, 60)
-    sizes = [100, 700, 3000, 5000, 10, 4000, 200, 9000, 50] * 3
+    handler.MAX_PENDING = 10**9  # only this test's flush writes
+    sizes = [100, 700, 3000, 5000, 10, 4000, 200, 9000, 50, 4096 - 60] * 3
     for i, n in enumerate(sizes):
         logger.info("é" * (n // 2) if i % 2 else "x" * n, extra={"i": i})  # some lines not ASCII
     handler.flush()
@@ -143,6 +146,8 @@ def test_writes_hold_whole_lines_and_at_most_pipe_buf_bytes(logger: logging.Logg
     # and no write that could have taken the next line too
     for text, after in zip(stream.writes, stream.writes[1:], strict=False):
         assert len(text.encode()) + len(after.splitlines(keepends=True)[0].encode()) > select.PIPE_BUF
+    # a flush after every write: one system call each, also on a buffered stream
+    assert stream.flushed_after == list(range(1, len(stream.writes) + 1))
 
 
 def test_flush_and_close_write_what_is_pending(logger: logging.Logger) -> None:
@@ -190,11 +195,13 @@ def test_a_failing_stream_costs_lines_never_the_caller_or_the_flusher(
     logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logging, "raiseExceptions", False)  # no report on stderr from handleError
-    _, stream = attach(logger, 0.01)
+    handler, stream = attach(logger, 0.01)
     stream.fail = BrokenPipeError(32, "Broken pipe")
     logger.warning("lost: written at once, into a broken pipe")  # must not raise here
     assert stream.failed == 1
     logger.info("lost: written by the flusher, into a broken pipe")
+    flusher = handler._flusher
+    assert flusher is not None
     end = time.monotonic() + 10
     while stream.failed < 2 and time.monotonic() < end:  # the flusher meets the broken stream
         time.sleep(0.01)
@@ -202,8 +209,22 @@ def test_a_failing_stream_costs_lines_never_the_caller_or_the_flusher(
     stream.fail = None
     stream.flushed.clear()
     logger.info("after")
-    assert stream.flushed.wait(10)  # the flusher is still at work
+    assert stream.flushed.wait(10)
     assert stream.events() == ["after"]
+    assert handler._flusher is flusher and flusher.is_alive()  # the same flusher, still at work
+
+
+def test_close_writes_what_is_pending_and_ends_the_flusher(logger: logging.Logger) -> None:
+    handler, stream = attach(logger, 60)
+    logger.info("pending")
+    flusher = handler._flusher
+    assert flusher is not None and flusher.is_alive()
+    handler.close()
+    assert stream.events() == ["pending"]
+    flusher.join(10)
+    assert not flusher.is_alive()
+    logger.info("after close")  # still attached: written at once, no new flusher
+    assert stream.events() == ["pending", "after close"] and handler._flusher is flusher
 
 
 async def test_the_lifespan_writes_the_gathered_access_lines(settings_factory: Any) -> None:
