@@ -174,7 +174,10 @@ def test_many_threads_lose_and_reorder_nothing(logger: logging.Logger) -> None:
     def work(t: int) -> None:
         for i in range(100):  # 400 short lines: well under the 64 KiB bound
             logger.info("n", extra={"t": t, "i": i})
-            if i % 20 == 0:
+            if t == 0 and i == 50:
+                # halfway, until the flusher has written (no timing: a wait on its write)
+                assert stream.flushed.wait(10)
+            elif i % 20 == 0:
                 time.sleep(0.005)  # let the flusher write between lines
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
