@@ -7,6 +7,8 @@ kept in numpy is the truth. After every search:
 
 - it returns exactly min(limit, points matching tenant and filter), every one of them matching;
 - its top 10 agrees with exact search (mean recall@10 over the run at least 0.95);
+- every hit carries its point's current payload (the embedded engine's in-process payload cache,
+  app/clients/vectorstore/payload_cache.py, must forget what every write touched);
 - a search that runs while a write is in flight returns, for every passage, its state before or
   after the write, and never fewer than min(limit, unchanged matching points).
 
@@ -16,7 +18,8 @@ be found first by its own vector: read your writes.
 Each configuration runs twice: with the shipped settings, and with full_scan_threshold=10 KB
 (the value the collection was created with before), which sends almost every filtered search
 through graph traversal, where qdrant-edge 0.9.0 drops passages; the gateway's count check and
-exact fallback (app/search.py) must keep every invariant there too.
+exact fallback (app/search.py) must keep every invariant there too. That run also gives the
+payload cache 1 MiB, less than the points hold, so it evicts all along.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def _unit(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
 class SearchMachine(RuleBasedStateMachine):
     backend = "edge"
     threshold_kb = 10_000
+    payload_cache_mb = 64
     tmp: Path
     sizes = TENANTS
 
@@ -78,6 +82,7 @@ class SearchMachine(RuleBasedStateMachine):
             hnsw_m=8,
             hnsw_ef_construct=40,
             full_scan_threshold_kb=self.threshold_kb,
+            payload_cache_mb=self.payload_cache_mb,
             filter_keys={**FILTER_KEYS, "year": "integer", "draft": "bool"},
         )
         self.store: VectorStore = vectorstore_from_settings(self.settings)
@@ -136,6 +141,7 @@ class SearchMachine(RuleBasedStateMachine):
             p = points[int(i)]
             got = self.await_(self._search(p.vector, 1, p.payload["tenant"], {}))
             assert got and (got[0].id == p.id or got[0].score >= 0.9999), (p.id, got)
+            assert got[0].payload == self.model[got[0].payload["tenant"]][got[0].id][1], (p.id, got)
 
     def _matching(self, tenant: str, filters: Filters) -> dict[str, npt.NDArray[np.float32]]:
         def match(value: Any, wanted: Any) -> bool:  # strict: True is not 1
@@ -176,6 +182,8 @@ class SearchMachine(RuleBasedStateMachine):
         matching = self._matching(tenant, filters)
         assert len(hits) == min(limit, len(matching)), (tenant, filters, limit, len(hits), len(matching))
         assert all(h.id in matching for h in hits)
+        for h in hits:
+            assert h.payload == self.model[tenant][h.id][1], (h.id, h.payload)
         if matching:
             ids = list(matching)
             scores = np.stack([matching[i] for i in ids]) @ vector
@@ -235,7 +243,7 @@ class SearchMachine(RuleBasedStateMachine):
         points = [self._point(tenant, d) for d in existing] + [
             self._new_point(tenant) for _ in range(n - len(existing))
         ]
-        changed = {p.id for p in points}
+        changed = {p.id: p.payload for p in points}
         vector = self._vector()
 
         async def race() -> list[Any]:
@@ -245,11 +253,11 @@ class SearchMachine(RuleBasedStateMachine):
             return results
 
         results = self.await_(race())
-        unchanged = len(set(before) - changed)
+        unchanged = len(set(before) - set(changed))
         for hits in results:
             assert len(hits) >= min(limit, unchanged)
             for h in hits:
-                assert h.id in before or h.id in changed
+                assert h.payload in (before.get(h.id), changed.get(h.id)), (h.id, h.payload)
                 assert h.payload["tenant"] == tenant
         for p in points:
             self.model[tenant][p.id] = (p.vector, p.payload)
@@ -279,6 +287,8 @@ _RUNS = itertools.count()
 )
 def test_search_never_drops_passages(backend: str, threshold_kb: int, tmp_path: Path) -> None:
     attrs: dict[str, Any] = {"backend": backend, "threshold_kb": threshold_kb, "tmp": tmp_path}
+    if threshold_kb == 10:
+        attrs["payload_cache_mb"] = 1  # less than the points' payloads: evicting all along
     if backend == "server":
         # local mode filters in Python, point by point: the same code paths on fewer points
         attrs["sizes"] = {**TENANTS, "mid": 100, "big": 300}

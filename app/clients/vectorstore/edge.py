@@ -9,22 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from qdrant_edge import (
-    BoolIndexParams,
     CountRequest,
     Distance,
     EdgeConfig,
     EdgeOptimizersConfig,
     EdgeShard,
     EdgeVectorParams,
-    FieldCondition,
-    Filter,
     HnswIndexConfig,
-    IntegerIndexParams,
-    KeywordIndexParams,
-    MatchAny,
-    MatchValue,
     Point,
     Query,
     QueryBatchRequest,
@@ -35,8 +27,10 @@ from qdrant_edge import (
 )
 
 from app.clients.vectorstore.base import QdrantStore, Vectors
+from app.clients.vectorstore.edge_terms import edge_filter, index_params, type_name
 from app.clients.vectorstore.errors import EDGE_ERRORS, translated
 from app.clients.vectorstore.layout import read_embedder, record_embedder, serving_dir
+from app.clients.vectorstore.payload_cache import PayloadCache
 from app.clients.vectorstore.shared import (
     DEPENDENCY,
     Condition,
@@ -45,32 +39,11 @@ from app.clients.vectorstore.shared import (
     payload_indexes,
 )
 from app.errors import DependencyUnavailable
-from app.settings import FilterKeyType, QdrantSettings
+from app.settings import QdrantSettings
 from app.types import Candidate, PointIn
 
 # the engine's record of its configuration; see EdgeStore._stored_config for why it is read
 CONFIG_FILE = "edge_config.json"
-
-
-def _index_params(kind: FilterKeyType, is_tenant: bool = False) -> Any:
-    if kind == "integer":
-        return IntegerIndexParams(lookup=True, range=False)
-    if kind == "bool":
-        return BoolIndexParams()
-    return KeywordIndexParams(is_tenant=True) if is_tenant else KeywordIndexParams()
-
-
-def _filter(where: list[Condition]) -> Any:
-    must: list[Any] = []
-    for key, value in where:
-        if isinstance(value, list):
-            must.append(FieldCondition(key=key, match=MatchAny(value)))  # type: ignore[arg-type]
-        else:
-            # qdrant-edge 0.9.0 turns a Python bool into the integer 1 or 0, which matches
-            # integers and no boolean; numpy's bool reaches the engine as a boolean
-            match = np.bool_(value) if isinstance(value, bool) else value
-            must.append(FieldCondition(key=key, match=MatchValue(match)))  # type: ignore[arg-type]
-    return Filter(must=must) if must else None
 
 
 class EdgeStore(QdrantStore):
@@ -83,6 +56,7 @@ class EdgeStore(QdrantStore):
         self.path = directory if directory is not None else serving_dir(settings.path, settings.collection)
         self._shard: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
+        self._payloads = PayloadCache(settings.payload_cache_mb * 2**20)
         if (self.path / CONFIG_FILE).exists():
             # HNSW m and ef_construct stay the shard's own (set at creation or by a reindex)
             hnsw = self._stored_config().get("hnsw_config") or {}
@@ -109,6 +83,10 @@ class EdgeStore(QdrantStore):
             # index every segment, however small: the default threshold would leave a corpus
             # of a few thousand points as a plain scan and never build the HNSW graph
             optimizers=EdgeOptimizersConfig(indexing_threshold=1),
+            # the engine's default is a thread per CPU for every search; searches here run one at
+            # a time on the store's thread, so extra threads only add hand-offs (docs/ARCHITECTURE.md,
+            # "Payload cache")
+            max_search_threads=self._s.search_threads or None,
         )
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -169,20 +147,21 @@ class EdgeStore(QdrantStore):
     def _create_now(self, dim: int) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         shard = EdgeShard.create(str(self.path), self._config(dim))
+        self._payloads.clear()
         for name, kind, is_tenant in payload_indexes(self._s):
-            shard.update(UpdateOperation.create_field_index(name, _index_params(kind, is_tenant)))
+            shard.update(UpdateOperation.create_field_index(name, index_params(kind, is_tenant)))
         self._shard = shard
 
     async def _indexed(self) -> dict[str, str]:
         schema = await self._run(lambda: self._shard_or_raise().info().payload_schema)
-        return {name: _type_name(idx.data_type) for name, idx in schema.items()}
+        return {name: type_name(idx.data_type) for name, idx in schema.items()}
 
     async def _add_indexes(self, names: list[str]) -> None:
         for name in names:
             await self._run(self._add_index_now, name)
 
     def _add_index_now(self, name: str) -> None:
-        params = _index_params(self._s.filter_keys[name])
+        params = index_params(self._s.filter_keys[name])
         self._shard_or_raise().update(UpdateOperation.create_field_index(name, params))
 
     async def _refresh(self) -> None:
@@ -203,25 +182,32 @@ class EdgeStore(QdrantStore):
     ) -> list[list[Candidate]]:
         # requests are built on the store's thread too, so that a value the binding cannot
         # convert goes through EDGE_ERRORS like any engine error
-        def run() -> Any:
-            flt = _filter(where)
+        def run() -> list[list[Candidate]]:
+            cached = payload and self._payloads.enabled
+            flt = edge_filter(where)
             requests = [
                 QueryRequest(
                     limit=k,
                     query=Query.Nearest(v.tolist()),
                     filter=flt,
                     params=SearchParams(hnsw_ef=ef, exact=exact),
-                    with_payload=payload,
+                    with_payload=payload and not cached,
                 )
                 for v in vectors
             ]
-            return self._shard_or_raise().query_batch(QueryBatchRequest(requests))
+            shard = self._shard_or_raise()
+            found = shard.query_batch(QueryBatchRequest(requests))
+            if cached:
+                return self._payloads.candidates(found, lambda ids: shard.retrieve(ids, True, False))
+            return [[Candidate(str(h.id), float(h.score), h.payload or {}) for h in hits] for hits in found]
 
-        found = await self._run(run)
-        return [[Candidate(str(h.id), float(h.score), h.payload or {}) for h in hits] for hits in found]
+        result: list[list[Candidate]] = await self._run(run)
+        return result
 
     async def _count(self, where: list[Condition]) -> int:
-        return int(await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=_filter(where)))))
+        return int(
+            await self._run(lambda: self._shard_or_raise().count(CountRequest(filter=edge_filter(where))))
+        )
 
     async def _retrieve(self, ids: list[str], payload: bool) -> dict[str, dict[str, Any]]:
         point_ids: list[Any] = list(ids)
@@ -235,18 +221,30 @@ class EdgeStore(QdrantStore):
         shard, self._shard = self._shard, None
         if shard is not None:
             await self._run(shard.close)
+        await self._run(self._payloads.clear)
         await self._run(shutil.rmtree, self.path, True)
 
     async def upsert(self, points: list[PointIn]) -> None:
+        op = UpdateOperation.upsert_points
         await self._run(
-            lambda: self._shard_or_raise().update(
-                UpdateOperation.upsert_points([Point(p.id, p.vector.tolist(), p.payload) for p in points])
-            )
+            self._write,
+            lambda: op([Point(p.id, p.vector.tolist(), p.payload) for p in points]),
+            [p.id for p in points],
         )
 
     async def delete(self, ids: list[str]) -> None:
         point_ids: list[Any] = list(ids)
-        await self._run(lambda: self._shard_or_raise().update(UpdateOperation.delete_points(point_ids)))
+        await self._run(self._write, lambda: UpdateOperation.delete_points(point_ids), point_ids)
+
+    def _write(self, operation: Any, ids: list[Any]) -> None:
+        """One write on the store's thread; the payload cache forgets what it touched (all of
+        it when the engine failed part-way) before any later search runs."""
+        try:
+            self._shard_or_raise().update(operation())
+        except BaseException:
+            self._payloads.clear()
+            raise
+        self._payloads.drop(ids)
 
     async def scroll(self, offset: Any, limit: int, vectors: bool) -> tuple[list[Any], Any]:
         """One page of points (records with id, payload and, if asked, vector) from `offset`
@@ -271,7 +269,7 @@ class EdgeStore(QdrantStore):
         i = self._shard_or_raise().info()
         schema = {}
         for name, idx in i.payload_schema.items():
-            params: dict[str, Any] = {"type": _type_name(idx.data_type)}
+            params: dict[str, Any] = {"type": type_name(idx.data_type)}
             is_tenant = getattr(idx.params, "is_tenant", None)
             if is_tenant is not None:
                 params["is_tenant"] = is_tenant
@@ -292,8 +290,3 @@ class EdgeStore(QdrantStore):
         if shard is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, shard.close)
         self._pool.shutdown(wait=True)
-
-
-def _type_name(data_type: Any) -> str:
-    """`PayloadSchemaType.Keyword` -> "keyword", as the server's JSON names it."""
-    return str(data_type).rsplit(".", 1)[-1].lower()
