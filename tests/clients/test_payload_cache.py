@@ -40,6 +40,26 @@ def test_bounded_in_bytes_least_recently_used_first() -> None:
     assert cache.get(ids[0]) is not None and cache.get(ids[3]) is not None
 
 
+def test_size_counts_non_ascii_text_and_nested_values_in_full() -> None:
+    ascii_text = payload_bytes({"text": "a" * 10_000})
+    assert payload_bytes({"text": "\u4e2d" * 10_000}) > 1.8 * ascii_text  # two bytes a character
+    assert payload_bytes({"text": "\U0001f600" * 10_000}) > 3.5 * ascii_text  # four
+    assert payload_bytes({"meta": {"body": "a" * 10_000}}) > ascii_text
+    assert payload_bytes({"parts": ["a" * 100] * 100}) > ascii_text
+
+
+def test_integer_ids_are_read_back_as_the_engine_gave_them() -> None:
+    cache = PayloadCache(1 << 20)
+    asked: list[list[Any]] = []
+
+    def read(ids: list[Any]) -> list[Any]:
+        asked.append(ids)
+        return [SimpleNamespace(id=i, payload={"text": f"n{i}"}) for i in ids]
+
+    pages = cache.candidates([[SimpleNamespace(id=42, score=0.5)]], read)
+    assert asked == [[42]] and [(c.id, c.payload) for c in pages[0]] == [("42", {"text": "n42"})]
+
+
 def test_a_payload_larger_than_the_cache_is_not_kept() -> None:
     cache = PayloadCache(ENTRY_OVERHEAD + 100)
     cache.put("a", {"text": "y" * 1000})
@@ -49,7 +69,7 @@ def test_a_payload_larger_than_the_cache_is_not_kept() -> None:
 def test_drop_finds_ids_however_they_are_written() -> None:
     pid = str(uuid.uuid4())
     cache = PayloadCache(1 << 20)
-    for form in (pid.upper(), uuid.UUID(pid).hex, uuid.UUID(pid)):
+    for form in (pid.upper(), uuid.UUID(pid).hex, uuid.UUID(pid), f"URN:UUID:{pid.upper()}", f"{{{pid}}}"):
         cache.put(pid, {"text": "t"})
         cache.drop([form])
         assert cache.get(pid) is None, form
@@ -62,9 +82,9 @@ def test_candidates_reads_only_what_it_lacks_and_keeps_empty_payloads() -> None:
     cache.put(a, {"text": "cached a"})
     asked: list[list[str]] = []
 
-    def read(ids: list[str]) -> list[Any]:
-        asked.append(sorted(ids))
-        return [SimpleNamespace(id=uuid.UUID(i), payload={"text": i} if i == b else None) for i in ids]
+    def read(ids: list[Any]) -> list[Any]:  # the engine's id objects, as its hits carried them
+        asked.append(sorted(str(i) for i in ids))
+        return [SimpleNamespace(id=i, payload={"text": b} if str(i) == b else None) for i in ids]
 
     pages = cache.candidates([[_hit(a, 0.9), _hit(b, 0.8)], [_hit(c, 0.7), _hit(b, 0.6)]], read)
     assert asked == [sorted([b, c])]  # one read, each missing id once
@@ -93,7 +113,7 @@ def test_eviction_while_filling_never_loses_a_hit() -> None:
     cache.put(ids[1], dict(one))
     found = [[_hit(pid, 1.0 - i / 10) for i, pid in enumerate(ids)]]
     pages = cache.candidates(
-        found, lambda missing: [SimpleNamespace(id=uuid.UUID(i), payload=dict(one)) for i in missing]
+        found, lambda missing: [SimpleNamespace(id=i, payload=dict(one)) for i in missing]
     )
     assert [x.id for x in pages[0]] == ids and all(x.payload == one for x in pages[0])
 

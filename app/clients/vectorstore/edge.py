@@ -289,4 +289,5 @@ class EdgeStore(QdrantStore):
         shard, self._shard = self._shard, None
         if shard is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, shard.close)
+        self._payloads.clear()
         self._pool.shutdown(wait=True)

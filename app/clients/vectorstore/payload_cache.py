@@ -1,9 +1,9 @@
 """The embedded engine's payloads, kept in process (docs/ARCHITECTURE.md, "Payload cache").
 
 A search that asks the engine for 50 payloads spends about twice the CPU of the search itself
-(measured on a 2,000-point shard: 0.42 against 0.18 ms), half of it converting them into Python
-objects on the event loop. Passages repeat between searches, so EdgeStore searches for ids and
-scores only and takes the payloads from here, asking the engine for the ones it does not hold.
+(measured on a 2,000-point shard: 0.42 against 0.18 ms), and turning them into Python objects
+cost as much again. Passages repeat between searches, so EdgeStore searches for ids and scores
+only and takes the payloads from here, asking the engine for the ones it does not hold.
 
 It is exact, not a TTL cache: one process owns an embedded shard, and every write to it goes
 through its EdgeStore, on the store's one thread, as do the searches that fill this cache. A
@@ -26,23 +26,33 @@ from app.clients.vectorstore.shared import DEPENDENCY
 from app.errors import DependencyUnavailable
 from app.types import Candidate
 
-ENTRY_OVERHEAD = 400  # bytes of a dict with ~10 keys and its LRU slot, beyond the text it holds
+ENTRY_OVERHEAD = 100  # bytes of an LRU slot and its key, beyond the payload
 
 
 def payload_bytes(payload: dict[str, Any]) -> int:
-    """About what a payload holds in memory: its strings' characters plus a fixed overhead
-    (what bounds the cache, not an exact count)."""
-    size = ENTRY_OVERHEAD
-    for key, value in payload.items():
-        size += len(key) + (len(value) if isinstance(value, str) else sys.getsizeof(value))
+    """What a payload holds in memory, near enough to bound the cache: every object's own size
+    (a string's in its encoding, so non-ASCII text counts in full), through nested lists and
+    dicts, plus the slot's overhead."""
+    return ENTRY_OVERHEAD + _deep_size(payload)
+
+
+def _deep_size(value: Any) -> int:
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            size += sys.getsizeof(k) + _deep_size(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            size += _deep_size(v)
     return size
 
 
 def point_key(pid: Any) -> str:
-    """The id as the engine reports it: a UUID in its canonical text, an integer as digits."""
+    """The id as the engine reports it: a UUID in its canonical text (the engine takes any
+    spelling Python's uuid does, and an upper-case `URN:UUID:` prefix), an integer as digits."""
     if isinstance(pid, str):
         try:
-            return str(uuid.UUID(pid))
+            return str(uuid.UUID(pid.lower()))
         except ValueError:
             return pid
     return str(pid)
@@ -76,16 +86,16 @@ class PayloadCache:
         in one call. Called on the store's thread, so no write runs between search and read."""
         hits = [[(str(h.id), float(h.score)) for h in page] for page in found]
         payloads: dict[str, dict[str, Any]] = {}
-        missing: set[str] = set()
-        for page in hits:
-            for pid, _ in page:
+        missing: dict[str, Any] = {}  # the engine's own id objects: an integer id is read as one
+        for page, points in zip(hits, found, strict=True):
+            for (pid, _), h in zip(page, points, strict=True):
                 p = self._lru.get(pid)
                 if p is None:
-                    missing.add(pid)
+                    missing[pid] = h.id
                 else:
                     payloads[pid] = p
         if missing:
-            for r in read(list(missing)):
+            for r in read(list(missing.values())):
                 pid, p = str(r.id), r.payload or {}
                 payloads[pid] = p
                 self.put(pid, p)
