@@ -32,6 +32,10 @@ INGEST_CALL_TEXTS = 2
 # seconds, ingestion lets pending queries go first for up to d * (1 / share - 1)
 # (RAG_EMBEDDER__INGEST_SHARE; 1 turns the lane off)
 INGEST_SHARE = 0.25
+# queries up to this many characters (~30 tokens) go through the model together whatever their
+# lengths: padding them costs no more than another call (batches of 16 distinct queries of 8-72
+# characters, six alternating runs: 2.55-2.74 ms of CPU per query together, 2.61-2.87 split)
+GROUP_FLOOR_CHARS = 128
 
 
 class OnnxEmbedder:
@@ -157,7 +161,7 @@ class OnnxEmbedder:
         start = 0
         while start < len(order):
             end = start + 1
-            limit = 2 * len(texts[order[start]]) + 32
+            limit = max(2 * len(texts[order[start]]) + 32, GROUP_FLOOR_CHARS)
             while end < len(order) and len(texts[order[end]]) <= limit:
                 end += 1
             group = order[start:end]
