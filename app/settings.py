@@ -175,8 +175,8 @@ class QdrantSettings(BaseModel):
         ge=0,
         le=256,
         description="embedded engine only: threads one search spreads over the collection's segments "
-        "(0 = the engine's choice, one per CPU). Searches run one at a time, so one thread spends the "
-        "least CPU per search (about half, measured on 2 cores)",
+        "(0 = the engine's own pool: eight threads on a 2-core machine). Searches run one at a time, "
+        "so one thread spends the least CPU per search (about half, measured on 2 cores)",
     )
 
     payload_cache_mb: int = Field(

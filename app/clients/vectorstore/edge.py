@@ -83,9 +83,9 @@ class EdgeStore(QdrantStore):
             # index every segment, however small: the default threshold would leave a corpus
             # of a few thousand points as a plain scan and never build the HNSW graph
             optimizers=EdgeOptimizersConfig(indexing_threshold=1),
-            # the engine's default is a thread per CPU for every search; searches here run one at
-            # a time on the store's thread, so extra threads only add hand-offs (docs/ARCHITECTURE.md,
-            # "Payload cache")
+            # by default the engine spreads a search over its own pool (eight threads on 2 cores);
+            # searches here run one at a time on the store's thread, so extra threads only add
+            # hand-offs (docs/ARCHITECTURE.md, "Payload cache")
             max_search_threads=self._s.search_threads or None,
         )
 
