@@ -15,6 +15,7 @@ change them (the pipeline copies before it edits).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -75,23 +76,24 @@ class PayloadCache:
         return self._lru.get(key)
 
     def put(self, key: str, payload: dict[str, Any]) -> None:
-        if payload_bytes(payload) <= self.max_bytes:  # a payload larger than the cache is not kept
+        with contextlib.suppress(ValueError):  # cachetools' "value too large": not kept
             self._lru[key] = payload
 
     def candidates(
-        self, found: list[Any], read: Callable[[list[str]], Iterable[Any]]
+        self, found: list[Any], read: Callable[[list[Any]], Iterable[Any]]
     ) -> list[list[Candidate]]:
         """The engine's hits (pages of points with ids and scores, no payloads) as candidates,
         their payloads from here; `read(ids)` returns the engine's records of the ones missing,
-        in one call. Called on the store's thread, so no write runs between search and read."""
-        hits = [[(str(h.id), float(h.score)) for h in page] for page in found]
+        in one call, given the engine's own id objects (an integer id is read as one). Called on
+        the store's thread, so no write runs between search and read."""
+        pages = [[(str(h.id), float(h.score), h.id) for h in page] for page in found]
         payloads: dict[str, dict[str, Any]] = {}
-        missing: dict[str, Any] = {}  # the engine's own id objects: an integer id is read as one
-        for page, points in zip(hits, found, strict=True):
-            for (pid, _), h in zip(page, points, strict=True):
+        missing: dict[str, Any] = {}
+        for page in pages:
+            for pid, _, raw in page:
                 p = self._lru.get(pid)
                 if p is None:
-                    missing[pid] = h.id
+                    missing[pid] = raw
                 else:
                     payloads[pid] = p
         if missing:
@@ -100,9 +102,9 @@ class PayloadCache:
                 payloads[pid] = p
                 self.put(pid, p)
         out: list[list[Candidate]] = []
-        for page in hits:
+        for page in pages:
             row = []
-            for pid, score in page:
+            for pid, score, _ in page:
                 p = payloads.get(pid)
                 if p is None:  # a point the search found and the engine cannot read: never dropped
                     raise DependencyUnavailable(
