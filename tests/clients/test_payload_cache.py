@@ -1,7 +1,8 @@
 """The embedded engine's payload cache (app/clients/vectorstore/payload_cache.py): bounded in
 bytes, keyed as the engine reports ids, never drops a found passage, and forgets what a write
 touched, on a real qdrant-edge shard. The state machine in test_search_state_machine.py checks
-every hit's payload against a model over random writes, deletes and reopenings."""
+every hit's payload against a model over random writes, deletes and reopenings. The search
+threads setting is checked here too, as the engine records it."""
 
 from __future__ import annotations
 
@@ -168,6 +169,20 @@ def test_zero_turns_it_off(tmp_path: Path) -> None:
         hits = await store.search(_points(1, "old")[0].vector, 10, 64, "t", {})
         assert len(hits) == 10 and all(h.payload["topic"] == "old" for h in hits)
         assert len(store._payloads) == 0
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("threads", "stored"), [(1, 1), (3, 3), (0, None)])
+def test_search_threads_reach_the_engine(tmp_path: Path, threads: int, stored: int | None) -> None:
+    """RAG_QDRANT__SEARCH_THREADS is the engine's max_search_threads (0: the engine's own pool),
+    as the engine records it beside the shard."""
+
+    async def main() -> None:
+        store = EdgeStore(QdrantSettings(path=tmp_path, collection="st", search_threads=threads))
+        await store.ensure_collection(DIM)
+        assert store._stored_config().get("max_search_threads") == stored
         await store.aclose()
 
     asyncio.run(main())
