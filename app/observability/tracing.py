@@ -9,7 +9,8 @@ from the standard OTEL_* variables, which the SDK reads itself.
 
 The provider is not installed globally: each app carries its own, the pipeline holds its tracer,
 and outgoing httpx and Redis calls get client spans by instrumenting our client instances (not
-the libraries globally) with that provider.
+the libraries globally) with that provider. Spans are made by app/observability/spans.py (lean
+spans on the provider's sampler, ids, resource, limits and processors).
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from app.observability.spans import LeanTracerProvider
+
 log = logging.getLogger("rag.tracing")
 PROPAGATOR = TraceContextTextMapPropagator()
 DEFAULT_SERVICE_NAME = "rag-gateway"
+TRACER_NAME = "rag-gateway"
 SHUTDOWN_TIMEOUT_S = 2.0
 # what instrumentations check before making a span; set while serving probes and /metrics so
 # their Redis/HTTP pings do not show up as root spans
@@ -111,9 +115,11 @@ def setup_tracing(
 
 
 def get_tracer(provider: TracerProvider | None) -> trace.Tracer:
+    """The tracer of the gateway's own spans: lean spans (app/observability/spans.py) on the
+    provider's sampler, ids, resource and processors."""
     if provider is None:
         return trace.NoOpTracer()
-    return provider.get_tracer("rag-gateway")
+    return LeanTracerProvider(provider).get_tracer(TRACER_NAME)
 
 
 def instrument_clients(provider: TracerProvider | None, *clients: object) -> None:
@@ -124,16 +130,18 @@ def instrument_clients(provider: TracerProvider | None, *clients: object) -> Non
     import httpx
     from redis.asyncio import Redis
 
+    lean = LeanTracerProvider(provider)
+
     for owner in clients:
         lib = _library_client(getattr(owner, "_client", None))
         if isinstance(lib, httpx.AsyncClient):
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-            HTTPXClientInstrumentor.instrument_client(lib, tracer_provider=provider)
+            HTTPXClientInstrumentor.instrument_client(lib, tracer_provider=lean)
         elif isinstance(lib, Redis):
             from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-            RedisInstrumentor.instrument_client(lib, tracer_provider=provider)
+            RedisInstrumentor.instrument_client(lib, tracer_provider=lean)
 
 
 def _library_client(lib: object) -> object:
