@@ -9,6 +9,7 @@ and last lines are compared."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from typing import Any
@@ -47,14 +48,19 @@ class Counting(IdGenerator):
 
 
 class Recording(SpanProcessor):
+    """What a processor sees: the span as it starts and as it is ending (read as a ReadableSpan,
+    as processors do), and what it is handed at the end."""
+
     def __init__(self) -> None:
-        self.started: list[tuple[str, int]] = []
+        self.started: list[Any] = []
+        self.ending: list[Any] = []
         self.ended: list[ReadableSpan] = []
 
     def on_start(self, span: Any, parent_context: context_api.Context | None = None) -> None:
-        self.started.append(
-            (span.name if hasattr(span, "name") else span._name, span.get_span_context().span_id)
-        )
+        self.started.append((span.name, span.context, span.parent, span.kind, dict(span.attributes or {})))
+
+    def _on_ending(self, span: Any) -> None:
+        self.ending.append((span.name, span.end_time, dict(span.attributes or {}), span.status.status_code))
 
     def on_end(self, span: ReadableSpan) -> None:
         self.ended.append(span)
@@ -88,7 +94,7 @@ class Tagging(sampling.Sampler):
         return "tagging"
 
 
-keys = st.one_of(st.sampled_from(["a", "b", "c", "d", "rag.k", ""]), st.text(max_size=4))
+keys = st.one_of(st.sampled_from(["a", "b", "c", "d", "rag.k", ""]), st.text(max_size=4), st.integers(0, 3))
 values = st.one_of(
     st.text(max_size=12),
     st.booleans(),
@@ -103,6 +109,7 @@ values = st.one_of(
 attrs = st.dictionaries(keys, values, max_size=5)
 times = st.integers(1, 2**62)
 statuses = st.one_of(
+    st.sampled_from([(2, None), ("ERROR", "x")]),  # not a status: ignored
     st.sampled_from(list(StatusCode)).map(lambda c: (c, None)),
     st.tuples(st.sampled_from(list(StatusCode)), st.text(max_size=6)),
     st.sampled_from(list(StatusCode)).map(lambda c: (Status(c), None)),
@@ -117,15 +124,27 @@ ops = st.recursive(
         st.tuples(st.just("name"), st.text(max_size=6)),
         st.tuples(st.just("link"), st.integers(0, 3), attrs),
     ),
-    lambda children: st.tuples(
-        st.just("child"),
-        st.text(max_size=6),
-        st.sampled_from(list(SpanKind)),
-        attrs,
-        st.lists(children, max_size=5),
-        st.sampled_from([None, "Boom", "Stop"]),  # what the child raises: an error, or not one
-        st.booleans(),  # end it a second time, then touch it
-        times,
+    lambda children: st.one_of(
+        st.tuples(
+            st.just("manual"),  # `with tracer.start_span(...) as span:`, not current
+            st.text(max_size=6),
+            st.lists(children, max_size=3),
+            st.booleans(),  # record_exception
+            st.booleans(),  # set_status_on_exception
+            st.sampled_from([None, "Boom", "Stop"]),
+        ),
+        st.tuples(st.just("deferred"), st.text(max_size=6), st.lists(children, max_size=3)),
+        st.tuples(st.just("decorated"), st.text(max_size=6), st.lists(children, max_size=3)),
+        st.tuples(
+            st.just("child"),
+            st.text(max_size=6),
+            st.sampled_from(list(SpanKind)),
+            attrs,
+            st.lists(children, max_size=5),
+            st.sampled_from([None, "Boom", "Stop"]),  # what the child raises: an error, or not one
+            st.booleans(),  # end it a second time, then touch it
+            times,
+        ),
     ),
     max_leaves=14,
 )
@@ -133,9 +152,9 @@ limits = st.builds(
     SpanLimits,
     max_span_attributes=st.sampled_from([None, 0, 1, 3]),
     max_span_attribute_length=st.sampled_from([None, 0, 2, 5]),
-    max_events=st.sampled_from([None, 1, 2]),
-    max_event_attributes=st.sampled_from([None, 1]),
-    max_links=st.sampled_from([None, 1]),
+    max_events=st.sampled_from([None, 0, 1, 2]),
+    max_event_attributes=st.sampled_from([None, 0, 1]),
+    max_links=st.sampled_from([None, 0, 1]),
     max_attribute_length=st.sampled_from([None, 3]),
 )
 samplers = st.sampled_from(
@@ -169,6 +188,26 @@ def play(tracer: trace.Tracer, span: trace.Span, script: list[Any]) -> None:
             span.update_name(op[1])
         elif op[0] == "link":
             span.add_link(SpanContext(op[1], op[1] + 5, True) if op[1] else trace.INVALID_SPAN_CONTEXT, op[2])
+        elif op[0] == "manual":
+            _, name, body, record, set_status, fails = op
+            manual = tracer.start_span(name, record_exception=record, set_status_on_exception=set_status)
+            with contextlib.suppress(Boom, Stop), manual as span_:
+                play(tracer, span_, body)
+                if fails:
+                    raise (Boom if fails == "Boom" else Stop)(name)
+        elif op[0] == "deferred":  # made here, entered after another span started and ended
+            current = tracer.start_as_current_span(op[1])
+            tracer.start_span("between").end()
+            with current as later:
+                play(tracer, later, op[2])
+        elif op[0] == "decorated":  # one span per call
+
+            @tracer.start_as_current_span(op[1])
+            def call(body: list[Any] = op[2]) -> None:
+                play(tracer, trace.get_current_span(), body)
+
+            call()
+            call()
         else:
             _, name, kind, start_attrs, body, fails, twice, start = op
             with (
@@ -185,7 +224,14 @@ def play(tracer: trace.Tracer, span: trace.Span, script: list[Any]) -> None:
                 play(tracer, child, body[:2])
 
 
-def run(lean: bool, script: list[Any], lim: SpanLimits, sampler: sampling.Sampler, parent: Any) -> Recording:
+def run(
+    lean: bool,
+    script: list[Any],
+    lim: SpanLimits,
+    sampler: sampling.Sampler,
+    parent: Any,
+    version: str | None,
+) -> Recording:
     processor = Recording()
     provider = TracerProvider(
         sampler=sampler,
@@ -195,8 +241,9 @@ def run(lean: bool, script: list[Any], lim: SpanLimits, sampler: sampling.Sample
         shutdown_on_exit=False,
     )
     provider.add_span_processor(processor)
-    tracer = LeanTracerProvider(provider, lim).get_tracer("rag-gateway", "1", "s") if lean else None
-    tracer = tracer or provider.get_tracer("rag-gateway", "1", "s")
+    # wired as the gateway wires it (app/observability/tracing.py)
+    source: trace.TracerProvider = LeanTracerProvider(provider) if lean else provider
+    tracer = source.get_tracer("rag-gateway", version)
     ctx = None
     if parent is not None:
         trace_id, span_id, remote, sampled = parent
@@ -247,16 +294,19 @@ def fields(s: ReadableSpan) -> dict[str, Any]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ops, max_size=6), limits, samplers, parents)
-def test_lean_spans_are_the_sdk_spans(script: list[Any], lim: SpanLimits, sampler: Any, parent: Any) -> None:
+@given(st.lists(ops, max_size=6), limits, samplers, parents, st.sampled_from([None, "1"]))
+def test_lean_spans_are_the_sdk_spans(
+    script: list[Any], lim: SpanLimits, sampler: Any, parent: Any, version: str | None
+) -> None:
     # a stopped clock: the times a span takes itself (an end without a time) compare too
     with (
         mock.patch.object(sdk_trace, "time_ns", return_value=42),
         mock.patch.object(spans, "time_ns", return_value=42),
     ):
-        sdk = run(False, script, lim, sampler, parent)
-        lean = run(True, script, lim, sampler, parent)
+        sdk = run(False, script, lim, sampler, parent, version)
+        lean = run(True, script, lim, sampler, parent, version)
     assert lean.started == sdk.started
+    assert lean.ending == sdk.ending
     assert [fields(s) for s in lean.ended] == [fields(s) for s in sdk.ended]
 
 
@@ -273,3 +323,25 @@ def test_the_gateway_tracer_makes_lean_spans_on_the_providers_pipeline() -> None
     (done,) = processor.ended
     assert (done.name, dict(done.attributes or {})) == ("embed", {"rag.embedder": "e"})
     assert done.instrumentation_scope is not None and done.instrumentation_scope.name == "rag-gateway"
+
+
+def test_start_as_current_span_decorates_a_coroutine_function_with_one_span_per_call() -> None:
+    processor = Recording()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = get_tracer(provider)
+    seen: list[trace.Span] = []
+
+    @tracer.start_as_current_span("job")
+    async def job(n: int) -> int:
+        seen.append(trace.get_current_span())
+        await asyncio.sleep(0)
+        return n + 1
+
+    assert asyncio.run(job(1)) == 2
+    assert asyncio.run(job(2)) == 3
+    assert [s.name for s in processor.ended] == ["job", "job"]
+    assert seen[0] is not seen[1] and all(isinstance(s, LeanSpan) for s in seen)
+    assert {s.context.span_id for s in processor.ended if s.context} == {
+        s.get_span_context().span_id for s in seen
+    }
