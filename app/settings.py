@@ -52,6 +52,12 @@ class ServerSettings(BaseModel):
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers")
     docs_enabled: bool = Field(True, description="serve /docs and /openapi.json")
+    gc_threshold: int = Field(
+        7000,
+        ge=0,
+        description="objects the young GC generation may gain before a collection (Python's is 700); 0 = "
+        "leave Python's",
+    )
     default_tenant: str = Field(
         "default",
         min_length=1,

@@ -221,3 +221,17 @@ async def test_docs_can_be_turned_off(settings_factory: Any) -> None:
     async with running_app(settings_factory(server={"docs_enabled": False})) as (c, _):
         assert (await c.get("/docs")).status_code == 404
         assert (await c.get("/openapi.json")).status_code == 404
+
+
+async def test_the_young_gc_generation_is_the_configured_size_while_the_app_runs(
+    settings_factory: Any,
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    async with running_app(settings_factory(server={"gc_threshold": 5000})) as (c, _):
+        assert gc.get_threshold() == (5000, *before[1:])
+        assert (await rag(c, q="espresso", k=5)).status_code == 200
+    assert gc.get_threshold() == before  # given back when the app stops
+    async with running_app(settings_factory(server={"gc_threshold": 0})) as _:
+        assert gc.get_threshold() == before  # 0: Python's own, untouched
