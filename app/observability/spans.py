@@ -134,7 +134,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         if self._ended("Setting attribute on ended span."):
             return
         if self._tracer.limits.max_span_attributes == 0 or not key or type(key) is not str:
-            if (key and type(key) is not str) or not key:
+            if not key or type(key) is not str:
                 log.warning("invalid key `%s`. must be non-empty string. Dropping key from attributes.", key)
             self._dropped += 1
             return
