@@ -20,11 +20,11 @@ from __future__ import annotations
 import time
 
 import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.answer_cache import answer_key, join_answer
 from app.api.auth import authenticate
-from app.api.body import RAG_PATH
+from app.api.body import RAG_PATH, replaying
 from app.api.context import ContextMiddleware, RequestContext
 from app.lifespan import AppState
 from app.policy import TenantPolicy
@@ -93,16 +93,7 @@ class EarlyAnswerMiddleware(ContextMiddleware):
         rest = await answers.get(key)
         if rest is None:
             ctx.answer_raw_key, ctx.answer_generation = key, generation
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return message
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(message, receive), send)
             return
         state.metrics.answer_hit.inc()
         content = join_answer(ctx.request_id, rest)

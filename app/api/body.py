@@ -67,16 +67,23 @@ class BodyLimitMiddleware(ContextMiddleware):
             raise RequestTimeout(
                 f"the request body did not arrive within {server.body_timeout_s:g}s"
             ) from None
-        replayed = False
+        whole: Message = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, replaying(whole, receive), send)  # then what the server says next
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: what the server says next (a disconnect)
 
-        await self.app(scope, replay, send)
+def replaying(message: Message, receive: Receive) -> Receive:
+    """`receive` for the app inside a middleware that has read the body's one message: that
+    message first, then whatever the server sends next."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return message
+        return await receive()
+
+    return replay
 
 
 class ConcurrencyLimitMiddleware(ContextMiddleware):

@@ -12,7 +12,8 @@ is the model). From the outside in:
   answer through app/api/errors.py, the one place errors become HTTP;
 - the body limits (app/api/body.py); the early answer of a repeated /rag body from the answer
   cache, after authentication and the rate limit (app/api/answers.py); the /rag concurrency slot
-  and cancelling /rag work when the client leaves (app/api/body.py).
+  and cancelling /rag work when the client leaves (app/api/body.py); a /rag request whose body
+  FastAPI would take as it is, straight to the handler's `answer` (app/api/rag.py).
 
 `install` adds them in that order.
 """
@@ -36,6 +37,7 @@ from app.api.answers import EarlyAnswerMiddleware
 from app.api.body import BodyLimitMiddleware, CancelOnDisconnectMiddleware, ConcurrencyLimitMiddleware
 from app.api.context import CONTEXT_KEY, UNMATCHED_ROUTE, ContextMiddleware, RequestContext, RouteTable
 from app.api.errors import answer_error
+from app.api.rag import DirectRagMiddleware
 from app.errors import RagError
 from app.lifespan import STATE_KEY
 from app.observability.logging import REQUEST_ID
@@ -178,6 +180,7 @@ class ErrorMiddleware(ContextMiddleware):
 
 def install(app: FastAPI, routes: Sequence[BaseRoute]) -> None:
     """Add the middleware; the last added runs first."""
+    app.add_middleware(DirectRagMiddleware)
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(ConcurrencyLimitMiddleware)
     app.add_middleware(EarlyAnswerMiddleware)
