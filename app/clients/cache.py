@@ -25,17 +25,13 @@ KEY_PREFIX = "rerank:v1:"
 
 
 def cache_key(reranker_id: str, tenant: str, query: str, candidates: Sequence[Candidate]) -> str:
-    h = hashlib.sha256()
-    for part in (reranker_id, tenant, query):
-        h.update(part.encode())
-        h.update(b"\x00")
+    # one string hashed at once: the same bytes as hashing each part in turn, for a tenth of
+    # the calls (four per candidate made this a tenth of a cached request's CPU)
+    parts = [reranker_id, "\x00", tenant, "\x00", query, "\x00"]
     for c in candidates:
-        h.update(c.id.encode())
-        h.update(b"\x01")
         digest = c.payload.get("content_hash") or hashlib.sha256(c.text.encode()).hexdigest()
-        h.update(str(digest).encode())
-        h.update(b"\x00")
-    return KEY_PREFIX + h.hexdigest()
+        parts += (c.id, "\x01", str(digest), "\x00")
+    return KEY_PREFIX + hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
 def pack(scores: Sequence[float]) -> bytes:

@@ -45,6 +45,18 @@ def test_key_is_deterministic_and_prefixed() -> None:
     int(digest, 16)
 
 
+def test_key_is_the_key_earlier_releases_wrote() -> None:
+    """Scores cached before an upgrade are found after it: these keys were computed by the
+    release that hashed each part in turn."""
+    assert cache_key("rr@1", "t1", "what is alpha", BASE) == (
+        KEY_PREFIX + "850acf235cd2036973c7a823b4548954a0003f531b70b70e4778e09e0c54cdf1"
+    )
+    no_hash = [Candidate("p\u00e9", 0.1, {"text": "no hash \u00fc"})]
+    assert cache_key("rr@1", "t1", "what is alpha", no_hash) == (
+        KEY_PREFIX + "4b132a8ba5246a101f148765971b02d99c127e8a6e844a5364f076bb769009ae"
+    )
+
+
 def test_key_changes_with_every_input() -> None:
     base = cache_key("rr@1", "t1", "what is alpha", BASE)
     changed_hash = [
