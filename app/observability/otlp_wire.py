@@ -93,6 +93,19 @@ def _key_value(key: str, value: Any) -> bytes:
     return _key_field(key) + _field(b"\x12", _any_value(value))
 
 
+# attributes repeat from span to span (the route, the embedder's id, `db.system`): one whose
+# value is a short string, an int or a bool is encoded once. The exact type's name is in the key
+# (True == 1, and they encode differently); floats are not cached (0.0 == -0.0, and NaN is not
+# equal to itself); long strings are not, so the cache stays small whatever values come
+CACHED_VALUE_TYPES = (str, int, bool)
+CACHED_STR_CHARS = 256
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_attribute(tag: bytes, key: str, kind: str, value: str | int | bool) -> bytes:
+    return _field(tag, _key_value(key, value))
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated KeyValue under `tag`; an attribute that cannot be encoded is left out and
     logged, as the library does."""
@@ -101,7 +114,11 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     out = []
     for key, value in attributes.items():
         try:
-            out.append(_field(tag, _key_value(key, value)))
+            kind = type(value)
+            if kind in CACHED_VALUE_TYPES and (kind is not str or len(value) <= CACHED_STR_CHARS):
+                out.append(_cached_attribute(tag, key, kind.__name__, value))
+            else:
+                out.append(_field(tag, _key_value(key, value)))
         except Exception as exc:  # as the library: one bad value costs its attribute, not the batch
             log.warning("span attribute not exported", extra={"key": key, "error": repr(exc)})
     return b"".join(out)
