@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -118,22 +119,32 @@ def _make(tracer: trace.Tracer, spec: dict[str, Any]) -> None:
     span.end()
 
 
+def encoded_both_ways(make: Callable[[], None], exporter: InMemorySpanExporter) -> tuple[Any, Any]:
+    """Run `make`, then encode the spans it finished ours and the library's way: our bytes parsed
+    back, and the library's message. Logging is off meanwhile: the SDK and both encoders log
+    each attribute they leave out."""
+    logging.disable(logging.CRITICAL)
+    try:
+        make()
+        spans = exporter.get_finished_spans()
+        return ExportTraceServiceRequest.FromString(encode_request(spans)), encode_spans(spans)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=st.lists(span_specs, max_size=8))
 def test_our_bytes_parse_to_the_librarys_message(specs: list[dict[str, Any]]) -> None:
     exporter = InMemorySpanExporter()
     providers = _providers(exporter)
-    logging.disable(logging.CRITICAL)  # both encoders log each attribute they leave out
-    try:
+
+    def make() -> None:
         for spec in specs:
             _make(_scope(providers[spec["provider"]], spec["scope"]), spec)
-        spans = exporter.get_finished_spans()
-        ours = ExportTraceServiceRequest.FromString(encode_request(spans))
-        theirs = encode_spans(spans)
-    finally:
-        logging.disable(logging.NOTSET)
+
+    ours, theirs = encoded_both_ways(make, exporter)
     assert ours == theirs, (ours, theirs)
-    assert len(spans) == len(specs)
+    assert len(exporter.get_finished_spans()) == len(specs)
 
 
 # few keys and values that are equal but encode differently (True == 1 == 1.0, 0.0 == -0.0),
@@ -154,18 +165,15 @@ def test_repeated_attributes_encode_as_the_library_does(sets: list[dict[str, Any
     exporter = InMemorySpanExporter()
     (p, _) = _providers(exporter)
     tracer = p.get_tracer("t")
-    logging.disable(logging.CRITICAL)  # 2**64 is left out and logged by both
-    try:
+
+    def make() -> None:
         for attrs in sets:
             link = Link(SpanContext(1, 2, is_remote=False), attrs)
             span = tracer.start_span("s", attributes=attrs, links=[link])
             span.add_event("e", attrs)  # the same attributes under the event's and the link's tags
             span.end()
-        spans = exporter.get_finished_spans()
-        ours = ExportTraceServiceRequest.FromString(encode_request(spans))
-        theirs = encode_spans(spans)
-    finally:
-        logging.disable(logging.NOTSET)
+
+    ours, theirs = encoded_both_ways(make, exporter)
     assert ours == theirs, (ours, theirs)
 
 
