@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.body import BodyLimitMiddleware, ConcurrencyLimitMiddleware
@@ -80,6 +81,36 @@ async def test_one_context_per_request_under_one_key_and_headers_on_the_way_out(
     assert (b"x-request-id", b"abc") in headers
     assert (b"x-ratelimit-limit", b"5") in headers
     assert [v for k, v in headers if k == b"retry-after"] == [b"9"]  # the answer's own header wins
+
+
+async def test_the_edge_and_the_handlers_read_the_same_headers_whatever_their_case() -> None:
+    """A server may keep the client's header-name case (ASGI only asks for lower case);
+    Starlette's `Headers` finds only lower-case names, and the edge reads its own lower-cased
+    copy: both must see Authorization and Content-Type, and the same values."""
+    seen: list[tuple[dict[str, str], Headers]] = []
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((context_of(scope).headers, Headers(scope=scope)))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    raw = [(b"Content-Type", b"application/json"), (b"AUTHORIZATION", b"Bearer a.b"), (b"x-other", b"1")]
+    sent: list[Message] = []
+
+    async def collect(message: Message) -> None:
+        sent.append(message)
+
+    await RequestContextMiddleware(handler)(
+        http_scope({STATE_KEY: app_state()}, headers=raw), no_body, collect
+    )
+    ((edge, starlette),) = seen
+    for name, value in (
+        ("content-type", "application/json"),
+        ("authorization", "Bearer a.b"),
+        ("x-other", "1"),
+    ):
+        assert edge[name] == starlette.get(name) == value
+    assert sent[0]["status"] == 200
 
 
 async def test_the_slot_raises_overloaded_at_the_cap_and_gives_it_back() -> None:

@@ -63,6 +63,11 @@ class RequestContextMiddleware:
         # a repeated header's first value, as Starlette's `Headers.get` (and so FastAPI) reads it:
         # the edge and the handlers must never see two different Authorization or Content-Type
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+        if any(k != k.lower() for k, _ in scope["headers"]):
+            # ASGI servers should send lower-case names (uvicorn does) and Starlette finds only
+            # those: a server that keeps the client's case must not make the handlers miss a
+            # header the edge read
+            scope["headers"] = [(k.lower(), v) for k, v in scope["headers"]]
         rid = headers.get("x-request-id", "")
         if not _valid_request_id(rid):
             rid = secrets.token_hex(16)  # 128 random bits, as a uuid4's hex

@@ -160,11 +160,12 @@ class DirectRagMiddleware(ContextMiddleware):
     """POST /rag straight to `answer`, without FastAPI's routing and dependency solving (a fifth
     of the event loop's CPU on a request that misses every cache): for a request whose body
     the route would take as it is (`plain_request`) and whose deadline is the server's (no
-    X-Request-Timeout). It authenticates and counts the caller first, as the route's
-    dependencies do (unless the early answer path did). Every other request goes on to the
-    route. Installed innermost, so the body limits, the in-flight cap and cancellation on
-    disconnect hold as they do for the route; a domain error it raises is answered by
-    ErrorMiddleware as the route's exception handler would."""
+    X-Request-Timeout). It authenticates and counts the caller before it reads the body, as the
+    route does (unless the early answer path did); a request it leaves to the route is not
+    authenticated or counted again there. Every other request goes on to the route. Installed
+    innermost, so the body limits, the in-flight cap and cancellation on disconnect hold as they
+    do for the route; a domain error it raises is answered by ErrorMiddleware as the route's
+    exception handler would."""
 
     path = RAG_PATH
 
@@ -172,14 +173,14 @@ class DirectRagMiddleware(ContextMiddleware):
         if scope["method"] != "POST" or "x-request-timeout" in ctx.headers:
             await self.app(scope, receive, send)
             return
-        message = await receive()  # the whole body, in one message (BodyLimitMiddleware)
-        body = plain_request(message.get("body", b""), ctx.headers.get("content-type"))
-        if body is None:
-            await self.app(scope, replaying(message, receive), send)
-            return
-        if ctx.principal is None:
+        if ctx.principal is None:  # first, as the route does: no body work for a refused caller
             client = scope.get("client")
             await authenticate(ctx, ctx.headers.get("authorization"), client[0] if client else "")
+        message = await receive()  # the whole body, in one message (BodyLimitMiddleware)
+        body = plain_request(message.get("body", b""), ctx.headers.get("content-type"))
+        if body is None:  # the route answers it, with the caller already authenticated and counted
+            await self.app(scope, replaying(message, receive), send)
+            return
         assert ctx.policy is not None
         state = ctx.app
         deadline = Deadline(state.settings.server.deadline_s)
