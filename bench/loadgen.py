@@ -7,6 +7,7 @@ The parsers are pure functions over the tools' text output, so they are tested o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,6 +15,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "bodies.lua"
 HOT_BODY = '{"q":"test","k":50}'
@@ -165,6 +168,37 @@ def parse_wrk(text: str) -> LoadResult:
         stages_ms={k: v for k, v in d["stages_ms"].items() if v is not None},
         wrapped=d["wrapped"],
     )
+
+
+# ---------------------------------------------------------------- a fixed number of requests
+
+
+def send_each(url: str, bodies: list[str], concurrency: int, timeout_s: float = 60.0) -> tuple[int, int]:
+    """POST every body of `bodies` to `url`/rag exactly once, over `concurrency` connections: a
+    warm-up measured in requests, not seconds (hey and wrk run for a time). Returns (non-2xx
+    answers, requests without an answer)."""
+
+    async def run() -> tuple[int, int]:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        headers = {"content-type": "application/json"}
+        pending = iter(bodies)
+        non2xx = errors = 0
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
+
+            async def worker() -> None:
+                nonlocal non2xx, errors
+                for body in pending:  # one iterator shared by the workers: each body once
+                    try:
+                        r = await client.post("/rag", content=body, headers=headers)
+                    except httpx.HTTPError:
+                        errors += 1
+                        continue
+                    non2xx += not 200 <= r.status_code <= 299
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return non2xx, errors
+
+    return asyncio.run(run())
 
 
 # ---------------------------------------------------------------- gateway metrics

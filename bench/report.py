@@ -451,7 +451,12 @@ def render(doc: dict[str, Any]) -> str:
         lines += [
             "",
             f"S7 mix: Zipf s={z['s']:g} over {z['distinct']:,} distinct queries (sampling seed "
-            f"{z['seed']}); each round sends the same sample to both gateways.",
+            f"{z['seed']}); each round sends the same sample to both gateways"
+            + (
+                f", after the same {z['warmup_requests']:,} warm-up requests of the mix to each."
+                if z.get("warmup_requests")
+                else "."
+            ),
         ]
     # S7 repeats queries by design; the note is about the distinct-query scenarios
     wraps = [a for a in aggs.values() if a.wrapped and a.server != FLOOR and a.scenario != "S7"]

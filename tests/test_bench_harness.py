@@ -1,11 +1,14 @@
 """The benchmark harness's own logic on canned tool output: parsing hey and wrk, aggregating
-rounds, and the PASS/MISS verdicts. No load is generated and nothing is timed here."""
+rounds, and the PASS/MISS verdicts; and the warm-up sender against a small local server. No
+load is measured and nothing is timed here."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -323,6 +326,49 @@ def test_zipf_queries_are_the_first_distinct_queries() -> None:
     qs = data.zipf_queries(passages, 40, seed=3)
     assert len(qs) == len(set(qs)) == 40
     assert qs == list(itertools.islice(data.distinct_queries(passages, 3), 40))
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """POST /rag: records the body; a body with "bad" is answered 503, one with "drop" gets its
+    connection closed with no answer."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"])).decode()
+        with self.lock:
+            self.seen.append(f"{self.path} {self.headers['content-type']} {body}")
+        if "drop" in body:
+            self.close_connection = True
+            return
+        self.send_response(503 if "bad" in body else 200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_send_each_posts_every_body_exactly_once_and_counts_what_failed() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bodies = [json.dumps({"q": f"q{i}", "k": 50}) for i in range(300)]
+        bodies[7] = '{"q": "bad one"}'
+        bodies[99] = '{"q": "bad two"}'
+        bodies[150] = '{"q": "drop"}'
+        non2xx, errors = loadgen.send_each(f"http://127.0.0.1:{server.server_port}", bodies, 20)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (non2xx, errors) == (2, 1)
+    # httpx may send the dropped request again on a fresh connection: every other body once
+    seen = Counter(_Recorder.seen)
+    assert {f"/rag application/json {b}" for b in bodies} == set(seen)
+    assert {line: n for line, n in seen.items() if n != 1 and "drop" not in line} == {}
 
 
 def _cached(scenario: str, server: str, rps: float, hits: int, misses: int, **kw: Any) -> Any:
