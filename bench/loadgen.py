@@ -173,25 +173,28 @@ def parse_wrk(text: str) -> LoadResult:
 # ---------------------------------------------------------------- a fixed number of requests
 
 
-def send_each(url: str, bodies: list[str], concurrency: int, timeout_s: float = 60.0) -> tuple[int, int]:
+def send_each(
+    url: str, bodies: list[str], concurrency: int, timeout_s: float = 60.0
+) -> tuple[int, list[str]]:
     """POST every body of `bodies` to `url`/rag exactly once, over `concurrency` connections: a
-    warm-up measured in requests, not seconds (hey and wrk run for a time). Returns (non-2xx
-    answers, requests without an answer)."""
+    warm-up measured in requests, not seconds (hey and wrk run for a time). Returns the number of
+    non-2xx answers and, for each request without an answer, what went wrong."""
 
-    async def run() -> tuple[int, int]:
+    async def run() -> tuple[int, list[str]]:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         headers = {"content-type": "application/json"}
         pending = iter(bodies)
-        non2xx = errors = 0
+        non2xx = 0
+        errors: list[str] = []
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
 
             async def worker() -> None:
-                nonlocal non2xx, errors
+                nonlocal non2xx
                 for body in pending:  # one iterator shared by the workers: each body once
                     try:
                         r = await client.post("/rag", content=body, headers=headers)
-                    except httpx.HTTPError:
-                        errors += 1
+                    except httpx.HTTPError as exc:
+                        errors.append(f"{type(exc).__name__}: {exc}")
                         continue
                     non2xx += not 200 <= r.status_code <= 299
 

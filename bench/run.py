@@ -10,7 +10,8 @@
 3. Per scenario: warm up every server, then run the rounds, alternating the server order
    (A B C, C B A, ...), so drift on a shared machine hits every server alike. S6 alternates
    within its one gateway instead: no job, then a job (bench/ingest.py). S7 warms both of its
-   gateways with the same 10,000 requests of its Zipf mix (a count, not seconds), then sends
+   gateways with the same 10,000 requests of its Zipf mix (a count, not seconds; 2,000 in a
+   quick run; none with `--warmup 0`), then sends
    the same Zipf-distributed body file to the gateway with the answer cache on and to the one
    with it off in each round, and reads the answer-cache counters of their /metrics around
    every run.
@@ -59,8 +60,10 @@ ZIPF_SEED = 7
 ZIPF_QUERY_SEED = QUERY_SEED + 2
 S7_BODIES_PER_SECOND = 4000
 # S7's warm-up is a number of requests (the same sample to both gateways), not seconds: a cache's
-# state depends on how many requests it has seen, and a time would warm it less on a slower day
+# state depends on how many requests it has seen, and a time would warm it less on a slower day.
+# A quick run sends fewer (it is a smoke test; its S7 ratio is of a colder cache)
 S7_WARMUP_REQUESTS = 2 * ZIPF_DISTINCT
+S7_QUICK_WARMUP_REQUESTS = 2000
 
 
 @dataclass
@@ -74,17 +77,21 @@ class Plan:
     concurrency: int = 20
     s4_concurrency: int = 4
     ingest_share: float | None = None  # S6 gateway's RAG_EMBEDDER__INGEST_SHARE (None: default)
+    s7_warmup_requests: int = S7_WARMUP_REQUESTS
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.quick:
         plan = Plan(True, 4, 2, 1, list(QUICK_SIZES), list(report.SCENARIOS))
+        plan.s7_warmup_requests = S7_QUICK_WARMUP_REQUESTS
     else:
         plan = Plan(False, 10, 3, 3, list(FULL_SIZES), list(report.SCENARIOS))
     if args.duration:
         plan.duration_s = args.duration
     if args.warmup is not None:
         plan.warmup_s = args.warmup
+        if args.warmup <= 0:
+            plan.s7_warmup_requests = 0
     if args.rounds:
         plan.rounds = args.rounds
     if args.sizes:
@@ -417,9 +424,9 @@ class Bench:
         sends one body file (a fresh sample of the same mix) to both, in alternating order."""
         names = [report.CACHED, report.GATEWAY]
         log(f"S7: {report.SCENARIOS['S7']} — {', '.join(names)}")
-        if self.plan.warmup_s > 0:
+        if self.plan.s7_warmup_requests > 0:
             assert self.zipf is not None
-            lines = self.zipf.body_lines(S7_WARMUP_REQUESTS, 50)
+            lines = self.zipf.body_lines(self.plan.s7_warmup_requests, 50)
             for name in names:
                 server = self.by_name[name]
                 before = self._answer_cache_counts(server)
@@ -428,11 +435,15 @@ class Bench:
                 after = self._answer_cache_counts(server)
                 hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
                 if non2xx or errors:
-                    self.warmup_failures.append(f"S7 {name}: non-2xx {non2xx}, no answer {errors}")
+                    why = "; ".join(sorted(set(errors)))
+                    self.warmup_failures.append(
+                        f"S7 {name}: non-2xx {non2xx}, no answer {len(errors)} ({why})"
+                    )
                 log(
                     f"  S7 {name:<22} warm-up: {len(lines)} requests in {time.monotonic() - started:.1f} s, "
                     f"answer cache hits {hits}, misses {misses}"
-                    f"{f', non-2xx {non2xx}' if non2xx else ''}{f', no answer {errors}' if errors else ''}"
+                    + (f", non-2xx {non2xx}" if non2xx else "")
+                    + (f", no answer {len(errors)}" if errors else "")
                 )
         for rnd in range(self.plan.rounds):
             bodies = self._zipf_file(self.plan.duration_s)
@@ -487,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="1 round of 4 s, S4 at 2k and 20k only (< 3 min)"
     )
     parser.add_argument("--duration", type=float, help="seconds per measured run (default 10; quick 4)")
-    parser.add_argument("--warmup", type=float, help="seconds of warm-up per server and scenario")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of warm-up per server and scenario (S7 warms by a count of requests; 0: none at all)",
+    )
     parser.add_argument("--rounds", type=int, help="measured runs per server and scenario (default 3)")
     parser.add_argument("--sizes", help="S4 collection sizes, comma-separated (default 2000,20000,100000)")
     parser.add_argument("--scenarios", help="subset to run, e.g. S1,S5 (default all)")
@@ -566,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                 "distinct": ZIPF_DISTINCT,
                 "seed": ZIPF_SEED,
                 "query_seed": ZIPF_QUERY_SEED,
-                "warmup_requests": S7_WARMUP_REQUESTS if plan.warmup_s > 0 else 0,
+                "warmup_requests": plan.s7_warmup_requests,
             }
             if "S7" in plan.scenarios
             else None,

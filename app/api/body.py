@@ -28,6 +28,11 @@ RAG_PATH = "/rag"
 STREAMED_PATHS = frozenset({"/jobs/ingest"})
 
 
+def media_type(content_type: str | None) -> str:
+    """A Content-Type's media type, lower-cased, without its parameters ("" when absent)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 async def read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes:
     """The whole body; PayloadTooLarge past `limit` bytes, ClientDisconnected if the client left."""
     declared = headers.get("content-length")

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.api.body import media_type
 from app.api.context import RequestContext, find_context
 from app.errors import (
     BadHttpRequest,
@@ -209,7 +210,7 @@ async def _authenticate_first(request: Request) -> Response | None:
 
 
 def _is_json(content_type: str | None) -> bool:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from app.answer_cache import answer_key, join_answer, split_answer
 from app.api.answers import canonical_request, identity
 from app.api.auth import Policy, authenticate
-from app.api.body import RAG_PATH, replaying
+from app.api.body import RAG_PATH, media_type, replaying
 from app.api.context import ContextMiddleware, RequestContext, request_context
 from app.api.deps import State, get_deadline
 from app.api.responses import documented
@@ -142,7 +142,7 @@ def plain_request(body: bytes, content_type: str | None) -> RagRequest | None:
     it is: `Content-Type: application/json` (parameters allowed), a JSON object (read as
     Starlette's `Request.json()` reads it) that validates as a RagRequest. Else None: the
     route reads the body, and its errors are FastAPI's and app/api/errors.py's."""
-    if content_type is None or content_type.split(";", 1)[0].strip().lower() != "application/json":
+    if media_type(content_type) != "application/json":
         return None
     try:
         value = json.loads(body)
