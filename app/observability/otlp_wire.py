@@ -18,14 +18,16 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.trace import Link, SpanContext
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -157,37 +159,58 @@ def _link(link: Link) -> bytes:
     )
 
 
+_KIND = {kind: _SMALL[kind.value + 1] for kind in SpanKind}  # OTLP's SpanKind is the API's plus one
+_STATUS_CODE = {code: (b"\x18" + _SMALL[code.value] if code.value else b"") for code in StatusCode}
+
+
 def _span(s: ReadableSpan) -> bytes:
-    ctx = s.get_span_context()
+    if type(s) is ReadableSpan:
+        # what the SDK hands an exporter: its fields read directly (its properties copy the
+        # events, links and attributes on every read); the encoding is the same either way
+        ctx, parent, name, kind, status = s._context, s._parent, s._name, s._kind, s._status
+        start, end, attrs, events, links = s._start_time, s._end_time, s._attributes, s._events, s._links
+        dropped_attributes = attrs.dropped if isinstance(attrs, BoundedAttributes) else 0
+        dropped_events = events.dropped if isinstance(events, BoundedList) else 0
+        dropped_links = links.dropped if isinstance(links, BoundedList) else 0
+    else:
+        ctx, parent, name, kind, status = s.get_span_context(), s.parent, s.name, s.kind, s.status
+        start, end, attrs, events, links = s.start_time, s.end_time, s.attributes, s.events, s.links
+        dropped_attributes, dropped_events, dropped_links = (
+            s.dropped_attributes,
+            s.dropped_events,
+            s.dropped_links,
+        )
     assert ctx is not None  # a finished SDK span always has one
     parts = [b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"), b"\x12\x08" + ctx.span_id.to_bytes(8, "big")]
     if ctx.trace_state:
         parts.append(_text(b"\x1a", ",".join([f"{k}={v}" for k, v in ctx.trace_state.items()])))
-    parent = s.parent
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    if s.name:
-        parts.append(_text(b"\x2a", s.name))
-    parts.append(b"\x30" + _SMALL[s.kind.value + 1])  # OTLP's SpanKind is the API's plus one
-    if s.start_time:
-        parts.append(b"\x39" + _FIXED64(s.start_time))
-    if s.end_time:
-        parts.append(b"\x41" + _FIXED64(s.end_time))
-    parts.append(_attributes(b"\x4a", s.attributes))
-    parts.append(_count(b"\x50", s.dropped_attributes))
-    parts.extend([_field(b"\x5a", _event(e)) for e in s.events])
-    parts.append(_count(b"\x60", s.dropped_events))
-    parts.extend([_field(b"\x6a", _link(link)) for link in s.links])
-    parts.append(_count(b"\x70", s.dropped_links))
-    status = s.status
-    code = status.status_code.value
-    parts.append(
-        _field(
-            b"\x7a",
-            (_text(b"\x12", status.description) if status.description else b"")
-            + (b"\x18" + _SMALL[code] if code else b""),
-        )
-    )
+    if name:
+        parts.append(_text(b"\x2a", name))
+    parts.append(b"\x30" + _KIND[kind])
+    if start:
+        parts.append(b"\x39" + _FIXED64(start))
+    if end:
+        parts.append(b"\x41" + _FIXED64(end))
+    if attrs:
+        parts.append(_attributes(b"\x4a", attrs))
+    if dropped_attributes:
+        parts.append(_count(b"\x50", dropped_attributes))
+    if events:
+        parts.extend([_field(b"\x5a", _event(e)) for e in events])
+    if dropped_events:
+        parts.append(_count(b"\x60", dropped_events))
+    if links:
+        parts.extend([_field(b"\x6a", _link(link)) for link in links])
+    if dropped_links:
+        parts.append(_count(b"\x70", dropped_links))
+    description = status.description
+    code = _STATUS_CODE[status.status_code]
+    if description:
+        parts.append(_field(b"\x7a", _text(b"\x12", description) + code))
+    else:
+        parts.append(b"\x7a" + _SMALL[len(code)] + code)
     parts.append(_flags(parent))
     return b"".join(parts)
 

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -119,15 +119,29 @@ def _make(tracer: trace.Tracer, spec: dict[str, Any]) -> None:
     span.end()
 
 
+class _Snapshot(ReadableSpan):
+    """A ReadableSpan of another class: the encoder reads it through its public properties, not
+    the fields of the SDK's own class."""
+
+
+def _through_properties(span: ReadableSpan) -> ReadableSpan:
+    copy = _Snapshot.__new__(_Snapshot)
+    copy.__dict__.update(vars(span))
+    return copy
+
+
 def encoded_both_ways(make: Callable[[], None], exporter: InMemorySpanExporter) -> tuple[Any, Any]:
     """Run `make`, then encode the spans it finished ours and the library's way: our bytes parsed
-    back, and the library's message. Logging is off meanwhile: the SDK and both encoders log
-    each attribute they leave out."""
+    back, and the library's message. Our bytes are the same whichever way the encoder reads a
+    span. Logging is off meanwhile: the SDK and both encoders log each attribute they leave out."""
     logging.disable(logging.CRITICAL)
     try:
         make()
         spans = exporter.get_finished_spans()
-        return ExportTraceServiceRequest.FromString(encode_request(spans)), encode_spans(spans)
+        ours = encode_request(spans)
+        assert all(type(s) is ReadableSpan for s in spans)
+        assert encode_request([_through_properties(s) for s in spans]) == ours
+        return ExportTraceServiceRequest.FromString(ours), encode_spans(spans)
     finally:
         logging.disable(logging.NOTSET)
 
