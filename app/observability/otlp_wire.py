@@ -29,6 +29,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 
+from app.observability.spans import LeanSpan
+
 log = logging.getLogger(__name__)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -164,9 +166,9 @@ _STATUS_CODE = {code: (b"\x18" + _SMALL[code.value] if code.value else b"") for 
 
 
 def _span(s: ReadableSpan) -> bytes:
-    if type(s) is ReadableSpan:
-        # what the SDK hands an exporter: its fields read directly (its properties copy the
-        # events, links and attributes on every read); the encoding is the same either way
+    if type(s) is ReadableSpan or type(s) is LeanSpan:
+        # what the SDK and our lean spans hand an exporter: its fields read directly (the
+        # properties copy the events, links and attributes on every read); the same bytes
         ctx, parent, name, kind, status = s._context, s._parent, s._name, s._kind, s._status
         start, end, attrs, events, links = s._start_time, s._end_time, s._attributes, s._events, s._links
         dropped_attributes = attrs.dropped if isinstance(attrs, BoundedAttributes) else 0

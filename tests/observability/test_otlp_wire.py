@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from obs_support import through_properties
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -119,17 +120,6 @@ def _make(tracer: trace.Tracer, spec: dict[str, Any]) -> None:
     span.end()
 
 
-class _Snapshot(ReadableSpan):
-    """A ReadableSpan of another class: the encoder reads it through its public properties, not
-    the fields of the SDK's own class."""
-
-
-def _through_properties(span: ReadableSpan) -> ReadableSpan:
-    copy = _Snapshot.__new__(_Snapshot)
-    copy.__dict__.update(vars(span))
-    return copy
-
-
 def encoded_both_ways(make: Callable[[], None], exporter: InMemorySpanExporter) -> tuple[Any, Any]:
     """Run `make`, then encode the spans it finished ours and the library's way: our bytes parsed
     back, and the library's message. Our bytes are the same whichever way the encoder reads a
@@ -140,7 +130,7 @@ def encoded_both_ways(make: Callable[[], None], exporter: InMemorySpanExporter) 
         spans = exporter.get_finished_spans()
         ours = encode_request(spans)
         assert all(type(s) is ReadableSpan for s in spans)
-        assert encode_request([_through_properties(s) for s in spans]) == ours
+        assert encode_request([through_properties(s) for s in spans]) == ours
         return ExportTraceServiceRequest.FromString(ours), encode_spans(spans)
     finally:
         logging.disable(logging.NOTSET)

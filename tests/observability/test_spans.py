@@ -17,6 +17,7 @@ from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from obs_support import through_properties
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk import trace as sdk_trace
@@ -27,6 +28,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from opentelemetry.trace.span import TraceState
 
 from app.observability import spans
+from app.observability.otlp_wire import encode_request
 from app.observability.spans import LeanSpan, LeanTracer, LeanTracerProvider
 from app.observability.tracing import get_tracer
 
@@ -162,6 +164,7 @@ samplers = st.sampled_from(
         sampling.ALWAYS_ON,
         sampling.ALWAYS_OFF,
         sampling.ParentBased(sampling.ALWAYS_ON),
+        sampling.DEFAULT_ON,  # the same, as the SDK's default: the lean tracer decides it itself
         sampling.ParentBased(sampling.TraceIdRatioBased(0.5)),
         Tagging(),
     ]
@@ -308,6 +311,9 @@ def test_lean_spans_are_the_sdk_spans(
     assert lean.started == sdk.started
     assert lean.ending == sdk.ending
     assert [fields(s) for s in lean.ended] == [fields(s) for s in sdk.ended]
+    # the exporter reads a lean span's fields directly (as the SDK's ReadableSpan's, which
+    # test_otlp_wire holds to the library's encoding): the same bytes as through its properties
+    assert encode_request(lean.ended) == encode_request([through_properties(s) for s in lean.ended])
 
 
 def test_the_gateway_tracer_makes_lean_spans_on_the_providers_pipeline() -> None:
@@ -321,6 +327,7 @@ def test_the_gateway_tracer_makes_lean_spans_on_the_providers_pipeline() -> None
         assert trace.get_current_span() is span
     assert trace.get_current_span() is not span
     (done,) = processor.ended
+    assert done is span  # the ended span is the ReadableSpan the processors get
     assert (done.name, dict(done.attributes or {})) == ("embed", {"rag.embedder": "e"})
     assert done.instrumentation_scope is not None and done.instrumentation_scope.name == "rag-gateway"
 
