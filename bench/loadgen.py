@@ -174,31 +174,41 @@ def parse_wrk(text: str) -> LoadResult:
 
 
 def send_each(
-    url: str, bodies: list[str], concurrency: int, timeout_s: float = 60.0
+    url: str, bodies: list[str], concurrency: int, timeout_s: float = 60.0, total_s: float = 900.0
 ) -> tuple[int, list[str]]:
     """POST every body of `bodies` to `url`/rag exactly once, over `concurrency` connections: a
-    warm-up measured in requests, not seconds (hey and wrk run for a time). Returns the number of
-    non-2xx answers and, for each request without an answer, what went wrong."""
+    warm-up measured in requests, not seconds (hey and wrk run for a time). At most `timeout_s`
+    per request and `total_s` in all; no proxy from the environment (as wrk and hey). Returns the
+    number of non-2xx answers and, for each request without an answer, what went wrong (those
+    still unanswered at the deadline, in one line)."""
 
     async def run() -> tuple[int, list[str]]:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         headers = {"content-type": "application/json"}
         pending = iter(bodies)
-        non2xx = 0
+        non2xx = answered = 0
         errors: list[str] = []
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
+        client = httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s, trust_env=False)
+        async with client:
 
             async def worker() -> None:
-                nonlocal non2xx
+                nonlocal non2xx, answered
                 for body in pending:  # one iterator shared by the workers: each body once
                     try:
                         r = await client.post("/rag", content=body, headers=headers)
                     except httpx.HTTPError as exc:
                         errors.append(f"{type(exc).__name__}: {exc}")
                         continue
+                    answered += 1
                     non2xx += not 200 <= r.status_code <= 299
 
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            try:
+                await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), total_s)
+            except TimeoutError:
+                left = len(bodies) - answered - len(errors)
+                errors.append(
+                    f"stopped after {total_s:g} s: {left} of {len(bodies)} bodies without an answer"
+                )
         return non2xx, errors
 
     return asyncio.run(run())

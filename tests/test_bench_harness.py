@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -343,6 +344,8 @@ class _Recorder(BaseHTTPRequestHandler):
         if "drop" in body:
             self.close_connection = True
             return
+        if "hang" in body:
+            time.sleep(3)
         self.send_response(503 if "bad" in body else 200)
         self.send_header("content-length", "2")
         self.end_headers()
@@ -376,6 +379,19 @@ def test_send_each_posts_every_body_exactly_once_and_counts_what_failed() -> Non
     seen = Counter(_Recorder.seen)
     assert {f"/rag application/json {b}" for b in bodies} == set(seen)
     assert {line: n for line, n in seen.items() if n != 1 and "drop" not in line} == {}
+
+
+def test_send_each_gives_up_at_its_deadline_and_says_how_many_went_unanswered() -> None:
+    server = _Server(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bodies = [json.dumps({"q": f"q{i}"}) for i in range(10)] + ['{"q": "hang"}'] * 3
+        non2xx, errors = loadgen.send_each(f"http://127.0.0.1:{server.server_port}", bodies, 4, total_s=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert non2xx == 0
+    assert errors == ["stopped after 1 s: 3 of 13 bodies without an answer"]
 
 
 def _cached(scenario: str, server: str, rps: float, hits: int, misses: int, **kw: Any) -> Any:

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.api.auth import Admin
+from app.api.body import media_type
 from app.api.deps import State
 from app.api.responses import ADMIN_ERRORS, documented
 from app.errors import Overloaded, PayloadTooLarge
@@ -84,8 +85,7 @@ async def submit_ingest(
 ) -> Response:
     """Upload JSON Lines (`{"id", "text", ...payload}` per line) for `tenant`; 202 and the job id."""
     runner = _runner(state)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in NDJSON_TYPES:
+    if media_type(request.headers.get("content-type")) not in NDJSON_TYPES:
         raise HTTPException(415, "send the documents as application/x-ndjson (one JSON object per line)")
     if runner.unfinished() >= state.settings.jobs.max_unfinished:
         # each waiting job holds its upload on the data volume: bound them before taking another

@@ -168,7 +168,8 @@ _STATUS_CODE = {code: (b"\x18" + _SMALL[code.value] if code.value else b"") for 
 def _span(s: ReadableSpan) -> bytes:
     if type(s) is ReadableSpan or type(s) is LeanSpan:
         # what the SDK and our lean spans hand an exporter: its fields read directly (the
-        # properties copy the events, links and attributes on every read); the same bytes
+        # properties copy the events and links and wrap the attributes on every read); the
+        # same bytes
         ctx, parent, name, kind, status = s._context, s._parent, s._name, s._kind, s._status
         start, end, attrs, events, links = s._start_time, s._end_time, s._attributes, s._events, s._links
         dropped_attributes = attrs.dropped if isinstance(attrs, BoundedAttributes) else 0
