@@ -15,7 +15,9 @@ Every lookup reads the generation, so concurrent lookups share one read of it: a
 only the requests that were waiting before it was sent (a read already in flight may predate a
 request, and with it a write that returned before that request came).
 
-Entries hold the answer's JSON without its `request_id` (each hit answers with its own).
+Entries hold the answer's JSON without its `request_id` (each hit answers with its own). An
+answer stored under two keys (canonical and raw) is held once in process, under the first, and
+the second points at it, so the byte bound counts it once.
 Concurrent identical misses compute once per process (single flight).
 """
 
@@ -58,8 +60,9 @@ class Generation:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    rest: bytes  # the answer's JSON after its request_id
+    rest: bytes  # the answer's JSON after its request_id (empty in an alias)
     expires_at: float
+    alias_of: str | None = None  # another key of the same answer: held once, counted once
 
 
 def split_answer(body: bytes, request_id: str) -> bytes:
@@ -191,6 +194,12 @@ class AnswerCache:
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
         now = self._clock()
+        if entry is not None and entry.alias_of is not None:
+            # the answer is held under its first key; gone from there, this key misses too
+            entry = self._entries.get(entry.alias_of) or entry
+            if entry.alias_of is not None:
+                entry = None
+                self._entries.pop(key, None)
         if entry is not None:
             if entry.expires_at > now:
                 return entry.rest
@@ -209,8 +218,12 @@ class AnswerCache:
     async def put(self, keys: str | Sequence[str], rest: bytes, generation: Generation) -> None:
         """Store one answer under each key; the shared tier gets them in one round trip."""
         keys = [keys] if isinstance(keys, str) else list(keys)
-        for key in keys:
-            self._remember(key, rest, self.ttl_s if generation.shared else self.local_ttl_s)
+        ttl_s = self.ttl_s if generation.shared else self.local_ttl_s
+        if self._remember(keys[0], rest, ttl_s):
+            # the other keys point at the first: the in-process tier holds and counts it once
+            expires_at = self._entries[keys[0]].expires_at
+            for key in keys[1:]:
+                self._entries[key] = Entry(b"", expires_at, alias_of=keys[0])
         if self.redis is None or not generation.shared:
             return
         ttl = max(1, round(self.ttl_s))
@@ -226,9 +239,12 @@ class AnswerCache:
         with contextlib.suppress(RedisUnavailable):  # the local tier still has it
             await self.redis.call(store)
 
-    def _remember(self, key: str, rest: bytes, ttl_s: float) -> None:
-        if len(rest) <= self._max_entry:
-            self._entries[key] = Entry(rest, self._clock() + ttl_s)
+    def _remember(self, key: str, rest: bytes, ttl_s: float) -> bool:
+        """Keep `rest` under `key` in process; False when it is too large to keep."""
+        if len(rest) > self._max_entry:
+            return False
+        self._entries[key] = Entry(rest, self._clock() + ttl_s)
+        return True
 
     async def single_flight(
         self, key: str, compute: Callable[[], Awaitable[tuple[bytes | None, T]]]
@@ -257,4 +273,4 @@ class AnswerCache:
 
 
 def _entry_size(entry: Entry) -> int:
-    return len(entry.rest) + 200  # the key and the entry's own overhead, roughly
+    return len(entry.rest) + 200  # the key and the entry's own overhead, roughly (an alias: 200)

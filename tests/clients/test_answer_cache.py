@@ -164,6 +164,30 @@ async def test_local_tier_ttl_and_byte_bound(redis_url: str, redis: Any) -> None
     assert (await cache.generation()).value == "l1"
 
 
+async def test_an_answer_under_two_keys_is_held_and_counted_once_in_process() -> None:
+    """The canonical and the raw key of one answer: the in-process tier holds the bytes under
+    the first and a small pointer under the second, so its byte bound counts the answer once;
+    the second key lives and expires with the first."""
+    clock = FakeClock()
+    cache = AnswerCache(None, "alias", max_bytes=8_000, ttl_s=60, local_ttl_s=5, clock=clock)
+    gen = await cache.generation()
+    # six answers of 900 bytes: 6 x 1,100 + 6 pointers x 200 = 7,800 counted bytes, within 8,000
+    # (counted once per key, they would be 13,200, and the oldest would go)
+    answers = {i: bytes([65 + i]) * 900 for i in range(6)}
+    for i, rest in answers.items():
+        await cache.put([f"c{i}", f"r{i}"], rest, gen)
+    for i, rest in answers.items():
+        assert await cache.get(f"r{i}") == rest and await cache.get(f"c{i}") == rest
+    # a seventh pushes out the least recently used answer (c0); its pointer finds nothing
+    await cache.put(["c6", "r6"], b"G" * 900, gen)
+    assert await cache.get("r0") is None and await cache.get("c0") is None
+    assert await cache.get("r6") == b"G" * 900
+    clock.now += 5  # the local generation's lifetime: both keys of an answer expire together
+    assert await cache.get("r5") is None and await cache.get("c5") is None
+    assert await cache.get("c4") is None and await cache.get("r4") is None  # (its answer gone first)
+    assert "r4" not in cache._entries and "r5" not in cache._entries  # no pointer left behind
+
+
 async def test_redis_killed_then_back_the_local_write_is_bumped_before_the_shared_tier_is_used(
     pair: tuple[AnswerCache, AnswerCache, FakeClock], redis: Any
 ) -> None:
