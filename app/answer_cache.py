@@ -196,8 +196,8 @@ class AnswerCache:
         now = self._clock()
         if entry is not None and entry.alias_of is not None:
             # the answer is held under its first key; gone from there, this key misses too
-            entry = self._entries.get(entry.alias_of) or entry
-            if entry.alias_of is not None:
+            entry = self._entries.get(entry.alias_of)
+            if entry is None or entry.alias_of is not None:
                 entry = None
                 self._entries.pop(key, None)
         if entry is not None:

@@ -9,10 +9,11 @@ import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import pytest
+from support.httpserver import serve_in_thread
 
 from bench import data, loadgen, report
 
@@ -329,41 +330,39 @@ def test_zipf_queries_are_the_first_distinct_queries() -> None:
     assert qs == list(itertools.islice(data.distinct_queries(passages, 3), 40))
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    """POST /rag: records the body; a body with "bad" is answered 503, one with "drop" gets its
-    connection closed with no answer."""
-
-    protocol_version = "HTTP/1.1"
-    seen: ClassVar[list[str]] = []
+def _recorder() -> tuple[type[BaseHTTPRequestHandler], list[str]]:
+    """A handler for POST /rag that records each request in the returned list; a body with
+    "bad" is answered 503, one with "drop" gets its connection closed with no answer, one with
+    "hang" is answered after 3 s."""
+    seen: list[str] = []
     lock = threading.Lock()
 
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"])).decode()
-        with self.lock:
-            self.seen.append(f"{self.path} {self.headers['content-type']} {body}")
-        if "drop" in body:
-            self.close_connection = True
-            return
-        if "hang" in body:
-            time.sleep(3)
-        self.send_response(503 if "bad" in body else 200)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
+    class Recorder(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args: Any) -> None:
-        pass
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"])).decode()
+            with lock:
+                seen.append(f"{self.path} {self.headers['content-type']} {body}")
+            if "drop" in body:
+                self.close_connection = True
+                return
+            if "hang" in body:
+                time.sleep(3)
+            self.send_response(503 if "bad" in body else 200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
 
+        def log_message(self, *args: Any) -> None:
+            pass
 
-class _Server(ThreadingHTTPServer):
-    # socketserver's listen backlog is 5: 20 connections opened at once on a busy machine then
-    # overflow it and some are reset (measured: 10 of 40 runs lost 2-9 extra requests; none at 64)
-    request_queue_size = 64
+    return Recorder, seen
 
 
 def test_send_each_posts_every_body_exactly_once_and_counts_what_failed() -> None:
-    server = _Server(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler, seen = _recorder()
+    server = serve_in_thread(handler)
     try:
         bodies = [json.dumps({"q": f"q{i}", "k": 50}) for i in range(300)]
         bodies[7] = '{"q": "bad one"}'
@@ -376,14 +375,14 @@ def test_send_each_posts_every_body_exactly_once_and_counts_what_failed() -> Non
     assert non2xx == 2
     assert errors == ["RemoteProtocolError: Server disconnected without sending a response."]
     # httpx may send the dropped request again on a fresh connection: every other body once
-    seen = Counter(_Recorder.seen)
-    assert {f"/rag application/json {b}" for b in bodies} == set(seen)
-    assert {line: n for line, n in seen.items() if n != 1 and "drop" not in line} == {}
+    counts = Counter(seen)
+    assert {f"/rag application/json {b}" for b in bodies} == set(counts)
+    assert {line: n for line, n in counts.items() if n != 1 and "drop" not in line} == {}
 
 
 def test_send_each_gives_up_at_its_deadline_and_says_how_many_went_unanswered() -> None:
-    server = _Server(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler, _ = _recorder()
+    server = serve_in_thread(handler)
     try:
         bodies = [json.dumps({"q": f"q{i}"}) for i in range(10)] + ['{"q": "hang"}'] * 3
         non2xx, errors = loadgen.send_each(f"http://127.0.0.1:{server.server_port}", bodies, 4, total_s=1)

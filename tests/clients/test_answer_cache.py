@@ -178,7 +178,7 @@ async def test_an_answer_under_two_keys_is_held_and_counted_once_in_process() ->
         await cache.put([f"c{i}", f"r{i}"], rest, gen)
     for i, rest in answers.items():
         assert await cache.get(f"r{i}") == rest and await cache.get(f"c{i}") == rest
-    # a seventh pushes out the least recently used answer (c0); its pointer finds nothing
+    # a seventh pushes out the least recently used answer (c0) and its pointer
     await cache.put(["c6", "r6"], b"G" * 900, gen)
     assert await cache.get("r0") is None and await cache.get("c0") is None
     assert await cache.get("r6") == b"G" * 900
